@@ -1,0 +1,47 @@
+"""Write a file completely or not at all.
+
+Output goes to a temporary file in the target's folder and is renamed into
+place only when the writer finished without an exception, so an interrupted
+or failed run never leaves a half-written output behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from .errors import OutputError
+
+
+@contextlib.contextmanager
+def atomic_output(path, mode: str = "wb"):
+    """Yield a file object whose content replaces ``path`` on success."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
+                                   dir=folder)
+    except FileNotFoundError:
+        raise OutputError(f"{path}: folder {folder} does not exist") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create a file in {folder}: {exc.strerror}") from None
+    try:
+        kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, (BrokenPipeError,)):
+            raise OutputError(f"{path}: write failed: {exc.strerror or exc}") from None
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,53 @@
+"""Findings: what a walk saw that a reader should know about.
+
+A finding is data, not an exception.  Severity ``info`` is for what a healthy
+guest also has (well-formed shared placeholder pages); ``warning`` is for
+damage or anything suspicious.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+INFO = "info"
+WARNING = "warning"
+
+# finding kinds
+UNREADABLE = "unreadable-frame"      # a pointer names a frame not (fully) in the image
+MFN_ZERO = "mfn-zero"                # a pointer slot holds MFN 0
+SHARED_PAGE = "shared-page"          # one MFN referenced from more than one slot
+CROSS_LEVEL = "cross-level-page"     # one MFN used at two tree levels
+PAST_MAX_PFN = "entries-past-max-pfn"  # non-missing entries at or past max_pfn
+DUPLICATE_MFN = "duplicate-mfn"      # two pfns -> the same valid mfn
+EMPTY_TREE = "empty-tree"            # no pfn maps to anything
+
+
+@dataclass
+class Finding:
+    kind: str
+    severity: str
+    message: str
+    #: tree level of the page the finding is about: "top", "mid" or "leaf"
+    level: str | None = None
+    #: index of the (first) pointer slot naming that page, in its parent page
+    slot: int | None = None
+    #: MFN of the page the finding is about
+    mfn: int | None = None
+    #: MFN of the page holding the slot
+    parent_mfn: int | None = None
+    #: number of slots / entries concerned
+    count: int = 1
+    #: first and last pfn concerned (inclusive)
+    pfn_first: int | None = None
+    pfn_last: int | None = None
+    #: a few concrete examples, for duplicates and the like
+    examples: list = field(default_factory=list)
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity == WARNING
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.kind}: {self.message}"

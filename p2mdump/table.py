@@ -1,0 +1,213 @@
+"""P2MTable: the pfn-indexed table of raw p2m entries, and what follows from it.
+
+The table holds the raw leaf words exactly as the tree holds them (a numpy
+array of ``<u4`` / ``<u8``).  Classification, decoding, runs, lookups and the
+inverse (m2p) are computed from it in bulk, chunk by chunk, so a 2^27-entry
+(1 GiB) table never needs a second full-size temporary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .layout import KIND_FOREIGN, KIND_IDENTITY, KIND_MISSING, KIND_VALID, KINDS, Layout
+
+#: uint8 code of each kind (index into layout.KINDS)
+VALID, MISSING, IDENTITY, FOREIGN = range(4)
+CHUNK = 1 << 22
+
+# kind code by the two flag bits (FOREIGN, IDENTITY); INVALID is patched after
+_FLAG_CODES = np.array([VALID, IDENTITY, FOREIGN, IDENTITY], dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class Run:
+    """pfns [start, end) of one kind whose mfns step by one (mfn None if missing)."""
+
+    start: int
+    end: int
+    kind: str
+    mfn: int | None
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    @property
+    def mfn_end(self) -> int | None:
+        return None if self.mfn is None else self.mfn + self.length
+
+
+def classify(raw: np.ndarray, layout: Layout) -> np.ndarray:
+    """Kind codes (uint8) of an array of raw entries: INVALID first, then the
+    IDENTITY bit, then the FOREIGN bit, like the kernel's xen_p2m_elem_type."""
+    codes = _FLAG_CODES[raw >> np.array(layout.bits - 2, dtype=raw.dtype)]
+    codes[raw == raw.dtype.type(layout.invalid)] = MISSING
+    return codes
+
+
+def decode(raw: np.ndarray, layout: Layout) -> np.ndarray:
+    """pfn_to_mfn(): flag bits cleared; missing entries stay INVALID."""
+    inv = raw == raw.dtype.type(layout.invalid)
+    out = raw & raw.dtype.type(layout.word_mask & ~layout.flag_mask)
+    out[inv] = raw.dtype.type(layout.invalid)
+    return out
+
+
+class P2MTable:
+    """Raw p2m entries for pfns 0..len-1 of a guest with ``layout``."""
+
+    def __init__(self, raw: np.ndarray, layout: Layout):
+        if raw.dtype != np.dtype(layout.numpy_dtype):
+            raw = raw.astype(layout.numpy_dtype)
+        self.raw = raw
+        self.layout = layout
+        self._summary = None
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @property
+    def max_pfn(self) -> int:
+        return len(self.raw)
+
+    # -- single entries ------------------------------------------------------
+    def entry(self, pfn: int) -> int:
+        return int(self.raw[pfn])
+
+    def lookup(self, pfn: int) -> dict:
+        """pfn -> {pfn, raw, kind, mfn}; pfns past the table are missing."""
+        if pfn < 0:
+            raise ValueError("pfn must not be negative")
+        raw = self.entry(pfn) if pfn < len(self.raw) else self.layout.invalid
+        return {"pfn": pfn, "raw": raw, "kind": self.layout.kind_of(raw),
+                "mfn": self.layout.decode(raw)}
+
+    # -- bulk ----------------------------------------------------------------
+    def chunks(self, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, len(self.raw), size):
+            yield start, self.raw[start:start + size]
+
+    def kinds(self) -> np.ndarray:
+        """uint8 kind code per pfn (see :data:`VALID` ...)."""
+        out = np.empty(len(self.raw), dtype=np.uint8)
+        for start, chunk in self.chunks():
+            out[start:start + len(chunk)] = classify(chunk, self.layout)
+        return out
+
+    def mfns(self) -> np.ndarray:
+        """Decoded mfn per pfn (INVALID where missing)."""
+        out = np.empty_like(self.raw)
+        for start, chunk in self.chunks():
+            out[start:start + len(chunk)] = decode(chunk, self.layout)
+        return out
+
+    def _scan(self):
+        """One pass: counts per kind and run boundaries."""
+        lay = self.layout
+        counts = np.zeros(4, dtype=np.int64)
+        starts: list[np.ndarray] = []
+        prev_code = None
+        prev_raw = None
+        one = self.raw.dtype.type(1)
+        for start, chunk in self.chunks():
+            codes = classify(chunk, lay)
+            counts += np.bincount(codes, minlength=4)
+            brk = np.empty(len(chunk), dtype=bool)
+            brk[1:] = (codes[1:] != codes[:-1]) | (
+                (chunk[1:] != chunk[:-1] + one) & (codes[1:] != MISSING))
+            if prev_code is None:
+                brk[0] = True
+            else:
+                brk[0] = (codes[0] != prev_code) or (
+                    codes[0] != MISSING and int(chunk[0]) != (int(prev_raw) + 1) & lay.word_mask)
+            starts.append(np.flatnonzero(brk) + start)
+            prev_code, prev_raw = codes[-1], chunk[-1]
+        run_starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+        return counts, run_starts
+
+    def summary(self):
+        """(counts by kind name, run start pfns); computed once."""
+        if self._summary is None:
+            counts, run_starts = self._scan()
+            self._summary = ({k: int(counts[i]) for i, k in enumerate(KINDS)}, run_starts)
+        return self._summary
+
+    def counts(self) -> dict:
+        return dict(self.summary()[0])
+
+    def run_arrays(self):
+        """(starts, ends, codes, first raw entry) of every run, as arrays."""
+        run_starts = self.summary()[1].astype(np.int64)
+        ends = np.empty_like(run_starts)
+        ends[:-1] = run_starts[1:]
+        if len(ends):
+            ends[-1] = len(self.raw)
+        first = self.raw[run_starts]
+        codes = classify(first, self.layout) if len(first) else np.zeros(0, np.uint8)
+        return run_starts, ends, codes, first
+
+    def runs(self) -> Iterator[Run]:
+        starts, ends, codes, first = self.run_arrays()
+        lay = self.layout
+        for s, e, c, r in zip(starts.tolist(), ends.tolist(), codes.tolist(), first.tolist()):
+            yield Run(s, e, KINDS[c], None if c == MISSING else lay.decode(r))
+
+    def duplicate_mfns(self, examples: int = 5):
+        """Valid mfns claimed by more than one pfn.
+
+        Works on the runs of valid entries (intervals of machine frames), so a
+        1 GiB table needs no sort of its entries: after sorting the intervals
+        by first mfn, the frames of an interval below the running maximum end
+        of the earlier intervals are exactly the ones already claimed.
+        Returns (number of pfns whose mfn was already claimed, examples) where
+        an example is (mfn, first pfn, other pfn).
+        """
+        starts, ends, codes, first = self.run_arrays()
+        sel = codes == VALID
+        if not sel.any():
+            return 0, []
+        pfn0 = starts[sel]
+        m0 = first[sel].astype(np.uint64)
+        m1 = m0 + (ends[sel] - pfn0).astype(np.uint64)
+        order = np.argsort(m0, kind="stable")
+        pfn0, m0, m1 = pfn0[order], m0[order], m1[order]
+        cummax = np.maximum.accumulate(m1)
+        prev_max = np.empty_like(cummax)
+        prev_max[0] = 0
+        prev_max[1:] = cummax[:-1]
+        overlap = np.minimum(m1, prev_max).astype(np.int64) - m0.astype(np.int64)
+        overlap[0] = 0
+        overlap = np.maximum(overlap, 0)
+        total = int(overlap.sum())
+        found = []
+        if total:
+            arg_of_max = np.maximum.accumulate(np.where(m1 == cummax, np.arange(len(m1)), 0))
+            for i in np.flatnonzero(overlap)[:examples].tolist():
+                j = int(arg_of_max[i - 1])
+                mfn = int(m0[i])
+                other = int(pfn0[j]) + (mfn - int(m0[j]))
+                found.append((mfn, other, int(pfn0[i])))
+        return total, found
+
+    def inverse(self) -> dict:
+        """m2p for valid entries: mfn -> sorted list of pfns."""
+        out: dict[int, list[int]] = {}
+        for start, chunk in self.chunks():
+            codes = classify(chunk, self.layout)
+            idx = np.flatnonzero(codes == VALID)
+            for pfn, mfn in zip((idx + start).tolist(), chunk[idx].tolist()):
+                out.setdefault(mfn, []).append(pfn)
+        return out
+
+    def pfns_of(self, mfn: int) -> list[int]:
+        """All pfns whose valid entry is ``mfn`` (scan in bulk)."""
+        hits: list[int] = []
+        val = self.raw.dtype.type(mfn) if 0 <= mfn <= self.layout.word_mask else None
+        if val is None or mfn & self.layout.flag_mask:
+            return hits
+        for start, chunk in self.chunks():
+            hits.extend((np.flatnonzero(chunk == val) + start).tolist())
+        return hits

@@ -1,0 +1,557 @@
+"""Walk a p2m tree in a memory image and rebuild the pfn -> mfn table.
+
+From the top page (``p2m_top_mfn``) the walker reads every distinct mid page
+once and every distinct leaf page once.  Leaves referenced from a single slot
+are read straight into the preallocated table (runs of consecutive MFNs in
+one ``preadv``); pages referenced from many slots (the shared placeholders)
+are read once and broadcast.  What looks wrong is recorded as a
+:class:`~p2mdump.findings.Finding` and the walk goes on; only a top page that
+cannot be used at all raises :class:`~p2mdump.errors.TreeError`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import findings as F
+from .errors import LayoutError, TreeError
+from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, PAGE_SIZE, Layout, layout_for
+from .sources.base import FrameSource
+from .table import P2MTable
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class WalkResult:
+    table: P2MTable
+    layout: Layout
+    top_mfn: int
+    findings: list = field(default_factory=list)
+    #: "given" when max_pfn came from the caller, else "last-non-missing"
+    max_pfn_source: str = "given"
+    #: how the word size was chosen: "given" or "detected"
+    word_size_source: str = "given"
+    #: distinct frames read from the image
+    pages_read: int = 0
+    #: MFN of the shared mid placeholder (p2m_mid_missing_mfn), if seen
+    mid_placeholder: int | None = None
+    #: MFNs of shared all-INVALID leaf pages (p2m_missing, p2m_identity)
+    leaf_placeholders: list = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def max_pfn(self) -> int:
+        return len(self.table)
+
+    @property
+    def word_size(self) -> int:
+        return self.layout.word_size
+
+    def warnings(self) -> list:
+        return [f for f in self.findings if f.is_warning]
+
+    def summary(self) -> dict:
+        counts = self.table.counts()
+        return {
+            "source": self.source,
+            "word_size": self.layout.word_size,
+            "word_size_source": self.word_size_source,
+            "top_mfn": self.top_mfn,
+            "max_pfn": self.max_pfn,
+            "max_pfn_source": self.max_pfn_source,
+            "counts": counts,
+            "pages_read": self.pages_read,
+            "mid_placeholder": self.mid_placeholder,
+            "leaf_placeholders": list(self.leaf_placeholders),
+            "warnings": len(self.warnings()),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+class PageCache:
+    """Frames by MFN, each read from the source at most once."""
+
+    def __init__(self, source: FrameSource):
+        self.source = source
+        self.pages: dict[int, bytes | None] = {}
+        self.reads = 0
+
+    def get(self, mfn: int) -> bytes | None:
+        try:
+            return self.pages[mfn]
+        except KeyError:
+            pass
+        self.reads += 1
+        data = self.source.read_frame(mfn) if mfn >= 0 else None
+        self.pages[mfn] = data
+        return data
+
+    def words(self, mfn: int, layout: Layout) -> np.ndarray | None:
+        data = self.get(mfn)
+        if data is None:
+            return None
+        return np.frombuffer(data, dtype=layout.numpy_dtype)
+
+
+# -- word size detection ------------------------------------------------------
+
+def _pointer_score(cache: PageCache, top_mfn: int, layout: Layout) -> float:
+    """Fraction of the pointer slots of the top page and its mid pages that
+    name a readable frame, reading the pages at ``layout``'s word size."""
+    top = cache.words(top_mfn, layout)
+    if top is None:
+        return 0.0
+    good = total = 0
+    for mfn in np.unique(top).tolist():
+        n = int(np.count_nonzero(top == mfn))
+        total += n
+        if mfn == 0:
+            continue
+        mid = cache.words(mfn, layout) if _in_image(cache.source, mfn) else None
+        if mid is None:
+            continue
+        good += n
+        leaves = np.unique(mid).tolist()
+        ok = sum(int(np.count_nonzero(mid == m)) for m in leaves
+                 if m != 0 and _in_image(cache.source, m) and cache.get(m) is not None)
+        good += ok * n
+        total += len(mid) * n
+    return good / total if total else 0.0
+
+
+def _in_image(source: FrameSource, mfn: int) -> bool:
+    limit = source.frame_limit()
+    return limit is None or mfn < limit
+
+
+def detect_word_size(cache: PageCache, top_mfn: int) -> tuple[int, dict]:
+    """Guess 4 or 8 from how plausible the top and mid pages are as pointers.
+
+    Read with the wrong width, a 64-bit tree shows a zero high half next to
+    every pointer and a 32-bit tree shows pairs of MFNs glued into absurd
+    64-bit values; the right width gives pointers that land in the image.
+    Returns (word size, {4: score, 8: score}).
+    """
+    scores = {ws: _pointer_score(cache, top_mfn, layout_for(ws)) for ws in (8, 4)}
+    best = max(scores, key=lambda ws: (scores[ws], ws))
+    if scores[best] == 0.0:
+        raise TreeError(
+            f"the page at top MFN {top_mfn:#x} holds no pointer to a frame in the image "
+            "at either word size: not a p2m top page (wrong --top-mfn or --base?)")
+    return best, scores
+
+
+# -- the walk -----------------------------------------------------------------
+
+def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "auto",
+         max_pfn: int | None = None, progress: Progress | None = None) -> WalkResult:
+    """Walk the p2m tree whose top page is at ``top_mfn`` in ``source``.
+
+    ``word_size`` is 4, 8 or "auto"; ``max_pfn`` the number of pfns to return
+    (None: up to the last pfn whose entry is not missing).
+    """
+    if top_mfn < 0:
+        raise TreeError(f"top MFN must not be negative (got {top_mfn})")
+    cache = PageCache(source)
+    if not _in_image(source, top_mfn) or cache.get(top_mfn) is None:
+        limit = source.frame_limit()
+        where = f" (the image holds {limit:#x} frames)" if limit is not None else ""
+        raise TreeError(f"top MFN {top_mfn:#x} is not in the image{where}")
+
+    ws_source = "given"
+    if word_size in (None, "auto"):
+        ws, _ = detect_word_size(cache, top_mfn)
+        ws_source = "detected"
+    else:
+        ws = int(word_size)
+        layout_for(ws)
+        other = 12 - ws
+        mine = _pointer_score(cache, top_mfn, layout_for(ws))
+        if mine < 0.75:
+            theirs = _pointer_score(cache, top_mfn, layout_for(other))
+            if theirs >= 0.99 and mine <= 0.6:
+                raise LayoutError(
+                    f"--word-size {ws} does not fit this tree: its top and mid pages read as "
+                    f"{other}-byte words (pointer plausibility {theirs:.0%} vs {mine:.0%}); "
+                    f"use --word-size {other} or auto")
+            if mine == 0.0:
+                raise TreeError(
+                    f"the page at top MFN {top_mfn:#x} holds no pointer to a frame in the "
+                    f"image as {ws}-byte words: not a p2m top page (wrong --top-mfn or --base?)")
+    layout = layout_for(ws)
+    if max_pfn is not None:
+        if max_pfn < 0:
+            raise LayoutError(f"--max-pfn must not be negative (got {max_pfn})")
+        if max_pfn > layout.capacity:
+            raise LayoutError(
+                f"--max-pfn {max_pfn:#x} is larger than a {ws}-byte-word tree can hold "
+                f"({layout.capacity:#x} pfns)")
+    return _Walk(source, cache, layout, top_mfn, max_pfn, progress, ws_source).run()
+
+
+class _Walk:
+    def __init__(self, source, cache, layout, top_mfn, max_pfn, progress, ws_source):
+        self.source = source
+        self.cache = cache
+        self.L = layout
+        self.top_mfn = top_mfn
+        self.max_pfn = max_pfn
+        self.progress = progress
+        self.ws_source = ws_source
+        self.findings: list[F.Finding] = []
+        self.bulk_frames = 0
+
+    # -- helpers -----------------------------------------------------------
+    def add(self, *args, **kw):
+        self.findings.append(F.Finding(*args, **kw))
+
+    def _pfn_span(self, first_leaf_slot: int, nslots: int):
+        fpp = self.L.per_page
+        return first_leaf_slot * fpp, (first_leaf_slot + nslots) * fpp - 1
+
+    # -- levels --------------------------------------------------------------
+    def read_mids(self):
+        """Top page -> leaf MFN of every leaf slot, and which slots are usable."""
+        L = self.L
+        fpp = L.per_page
+        top = self.cache.words(self.top_mfn, L).astype(np.uint64)
+        self.top = top
+        leaf_mfn = np.zeros((fpp, fpp), dtype=np.uint64)
+        usable = np.zeros(fpp, dtype=bool)
+        self.mid_refs = {}
+        mids, inverse, counts = np.unique(top, return_inverse=True, return_counts=True)
+        for u, mfn in enumerate(mids.tolist()):
+            slots = np.flatnonzero(inverse == u)
+            self.mid_refs[mfn] = slots
+            t0 = int(slots[0])
+            span = dict(level=LEVEL_MID, slot=t0, mfn=mfn, parent_mfn=self.top_mfn,
+                        count=len(slots), pfn_first=L.first_pfn(t0),
+                        pfn_last=L.first_pfn(int(slots[-1]) + 1) - 1)
+            if mfn == 0:
+                self.add(F.MFN_ZERO, F.WARNING,
+                         f"{len(slots)} top slot(s) from {t0} hold MFN 0 instead of a mid page; "
+                         "their pfns are treated as missing", **span)
+                continue
+            mid = self.cache.words(mfn, L) if _in_image(self.source, mfn) else None
+            if mid is None:
+                self.add(F.UNREADABLE, F.WARNING,
+                         f"mid page MFN {mfn:#x} (top slot {t0}"
+                         + (f" and {len(slots) - 1} more" if len(slots) > 1 else "")
+                         + ") is not in the image; its pfns are treated as missing", **span)
+                continue
+            leaf_mfn[slots] = mid
+            usable[slots] = True
+        return leaf_mfn.reshape(-1), np.repeat(usable, fpp)
+
+    def run(self) -> WalkResult:
+        L = self.L
+        fpp = L.per_page
+        flat, usable = self.read_mids()
+        self.flat, self.usable = flat, usable
+        # distinct leaf pages over the whole capacity
+        slots = np.flatnonzero(usable)
+        leaves, inverse, counts = np.unique(flat[slots], return_inverse=True, return_counts=True)
+        self.leaf_refs_slots = slots
+        self.leaf_inverse = inverse
+        self.leaves = leaves
+        self.leaf_counts = counts
+        # read the shared leaves (placeholders) once
+        self.shared = {}
+        for u in np.flatnonzero(counts > 1).tolist():
+            mfn = int(leaves[u])
+            if mfn != 0:
+                self.shared[mfn] = self._leaf_words(mfn)
+        self._zero_leaf_findings()
+        self.prefetched: dict[int, np.ndarray | None] = {}
+        if self.max_pfn is None:
+            max_pfn = self._find_max_pfn()
+            mp_source = "last-non-missing"
+        else:
+            max_pfn = self.max_pfn
+            mp_source = "given"
+        n_leaves = L.leaves_for(max_pfn)
+        buf = np.empty(n_leaves * fpp, dtype=L.numpy_dtype)
+        self._fill(buf.reshape(n_leaves, fpp) if n_leaves else buf.reshape(0, fpp), n_leaves)
+        if mp_source == "given":
+            self._check_past(buf, max_pfn, n_leaves)
+        self._shared_findings()
+        table = P2MTable(buf[:max_pfn], L)
+        self._table_findings(table)
+        if max_pfn == 0:
+            self.add(F.EMPTY_TREE, F.WARNING, "no pfn in the tree maps to anything",
+                     level=LEVEL_TOP, mfn=self.top_mfn)
+        result = WalkResult(
+            table=table, layout=L, top_mfn=self.top_mfn, findings=self.findings,
+            max_pfn_source=mp_source, word_size_source=self.ws_source,
+            pages_read=self.cache.reads + self.bulk_frames,
+            mid_placeholder=self.mid_placeholder, leaf_placeholders=self.leaf_placeholders,
+            source=self.source.describe())
+        return result
+
+    def _leaf_words(self, mfn):
+        if mfn == 0 or not _in_image(self.source, mfn):
+            return None
+        return self.cache.words(mfn, self.L)
+
+    def _slots_of_leaf(self, mfn) -> np.ndarray:
+        u = int(np.searchsorted(self.leaves, mfn))
+        return self.leaf_refs_slots[self.leaf_inverse == u]
+
+    def _zero_leaf_findings(self):
+        if len(self.leaves) and self.leaves[0] == 0:
+            slots = self.leaf_refs_slots[self.leaf_inverse == 0]
+            fpp = self.L.per_page
+            s0 = int(slots[0])
+            self.add(F.MFN_ZERO, F.WARNING,
+                     f"{len(slots)} mid slot(s) hold MFN 0 instead of a leaf page "
+                     f"(first: pfn {s0 * fpp:#x}); their pfns are treated as missing",
+                     level=LEVEL_LEAF, slot=s0 % fpp, mfn=0,
+                     parent_mfn=int(self._top_mid(s0 // fpp)), count=len(slots),
+                     pfn_first=s0 * fpp, pfn_last=(int(slots[-1]) + 1) * fpp - 1)
+
+    def _top_mid(self, t):
+        """MFN of the mid page named by top slot ``t``."""
+        return int(self.top[t])
+
+    def _unreadable_leaf(self, slot: int, mfn: int, count: int = 1):
+        fpp = self.L.per_page
+        self.add(F.UNREADABLE, F.WARNING,
+                 f"leaf page MFN {mfn:#x} (pfns {slot * fpp:#x}-{(slot + count) * fpp - 1:#x}) "
+                 "is not in the image; its pfns are treated as missing",
+                 level=LEVEL_LEAF, slot=slot % fpp, mfn=mfn,
+                 parent_mfn=self._top_mid(slot // fpp), count=count,
+                 pfn_first=slot * fpp, pfn_last=(slot + count) * fpp - 1)
+
+    def _is_all_invalid(self, words) -> bool:
+        return words is not None and bool(np.all(words == words.dtype.type(self.L.invalid)))
+
+    def _find_max_pfn(self) -> int:
+        """Number of pfns up to the last one whose entry is not missing."""
+        L = self.L
+        flat, usable = self.flat, self.usable
+        skip = ~usable | (flat == 0)
+        for mfn, words in self.shared.items():
+            if words is None or self._is_all_invalid(words):
+                skip |= flat == mfn
+        invalid = L.invalid
+        for slot in np.flatnonzero(~skip)[::-1].tolist():
+            mfn = int(flat[slot])
+            words = self.shared.get(mfn) if mfn in self.shared else self._prefetch(mfn)
+            if words is None:
+                continue
+            nz = np.flatnonzero(words != words.dtype.type(invalid))
+            if len(nz):
+                return slot * L.per_page + int(nz[-1]) + 1
+        return 0
+
+    def _prefetch(self, mfn):
+        if mfn not in self.prefetched:
+            data = self.source.read_frame(mfn) if _in_image(self.source, mfn) else None
+            self.bulk_frames += 1
+            self.prefetched[mfn] = (None if data is None
+                                    else np.frombuffer(data, dtype=self.L.numpy_dtype))
+        return self.prefetched[mfn]
+
+    def _fill(self, table2d: np.ndarray, n_leaves: int):
+        """Fill leaf rows 0..n_leaves-1 of the table."""
+        L = self.L
+        inv = table2d.dtype.type(L.invalid)
+        flat = self.flat[:n_leaves]
+        usable = self.usable[:n_leaves]
+        bad = ~usable | (flat == 0)
+        table2d[bad] = inv
+        shared_rows = np.zeros(n_leaves, dtype=bool)
+        reported_shared = set()
+        for mfn, words in self.shared.items():
+            rows = np.flatnonzero((flat == mfn) & usable)
+            if not len(rows):
+                continue
+            shared_rows[rows] = True
+            if words is None:
+                table2d[rows] = inv
+                if mfn not in reported_shared:
+                    reported_shared.add(mfn)
+                    self._unreadable_shared(mfn)
+            else:
+                table2d[rows] = words
+        rows = np.flatnonzero(~bad & ~shared_rows)
+        if not len(rows):
+            return
+        mfns = flat[rows]
+        # runs: consecutive rows whose leaf MFNs step by one -> one read
+        brk = np.ones(len(rows), dtype=bool)
+        brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
+        run_starts = np.flatnonzero(brk)
+        run_ends = np.append(run_starts[1:], len(rows))
+        total = len(rows)
+        done = 0
+        mem = memoryview(table2d.reshape(-1)).cast("B")
+        rowbytes = PAGE_SIZE
+        step = max(1, total // 100)
+        next_report = step
+        for a, b in zip(run_starts.tolist(), run_ends.tolist()):
+            row = int(rows[a])
+            mfn = int(mfns[a])
+            n = b - a
+            while n > 0:
+                pre = self.prefetched.get(mfn, False)
+                if pre is not False:
+                    if pre is None:
+                        table2d[row] = inv
+                        self._unreadable_leaf(row, mfn)
+                    else:
+                        table2d[row] = pre
+                    row += 1
+                    mfn += 1
+                    n -= 1
+                    continue
+                got = self.source.read_frames_into(
+                    mfn, mem[row * rowbytes:(row + n) * rowbytes])
+                self.bulk_frames += got
+                row += got
+                mfn += got
+                n -= got
+                if n > 0:  # the frame at `mfn` is not in the image
+                    table2d[row] = inv
+                    self._unreadable_leaf(row, mfn)
+                    self.bulk_frames += 1
+                    row += 1
+                    mfn += 1
+                    n -= 1
+            done += b - a
+            if self.progress is not None and done >= next_report:
+                self.progress(done, total)
+                next_report = done + step
+        if self.progress is not None:
+            self.progress(total, total)
+
+    def _unreadable_shared(self, mfn):
+        slots = self._slots_of_leaf(mfn)
+        s0 = int(slots[0])
+        fpp = self.L.per_page
+        self.add(F.UNREADABLE, F.WARNING,
+                 f"leaf page MFN {mfn:#x}, named by {len(slots)} mid slots (first: pfn "
+                 f"{s0 * fpp:#x}), is not in the image; its pfns are treated as missing",
+                 level=LEVEL_LEAF, slot=s0 % fpp, mfn=mfn, parent_mfn=self._top_mid(s0 // fpp),
+                 count=len(slots), pfn_first=s0 * fpp, pfn_last=(int(slots[-1]) + 1) * fpp - 1)
+
+    def _check_past(self, buf: np.ndarray, max_pfn: int, n_leaves: int):
+        """Non-missing entries at or past max_pfn, up to the tree's capacity."""
+        L = self.L
+        fpp = L.per_page
+        inv = buf.dtype.type(L.invalid)
+        count = 0
+        first = None
+        tail = buf[max_pfn:]
+        nz = np.flatnonzero(tail != inv)
+        if len(nz):
+            count += len(nz)
+            first = max_pfn + int(nz[0])
+        flat, usable = self.flat, self.usable
+        rows = np.flatnonzero(usable[n_leaves:] & (flat[n_leaves:] != 0)) + n_leaves
+        for row in rows.tolist():
+            mfn = int(flat[row])
+            words = self.shared[mfn] if mfn in self.shared else self._leaf_words_once(row, mfn)
+            if words is None:
+                continue
+            nz = np.flatnonzero(words != inv)
+            if len(nz):
+                count += len(nz)
+                if first is None:
+                    first = row * fpp + int(nz[0])
+        if count:
+            self.add(F.PAST_MAX_PFN, F.WARNING,
+                     f"{count} entries at or past max_pfn {max_pfn:#x} are not missing "
+                     f"(first: pfn {first:#x}); they are not in the table",
+                     level=LEVEL_LEAF, count=count, pfn_first=first)
+
+    def _leaf_words_once(self, row, mfn):
+        if not _in_image(self.source, mfn):
+            self._unreadable_leaf(row, mfn)
+            return None
+        data = self.source.read_frame(mfn)
+        self.bulk_frames += 1
+        if data is None:
+            self._unreadable_leaf(row, mfn)
+            return None
+        return np.frombuffer(data, dtype=self.L.numpy_dtype)
+
+    def _shared_findings(self):
+        """Shared pages, what they hold, and pages used at two levels."""
+        L = self.L
+        fpp = L.per_page
+        self.mid_placeholder = None
+        self.leaf_placeholders = []
+        placeholder_leaves = set()
+        for mfn, words in sorted(self.shared.items()):
+            slots = self._slots_of_leaf(mfn)
+            s0 = int(slots[0])
+            common = dict(level=LEVEL_LEAF, slot=s0 % fpp, mfn=mfn,
+                          parent_mfn=self._top_mid(s0 // fpp), count=len(slots),
+                          pfn_first=s0 * fpp, pfn_last=(int(slots[-1]) + 1) * fpp - 1)
+            if words is None:
+                continue
+            if self._is_all_invalid(words):
+                placeholder_leaves.add(mfn)
+                self.leaf_placeholders.append(mfn)
+                self.add(F.SHARED_PAGE, F.INFO,
+                         f"leaf placeholder MFN {mfn:#x} (all INVALID) is named by "
+                         f"{len(slots)} mid slots", **common)
+            else:
+                valid = int(np.count_nonzero(words != words.dtype.type(L.invalid)))
+                self.add(F.SHARED_PAGE, F.WARNING,
+                         f"leaf page MFN {mfn:#x} is named by {len(slots)} mid slots but holds "
+                         f"{valid} non-missing entries: the same mappings appear at "
+                         f"{len(slots)} places", **common)
+        best = 0
+        for mfn, slots in sorted(self.mid_refs.items()):
+            if len(slots) < 2 or mfn == 0:
+                continue
+            words = self.cache.pages.get(mfn)
+            t0 = int(slots[0])
+            common = dict(level=LEVEL_MID, slot=t0, mfn=mfn, parent_mfn=self.top_mfn,
+                          count=len(slots), pfn_first=L.first_pfn(t0),
+                          pfn_last=L.first_pfn(int(slots[-1]) + 1) - 1)
+            if words is None:
+                continue
+            w = np.frombuffer(words, dtype=L.numpy_dtype)
+            target = int(w[0])
+            if np.all(w == w[0]) and target in placeholder_leaves:
+                self.add(F.SHARED_PAGE, F.INFO,
+                         f"mid placeholder MFN {mfn:#x} (every slot -> leaf placeholder "
+                         f"{target:#x}) is named by {len(slots)} top slots", **common)
+                if len(slots) > best:
+                    best = len(slots)
+                    self.mid_placeholder = mfn
+            else:
+                self.add(F.SHARED_PAGE, F.WARNING,
+                         f"mid page MFN {mfn:#x} is named by {len(slots)} top slots but is not "
+                         "a placeholder (its slots do not all name one all-INVALID leaf)",
+                         **common)
+        mids = {m for m in self.mid_refs if m != 0}
+        leaves = {int(m) for m in self.leaves.tolist() if m != 0}
+        levels = {self.top_mfn: {LEVEL_TOP}}
+        for m in mids:
+            levels.setdefault(m, set()).add(LEVEL_MID)
+        for m in leaves:
+            levels.setdefault(m, set()).add(LEVEL_LEAF)
+        for mfn, lv in sorted(levels.items()):
+            if len(lv) > 1:
+                order = [x for x in (LEVEL_TOP, LEVEL_MID, LEVEL_LEAF) if x in lv]
+                self.add(F.CROSS_LEVEL, F.WARNING,
+                         f"page MFN {mfn:#x} is used as a {' and a '.join(order)} page",
+                         level=order[-1], mfn=mfn)
+
+    def _table_findings(self, table: P2MTable):
+        total, examples = table.duplicate_mfns()
+        if total:
+            ex = ", ".join(f"mfn {m:#x} <- pfns {a:#x} and {b:#x}" for m, a, b in examples)
+            self.add(F.DUPLICATE_MFN, F.WARNING,
+                     f"{total} pfns map to a machine frame another pfn already maps ({ex})",
+                     level=LEVEL_LEAF, count=total,
+                     mfn=examples[0][0] if examples else None,
+                     pfn_first=min(examples[0][1:]) if examples else None,
+                     examples=[{"mfn": m, "pfns": [a, b]} for m, a, b in examples])

@@ -1,0 +1,127 @@
+"""Write a built tree as a raw machine-memory image, plus sidecar and truth."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..atomic import atomic_output
+from ..errors import SpecError
+from ..layout import PAGE_SIZE
+from ..schemas.stamp import STAMP_HEADER_SIZE, STAMP_MAGIC
+from .spec import GuestSpec
+from .tree import BuiltTree, build_tree
+
+#: refuse to stamp more data frames than this (a 4 GiB guest)
+MAX_DATA_FRAMES = 1 << 20
+SIDECAR_FORMAT = "p2mdump-sidecar/1"
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def stamped_frames(pfns: np.ndarray, mfns: np.ndarray) -> np.ndarray:
+    """uint8 array (k, 4096) of data frames stamped with their pfn and mfn."""
+    k = len(pfns)
+    frames = np.zeros((k, PAGE_SIZE), dtype=np.uint8)
+    frames[:, :8] = np.frombuffer(STAMP_MAGIC, dtype=np.uint8)
+    frames[:, 8:16] = pfns.astype("<u8").view(np.uint8).reshape(k, 8)
+    frames[:, 16:24] = mfns.astype("<u8").view(np.uint8).reshape(k, 8)
+    # a recognisable fill: the low byte of the pfn
+    frames[:, STAMP_HEADER_SIZE:] = (pfns & np.uint64(0xFF)).astype(np.uint8)[:, None]
+    return frames
+
+
+def write_frames(fd: int, tree: BuiltTree, base: int = 0) -> int:
+    """Write every page of ``tree`` into ``fd`` (frame m at base + m*4096);
+    returns the file size."""
+    L = tree.layout
+    fpp = L.per_page
+    size = base + tree.frame_count() * PAGE_SIZE
+    os.ftruncate(fd, size)
+    for mfn, words in tree.page_list():
+        _pwrite_all(fd, np.ascontiguousarray(words, dtype=L.numpy_dtype), base + mfn * PAGE_SIZE)
+    leaf2d = tree.leaf_table.reshape(-1, fpp)
+    rows, mfns = tree.leaf_rows, tree.leaf_mfns.astype(np.int64)
+    if len(rows):
+        order = np.argsort(mfns, kind="stable")
+        rows, mfns = rows[order], mfns[order]
+        brk = np.ones(len(rows), dtype=bool)
+        brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns) != 1)
+        starts = np.flatnonzero(brk).tolist()
+        for a, b in zip(starts, starts[1:] + [len(rows)]):
+            r = int(rows[a])
+            _pwrite_all(fd, leaf2d[r:r + (b - a)], base + int(mfns[a]) * PAGE_SIZE)
+    if tree.spec.data and len(tree.data_pfns):
+        if len(tree.data_pfns) > MAX_DATA_FRAMES:
+            raise SpecError(f"--data would write {len(tree.data_pfns)} frames; "
+                            f"at most {MAX_DATA_FRAMES} are allowed")
+        step = 4096
+        for i in range(0, len(tree.data_pfns), step):
+            pf = tree.data_pfns[i:i + step]
+            mf = tree.data_mfns[i:i + step]
+            frames = stamped_frames(pf, mf)
+            mfl = mf.astype(np.int64)
+            brk = np.ones(len(mfl), dtype=bool)
+            brk[1:] = np.diff(mfl) != 1
+            st = np.flatnonzero(brk).tolist()
+            for a, b in zip(st, st[1:] + [len(mfl)]):
+                _pwrite_all(fd, frames[a:b], base + int(mfl[a]) * PAGE_SIZE)
+    return size
+
+
+def write_raw_image(tree: BuiltTree, path, base: int = 0) -> int:
+    with atomic_output(path, "wb") as fh:
+        fh.flush()
+        return write_frames(fh.fileno(), tree, base)
+
+
+def sidecar(tree: BuiltTree, container: str = "raw", base: int = 0, extra: dict | None = None) -> dict:
+    from ..table import P2MTable
+
+    counts = P2MTable(tree.truth, tree.layout).counts()
+    out = {
+        "format": SIDECAR_FORMAT,
+        "container": container,
+        "word_size": tree.layout.word_size,
+        "page_size": PAGE_SIZE,
+        "top_mfn": tree.top_mfn,
+        "max_pfn": tree.max_pfn,
+        "base": base,
+        "frames": tree.frame_count(),
+        "placeholders": dict(tree.placeholders),
+        "tree_pages": tree.tree_pages,
+        "truth_counts": counts,
+        "spec": tree.spec.to_dict(),
+    }
+    if extra:
+        out.update(extra)
+    return out
+
+
+def write_json(path, data: dict) -> None:
+    with atomic_output(path, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def write_truth(tree: BuiltTree, path) -> None:
+    with atomic_output(path, "wb") as fh:
+        fh.write(memoryview(np.ascontiguousarray(tree.truth)).cast("B"))
+
+
+def generate(spec: GuestSpec, out, *, truth=None, sidecar_path=None, base: int = 0) -> BuiltTree:
+    """Build ``spec``, write the raw image ``out``, its sidecar (default
+    ``out + '.json'``) and, when asked, the truth table in the raw format."""
+    tree = build_tree(spec)
+    write_raw_image(tree, out, base)
+    write_json(sidecar_path or (os.fspath(out) + ".json"), sidecar(tree, "raw", base))
+    if truth is not None:
+        write_truth(tree, truth)
+    return tree

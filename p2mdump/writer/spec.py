@@ -1,0 +1,116 @@
+"""A guest layout spec: what the generated p2m should say.
+
+Ranges are half-open ``(start, end)`` pfn pairs.  Later rules win:
+``ram`` (populated, valid MFNs) < ``holes`` and ``ballooned`` (missing) <
+``identity`` (``pfn | IDENTITY_FRAME_BIT``) < ``foreign``
+(``FOREIGN_FRAME(mfn)`` of another domain's frame).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import SpecError
+from ..layout import WORD_SIZES, layout_for
+
+MFN_ORDERS = ("linear", "chunked", "shuffled")
+PLACEMENTS = ("compact", "scattered")
+IDENTITY_LEAVES = ("identity", "missing")
+
+Range = tuple
+
+
+@dataclass
+class GuestSpec:
+    #: guest word size: 8 (x86_64) or 4 (i386 PAE)
+    word_size: int = 8
+    #: published arch.max_pfn: the number of pfns the table covers
+    max_pfn: int = 0x8000
+    #: populated RAM pfn ranges; None means [(0, max_pfn)]
+    ram: list | None = None
+    #: pfn ranges that are missing although inside RAM (E820 holes)
+    holes: list = field(default_factory=list)
+    #: pfn ranges given back to Xen by the balloon driver (missing)
+    ballooned: list = field(default_factory=list)
+    #: 1:1 ranges (non-RAM E820 regions): entries pfn | IDENTITY_FRAME_BIT
+    identity: list = field(default_factory=list)
+    #: pfn ranges mapping grant-mapped frames of other domains
+    foreign: list = field(default_factory=list)
+    #: how the guest's own MFNs are numbered in pfn order
+    mfn_order: str = "linear"
+    #: first MFN of the guest's RAM; None: right after the tree pages (compact)
+    #: or 1 (scattered)
+    mfn_base: int | None = None
+    #: "compact": tree pages at MFNs 1..; "scattered": spread over scatter_span
+    placement: str = "compact"
+    #: frames over which scattered tree pages are spread
+    scatter_span: int = 1 << 22
+    #: which frame a mid slot of a whole-identity leaf names: a p2m_identity
+    #: page of its own ("identity", 3.18 after a rebuild / linear-list kernels)
+    #: or p2m_missing ("missing", the 3.x boot order)
+    identity_leaf: str = "identity"
+    #: put real leaf pages in random MFN order instead of pfn order
+    shuffle_leaves: bool = False
+    #: write a stamped data frame (pfn, mfn) for every valid pfn
+    data: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.word_size not in WORD_SIZES:
+            raise SpecError(f"word_size must be 4 or 8, not {self.word_size!r}")
+        lay = layout_for(self.word_size)
+        if self.ram is None:
+            self.ram = [(0, self.max_pfn)]
+        for name in ("ram", "holes", "ballooned", "identity", "foreign"):
+            ranges = [tuple(int(x) for x in r) for r in getattr(self, name)]
+            for a, b in ranges:
+                if not 0 <= a <= b:
+                    raise SpecError(f"{name}: bad range {a:#x}-{b:#x}")
+                if b > lay.capacity:
+                    raise SpecError(f"{name}: range end {b:#x} is past the capacity of a "
+                                    f"{self.word_size}-byte tree ({lay.capacity:#x} pfns)")
+            setattr(self, name, ranges)
+        if not 0 <= self.max_pfn <= lay.capacity:
+            raise SpecError(f"max_pfn {self.max_pfn:#x} is past the capacity of a "
+                            f"{self.word_size}-byte tree ({lay.capacity:#x} pfns)")
+        if self.mfn_order not in MFN_ORDERS:
+            raise SpecError(f"mfn_order must be one of {', '.join(MFN_ORDERS)}")
+        if self.placement not in PLACEMENTS:
+            raise SpecError(f"placement must be one of {', '.join(PLACEMENTS)}")
+        if self.identity_leaf not in IDENTITY_LEAVES:
+            raise SpecError(f"identity_leaf must be one of {', '.join(IDENTITY_LEAVES)}")
+
+    @property
+    def extent(self) -> int:
+        """pfns the tree must describe: max_pfn or the end of the last range."""
+        ends = [b for name in ("ram", "holes", "ballooned", "identity", "foreign")
+                for _, b in getattr(self, name)]
+        return max([self.max_pfn] + ends)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GuestSpec":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise SpecError(f"unknown spec field(s): {', '.join(sorted(unknown))}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"bad spec: {exc}") from None
+
+
+def e820_example(word_size: int = 8, **overrides) -> GuestSpec:
+    """The E820 example of the comment at the top of Linux arch/x86/xen/p2m.c.
+
+    RAM to 1029 MB (pfn 0x40500), ACPI/reserved/gap to 2001 MB (0x7D100) set
+    1:1, RAM again to 2048 MB; ``dom0_mem=max:3GB,1GB``: only the first 1 GB
+    (0x40000 pfns) is populated, the rest of the RAM is not present (balloon),
+    and max_pfn covers 3 GB (0xC0000 pfns).
+    """
+    spec = dict(word_size=word_size, max_pfn=0xC0000,
+                ram=[(0, 0x40000)],
+                identity=[(0x40500, 0x7D100)])
+    spec.update(overrides)
+    return GuestSpec(**spec)
