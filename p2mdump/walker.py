@@ -116,15 +116,15 @@ def _pointer_score(cache: PageCache, top_mfn: int, layout: Layout) -> float:
         good += n
         leaves = np.unique(mid).tolist()
         ok = sum(int(np.count_nonzero(mid == m)) for m in leaves
-                 if m != 0 and _in_image(cache.source, m) and cache.get(m) is not None)
+                 if m != 0 and _in_image(cache.source, m))
         good += ok * n
         total += len(mid) * n
     return good / total if total else 0.0
 
 
 def _in_image(source: FrameSource, mfn: int) -> bool:
-    limit = source.frame_limit()
-    return limit is None or mfn < limit
+    """Whether the image holds frame ``mfn`` (without reading it)."""
+    return source.has_frame(mfn)
 
 
 def detect_word_size(cache: PageCache, top_mfn: int) -> tuple[int, dict]:

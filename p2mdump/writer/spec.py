@@ -37,8 +37,7 @@ class GuestSpec:
     foreign: list = field(default_factory=list)
     #: how the guest's own MFNs are numbered in pfn order
     mfn_order: str = "linear"
-    #: first MFN of the guest's RAM; None: right after the tree pages (compact)
-    #: or 1 (scattered)
+    #: first MFN of the guest's RAM; None: right after the tree pages
     mfn_base: int | None = None
     #: "compact": tree pages at MFNs 1..; "scattered": spread over scatter_span
     placement: str = "compact"

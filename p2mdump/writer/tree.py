@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..layout import Layout, layout_for
+from .prng import Stream
 from .spec import GuestSpec
 
 #: leaf row states
@@ -104,7 +105,7 @@ def build_tree(spec: GuestSpec) -> BuiltTree:
     L = layout_for(spec.word_size)
     fpp = L.per_page
     dtype = np.dtype(L.numpy_dtype)
-    rng = np.random.default_rng(spec.seed)
+    rng = Stream(spec.seed)
     rows = L.leaves_for(spec.extent)
     n = rows * fpp
     pfns = np.arange(n, dtype=np.uint64)
@@ -139,11 +140,13 @@ def build_tree(spec: GuestSpec) -> BuiltTree:
         if spec.shuffle_leaves and len(real_rows):
             tree_mfns[fixed:] = tree_mfns[fixed:][rng.permutation(len(real_rows))]
     else:
-        base = spec.mfn_base if spec.mfn_base is not None else 1
-        data_end = base + n_own
+        # tree pages spread over MFNs [1, span]; guest RAM above them, or
+        # the tree above the RAM when mfn_base puts the RAM low
         span = max(spec.scatter_span, 4 * n_tree)
-        tree_mfns = (rng.choice(span, size=n_tree, replace=False).astype(np.uint64)
-                     + np.uint64(data_end))
+        base = spec.mfn_base if spec.mfn_base is not None else span + 1
+        data_end = base + n_own
+        tree_lo = 1 if base > span or not n_own else data_end
+        tree_mfns = rng.choice(span, n_tree).astype(np.uint64) + np.uint64(tree_lo)
     if base < 1:
         raise SpecError("mfn_base must be at least 1 (MFN 0 is never a guest frame here)")
     leaf_missing, leaf_identity_page, mid_missing, top_mfn = (int(x) for x in tree_mfns[:4])
@@ -165,7 +168,7 @@ def build_tree(spec: GuestSpec) -> BuiltTree:
     if nf:
         tree_top = int(tree_mfns.max()) if n_tree else 0
         f_base = max(data_end, tree_top + 1) + 0x1000
-        fmfns = rng.choice(4 * nf, size=nf, replace=False).astype(np.uint64) + np.uint64(f_base)
+        fmfns = rng.choice(4 * nf, nf).astype(np.uint64) + np.uint64(f_base)
         if int(fmfns.max()) & L.flag_mask:
             raise SpecError("foreign MFNs do not fit below the flag bits of the word")
         entries[foreign] = (fmfns | np.uint64(L.foreign_bit)).astype(dtype)

@@ -1,0 +1,53 @@
+"""p2mdump: memory-image forensics of Xen PV guests' p2m (pfn -> mfn) trees.
+
+The public API, imported lazily so that ``import p2mdump`` stays cheap::
+
+    from p2mdump import open_image, walk, Layout
+    with open_image("dump.bin") as img:
+        result = walk(img, top_mfn=0x1234)
+    result.table.lookup(0x100)
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Layout": ("layout", "Layout"),
+    "layout_for": ("layout", "layout_for"),
+    "P2MDumpError": ("errors", "P2MDumpError"),
+    "ImageError": ("errors", "ImageError"),
+    "ContainerError": ("errors", "ContainerError"),
+    "TreeError": ("errors", "TreeError"),
+    "LayoutError": ("errors", "LayoutError"),
+    "SpecError": ("errors", "SpecError"),
+    "OutputError": ("errors", "OutputError"),
+    "open_image": ("sources", "open_image"),
+    "RawImage": ("sources.raw", "RawImage"),
+    "walk": ("walker", "walk"),
+    "WalkResult": ("walker", "WalkResult"),
+    "detect_word_size": ("walker", "detect_word_size"),
+    "Finding": ("findings", "Finding"),
+    "P2MTable": ("table", "P2MTable"),
+    "GuestSpec": ("writer.spec", "GuestSpec"),
+    "e820_example": ("writer.spec", "e820_example"),
+    "build_tree": ("writer.tree", "build_tree"),
+    "generate": ("writer.image", "generate"),
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'p2mdump' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,78 @@
+"""The ``p2mdump`` command line: a thin layer over the Python API.
+
+Each command lives in a module of its own and is registered in
+:data:`COMMANDS`; errors the library raises on purpose become a one-line
+``error:`` message and a fixed exit code, never a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from ..errors import EXIT_INTERNAL, P2MDumpError
+from .common import EXIT_CODES_HELP, CLIError
+
+#: command name -> module (in p2mdump.cli) defining a click command of that name
+COMMANDS = {
+    "walk": "walk",
+    "generate": "generate",
+}
+
+
+class P2MGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        module = COMMANDS.get(name)
+        if module is None:
+            return None
+        mod = importlib.import_module(f"{__name__}.{module}")
+        return getattr(mod, name.replace("-", "_"))
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except P2MDumpError as exc:
+            raise CLIError(str(exc), exc.exit_code) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            sys.exit(0)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug: no traceback unless asked for
+            if os.environ.get("P2MDUMP_DEBUG"):
+                raise
+            raise CLIError(f"internal error: {type(exc).__name__}: {exc} "
+                           "(set P2MDUMP_DEBUG=1 for a traceback)", EXIT_INTERNAL) from None
+
+
+def _quiet_broken_pipe():
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+@click.group(cls=P2MGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                              "max_content_width": 100},
+             epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="p2mdump", prog_name="p2mdump")
+def main():
+    """Rebuild and check the p2m (pfn -> mfn) table of a Xen PV guest from a memory image.
+
+    A PV guest publishes its p2m as a three-level tree of pages: the top page
+    (p2m_top_mfn, shared_info arch.pfn_to_mfn_frame_list_list) names mid pages,
+    which name leaf pages of pfn -> mfn entries.  Start with
+
+    \b
+      p2mdump walk IMAGE --top-mfn 0x1234
+      p2mdump generate guest.img --memory 1G --truth guest.truth
+    """

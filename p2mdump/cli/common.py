@@ -1,0 +1,141 @@
+"""Shared pieces of the click commands: number parsing, errors, outputs."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+
+import click
+
+from ..errors import P2MDumpError
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0   success
+  1   the tree has warnings (with --strict) / verify found a problem
+  2   usage error (bad option or value)
+  3   the image cannot be used (missing, empty, directory, unknown container)
+  4   no usable p2m tree there (top page unreadable or not a p2m page,
+      wrong word size, --max-pfn beyond the tree's capacity)
+  5   an output file cannot be written
+  70  internal error (a bug; set P2MDUMP_DEBUG=1 for a traceback)"""
+
+_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class CLIError(click.ClickException):
+    """A one-line ``error: ...`` with a fixed exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Number(click.ParamType):
+    """An integer in decimal or 0x-hex (also 0o / 0b, and _ separators)."""
+
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().replace("_", "")
+        try:
+            return int(text, 0)
+        except ValueError:
+            self.fail(f"{value!r} is not a number (decimal or 0x-hex)", param, ctx)
+
+
+class Size(click.ParamType):
+    """A byte size: a number with an optional K/M/G/T suffix (powers of 1024)."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().replace("_", "").rstrip("ib").rstrip("b")
+        mult = 1
+        if text and text[-1] in _SUFFIXES:
+            mult = _SUFFIXES[text[-1]]
+            text = text[:-1]
+        try:
+            return int(text, 0) * mult
+        except ValueError:
+            self.fail(f"{value!r} is not a size (e.g. 4G, 512M, 0x1000)", param, ctx)
+
+
+NUMBER = Number()
+SIZE = Size()
+
+
+def word_size_option(f):
+    return click.option(
+        "--word-size", type=click.Choice(["auto", "4", "8"]), default="auto", show_default=True,
+        help="Guest word size in bytes: 8 (x86_64, 512 entries a page), "
+             "4 (i386 PAE, 1024 entries a page) or auto (detect from the top and mid pages).",
+    )(f)
+
+
+def ws_value(word_size: str):
+    return "auto" if word_size == "auto" else int(word_size)
+
+
+@contextlib.contextmanager
+def output_stream(path: str | None, binary: bool):
+    """A binary file object for ``-o PATH`` (atomic) or stdout (``-`` / None)."""
+    if path in (None, "-"):
+        stream = click.get_binary_stream("stdout")
+        if binary and sys.stdout.isatty():
+            raise CLIError("refusing to write binary output to a terminal; use -o PATH "
+                           "or a pipe", 2)
+        yield stream
+        stream.flush()
+        return
+    from ..atomic import atomic_output
+
+    with atomic_output(path, "wb") as fh:
+        yield fh
+
+
+def write_json_file(path: str, data) -> None:
+    if path == "-":
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    from ..atomic import atomic_output
+
+    with atomic_output(path, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+class Progress:
+    """A click progress bar on stderr, shown only on a terminal."""
+
+    def __init__(self, label: str, enabled: bool = True):
+        self.enabled = enabled and sys.stderr.isatty() and not os.environ.get("P2MDUMP_NO_PROGRESS")
+        self.label = label
+        self.bar = None
+        self.last = 0
+
+    def __call__(self, done: int, total: int):
+        if not self.enabled or total < 4096:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.last)
+        self.last = done
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def fail_from(exc: P2MDumpError):
+    raise CLIError(str(exc), exc.exit_code) from None

@@ -1,0 +1,130 @@
+"""``p2mdump generate``: write a synthetic image holding a Linux-shaped p2m tree."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..errors import SpecError
+from .common import EXIT_CODES_HELP, NUMBER, SIZE, CLIError
+
+RANGES_HELP = """\b
+Ranges are inclusive pfn ranges START-END (decimal or 0x-hex), as printed by
+`walk --format ranges`; several may be given, comma-separated or by repeating
+the option.  A single pfn is written as START.  Later rules win: --ram <
+--hole/--balloon < --identity < --foreign.
+"""
+
+
+def parse_ranges(values, option: str):
+    out = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if "-" in part[1:]:
+                    i = part.index("-", 1)
+                    a, b = int(part[:i], 0), int(part[i + 1:], 0)
+                else:
+                    a = b = int(part, 0)
+            except ValueError:
+                raise CLIError(f"{option}: {part!r} is not a pfn range START-END", 2) from None
+            if b < a:
+                raise CLIError(f"{option}: range {part!r} ends before it starts", 2)
+            out.append((a, b + 1))
+    return out
+
+
+@click.command(epilog=RANGES_HELP + "\n" + EXIT_CODES_HELP)
+@click.argument("out", metavar="OUT")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
+              help="Read the layout spec from a JSON file (the 'spec' object of a sidecar); "
+                   "options given on the command line override it.")
+@click.option("--preset", type=click.Choice(["e820"]), default=None,
+              help="e820: the example of the comment at the top of Linux arch/x86/xen/p2m.c "
+                   "(RAM to 1029 MB, 1:1 from pfn 0x40500 to 0x7D100, dom0_mem=max:3GB,1GB).")
+@click.option("--word-size", type=click.Choice(["4", "8"]), default=None,
+              help="Guest word size [default: 8].")
+@click.option("--max-pfn", type=NUMBER, default=None,
+              help="Published max_pfn: number of pfns of the table [default: 0x8000].")
+@click.option("--memory", type=SIZE, default=None,
+              help="Guest memory size (e.g. 1G): sets --max-pfn to SIZE/4096.")
+@click.option("--ram", multiple=True, help="Populated RAM ranges [default: 0-(max_pfn-1)].")
+@click.option("--hole", multiple=True, help="Missing ranges (E820 holes).")
+@click.option("--balloon", multiple=True, help="Ballooned-out (missing) ranges.")
+@click.option("--identity", multiple=True, help="1:1 ranges (non-RAM regions).")
+@click.option("--foreign", multiple=True, help="pfns mapping other domains' frames.")
+@click.option("--mfn-order", type=click.Choice(["linear", "chunked", "shuffled"]), default=None,
+              help="Numbering of the guest's MFNs in pfn order [default: linear].")
+@click.option("--mfn-base", type=NUMBER, default=None,
+              help="First MFN of guest RAM [default: after the tree pages].")
+@click.option("--placement", type=click.Choice(["compact", "scattered"]), default=None,
+              help="Tree pages at MFNs 1.. (small file) or scattered over --scatter-span "
+                   "frames (large sparse file) [default: compact].")
+@click.option("--scatter-span", type=NUMBER, default=None,
+              help="Frames over which scattered tree pages are spread [default: 0x400000].")
+@click.option("--identity-leaf", type=click.Choice(["identity", "missing"]), default=None,
+              help="Frame a whole-identity leaf slot names: p2m_identity or p2m_missing "
+                   "(the 3.x boot order) [default: identity].")
+@click.option("--shuffle-leaves", is_flag=True, default=None,
+              help="Place the leaf pages in random MFN order.")
+@click.option("--data", is_flag=True, default=None,
+              help="Also write a stamped data frame (pfn, mfn) for every valid pfn.")
+@click.option("--seed", type=NUMBER, default=None, help="Random seed [default: 0].")
+@click.option("--base", type=NUMBER, default=0, show_default=True,
+              help="File offset of machine frame 0.")
+@click.option("--truth", default=None, metavar="PATH",
+              help="Also write the expected walk output (--format raw, pfns 0..max_pfn-1).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, balloon, identity,
+             foreign, mfn_order, mfn_base, placement, scatter_span, identity_leaf,
+             shuffle_leaves, data, seed, base, truth, quiet):
+    """Write OUT: a raw machine-memory image holding a p2m tree shaped like a
+    Linux PV guest's, plus OUT.json (word_size, page_size, top_mfn, max_pfn,
+    placeholder MFNs, the spec) and, with --truth, the expected table.
+
+    Missing 1 GiB (4 GiB on 32-bit) regions name one shared mid placeholder;
+    missing and whole-identity leaves name shared all-INVALID leaf
+    placeholders; partly-identity leaves hold pfn | IDENTITY_FRAME_BIT.
+    """
+    from ..writer import GuestSpec, e820_example, generate as do_generate
+
+    fields: dict = {}
+    if spec_file:
+        try:
+            with open(spec_file, encoding="utf-8") as fh:
+                loaded = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"--spec {spec_file}: cannot read JSON: {exc}", 2) from None
+        fields.update(loaded.get("spec", loaded) if isinstance(loaded, dict) else {})
+    if memory is not None:
+        if max_pfn is not None:
+            raise CLIError("give --memory or --max-pfn, not both", 2)
+        max_pfn = memory // 4096
+    cli = dict(word_size=int(word_size) if word_size else None, max_pfn=max_pfn,
+               mfn_order=mfn_order, mfn_base=mfn_base, placement=placement,
+               scatter_span=scatter_span, identity_leaf=identity_leaf,
+               shuffle_leaves=shuffle_leaves, data=data, seed=seed)
+    fields.update({k: v for k, v in cli.items() if v is not None})
+    for name, values, opt in (("ram", ram, "--ram"), ("holes", hole, "--hole"),
+                              ("ballooned", balloon, "--balloon"),
+                              ("identity", identity, "--identity"),
+                              ("foreign", foreign, "--foreign")):
+        if values:
+            fields[name] = parse_ranges(values, opt)
+    try:
+        if preset == "e820":
+            spec = e820_example(**fields)
+        else:
+            spec = GuestSpec.from_dict(fields)
+    except TypeError as exc:
+        raise SpecError(f"bad spec: {exc}") from None
+    tree = do_generate(spec, out, truth=truth, base=base)
+    if not quiet:
+        click.echo(f"wrote {out}: {spec.word_size}-byte words, top MFN {tree.top_mfn:#x}, "
+                   f"max_pfn {spec.max_pfn:#x}, {tree.tree_pages} tree pages, "
+                   f"{tree.frame_count()} frames", err=True)
+        click.echo(f"walk it: p2mdump walk {out} --top-mfn {tree.top_mfn:#x} "
+                   f"--max-pfn {spec.max_pfn:#x}", err=True)

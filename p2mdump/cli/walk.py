@@ -1,0 +1,107 @@
+"""``p2mdump walk``: rebuild the pfn -> mfn table from a memory image."""
+from __future__ import annotations
+
+import click
+
+from .common import (EXIT_CODES_HELP, NUMBER, CLIError, Progress, output_stream,
+                     word_size_option, write_json_file, ws_value)
+
+FORMAT_HELP = """\b
+Output formats (--format):
+  ranges  one line per run of consecutive pfns of one kind whose mfns step
+          by one: 0x00000-0x3ffff -> 0x100000-0x13ffff valid (default)
+  table   one aligned row per pfn: pfn, raw entry, kind, mfn
+  csv     the same with a header line: pfn,raw,kind,mfn (hex numbers)
+  jsonl   one JSON object per pfn: {"pfn", "raw", "kind", "mfn"} (mfn null
+          when missing)
+  raw     the raw entries, little-endian words of the guest's width, pfn 0
+          to max_pfn-1 and nothing else (byte-identical to the leaf slots)
+  npy     the same array as a NumPy .npy file
+
+\b
+Kinds: valid (a machine frame), missing (INVALID_P2M_ENTRY, all ones),
+identity (IDENTITY_FRAME_BIT set: 1:1 non-RAM), foreign (FOREIGN_FRAME_BIT
+set: another domain's frame).  INVALID is tested before the flag bits; the
+mfn is decoded like the kernel's pfn_to_mfn (both flag bits cleared).
+"""
+
+
+def summary_lines(result, limit: int = 20):
+    s = result.summary()
+    yield f"p2mdump: {s['source']}"
+    yield f"  word size    {s['word_size']} ({s['word_size_source']})"
+    yield f"  top mfn      {s['top_mfn']:#x}"
+    yield f"  max_pfn      {s['max_pfn']:#x} ({s['max_pfn']}, {s['max_pfn_source']})"
+    for kind, n in s["counts"].items():
+        yield f"  {kind:<12} {n}"
+    yield f"  pages read   {s['pages_read']}"
+    if s["mid_placeholder"] is not None:
+        yield f"  mid placeholder   {s['mid_placeholder']:#x}"
+    if s["leaf_placeholders"]:
+        yield "  leaf placeholders " + ", ".join(f"{m:#x}" for m in s["leaf_placeholders"])
+    info = sum(1 for f in result.findings if not f.is_warning)
+    yield f"  findings     {s['warnings']} warning(s), {info} info"
+    ordered = sorted(result.findings, key=lambda f: not f.is_warning)
+    for f in ordered[:limit]:
+        yield f"  {f}"
+    if len(ordered) > limit:
+        yield f"  ... and {len(ordered) - limit} more (see --summary-json)"
+
+
+@click.command(epilog=FORMAT_HELP + "\n" + EXIT_CODES_HELP)
+@click.argument("image", metavar="IMAGE")
+@click.option("--top-mfn", type=NUMBER, required=True,
+              help="MFN of the top page (p2m_top_mfn, shared_info "
+                   "arch.pfn_to_mfn_frame_list_list); decimal or 0x-hex.")
+@word_size_option
+@click.option("--max-pfn", type=NUMBER, default=None,
+              help="Number of pfns to return (shared_info arch.max_pfn).  "
+                   "Default: up to the last pfn whose entry is not missing.")
+@click.option("--base", type=NUMBER, default=0, show_default=True,
+              help="File offset of machine frame 0 in a raw image.")
+@click.option("--format", "fmt", type=click.Choice(
+    ["ranges", "table", "csv", "jsonl", "raw", "npy"]), default="ranges", show_default=True,
+    help="Output format (see below).")
+@click.option("-o", "--output", "output", default=None, metavar="PATH",
+              help="Write the output here (atomically) instead of stdout.")
+@click.option("--summary-json", default=None, metavar="PATH",
+              help="Also write the summary and all findings as JSON ('-' for stdout).")
+@click.option("--strict", is_flag=True, help="Exit 1 when the walk has warnings.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def walk(image, top_mfn, word_size, max_pfn, base, fmt, output, summary_json, strict, quiet):
+    """Walk the p2m tree at --top-mfn in IMAGE and print the pfn -> mfn table.
+
+    IMAGE is a raw machine-memory image: machine frame M is at file offset
+    BASE + M*4096 (a sparse file is fine: only the tree's pages are read).
+    Each distinct mid and leaf page is read once; damage below the top page
+    (frames outside the image, MFN 0 pointers, shared pages that are not
+    placeholders, duplicate machine frames, entries past max_pfn) is reported
+    as findings and the rest of the table is still produced.  A summary goes
+    to stderr.
+    """
+    from ..sources import open_image
+    from ..walker import walk as do_walk
+    from ..output import BINARY_FORMATS, write_table
+
+    progress = Progress("walking leaves", enabled=not quiet)
+    with open_image(image, base=base) as source:
+        try:
+            result = do_walk(source, top_mfn, word_size=ws_value(word_size), max_pfn=max_pfn,
+                             progress=progress)
+        finally:
+            progress.close()
+    if result.word_size_source == "detected" and not quiet:
+        click.echo(f"p2mdump: word size {result.word_size} detected from the top and mid pages",
+                   err=True)
+    with output_stream(output, fmt in BINARY_FORMATS) as fh:
+        write_table(result.table, fh, fmt)
+    if summary_json:
+        data = result.summary()
+        data["image"] = image
+        data["format"] = fmt
+        write_json_file(summary_json, data)
+    if not quiet:
+        for line in summary_lines(result):
+            click.echo(line, err=True)
+    if strict and result.warnings():
+        raise CLIError(f"{len(result.warnings())} warning(s) (--strict)", 1)

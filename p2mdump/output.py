@@ -1,0 +1,106 @@
+"""Encoders for every ``walk --format``: ranges, table, csv, jsonl, raw, npy.
+
+Each encoder writes to a binary file object; the CLI hands it either an
+atomic temporary file (``-o``) or stdout.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .layout import KINDS
+from .table import MISSING, P2MTable, classify, decode
+
+FORMATS = ("ranges", "table", "csv", "jsonl", "raw", "npy")
+BINARY_FORMATS = ("raw", "npy")
+ROW_CHUNK = 1 << 16
+
+
+def _hexw(value: int) -> int:
+    return len(f"{max(value, 0):x}")
+
+
+def write_ranges(table: P2MTable, fh) -> int:
+    """One line per run: ``0x00000-0x3ffff -> 0x100000-0x13ffff valid``."""
+    starts, ends, codes, first = table.run_arrays()
+    lay = table.layout
+    pw = _hexw(len(table) - 1)
+    mfn_first = decode(first, lay) if len(first) else first
+    present = codes != MISSING
+    last_mfn = (mfn_first[present].astype(np.uint64)
+                + (ends[present] - starts[present] - 1).astype(np.uint64))
+    mw = _hexw(int(last_mfn.max())) if len(last_mfn) else 1
+    lines = []
+    n = 0
+    for s, e, c, m in zip(starts.tolist(), ends.tolist(), codes.tolist(), mfn_first.tolist()):
+        if c == MISSING:
+            lines.append(f"0x{s:0{pw}x}-0x{e - 1:0{pw}x} {KINDS[c]}\n")
+        else:
+            lines.append(f"0x{s:0{pw}x}-0x{e - 1:0{pw}x} -> "
+                         f"0x{m:0{mw}x}-0x{m + e - s - 1:0{mw}x} {KINDS[c]}\n")
+        if len(lines) >= 4096:
+            fh.write("".join(lines).encode())
+            n += len(lines)
+            lines = []
+    fh.write("".join(lines).encode())
+    return n + len(lines)
+
+
+def _rows(table: P2MTable):
+    lay = table.layout
+    for start in range(0, len(table), ROW_CHUNK):
+        raw = table.raw[start:start + ROW_CHUNK]
+        codes = classify(raw, lay)
+        mfns = decode(raw, lay)
+        yield (range(start, start + len(raw)), raw.tolist(), codes.tolist(), mfns.tolist())
+
+
+def write_rows(table: P2MTable, fh, fmt: str) -> int:
+    """One row per pfn: pfn, raw entry, kind, mfn."""
+    lay = table.layout
+    rw = 2 * lay.word_size
+    pw = _hexw(len(table) - 1)
+    if fmt == "csv":
+        fh.write(b"pfn,raw,kind,mfn\n")
+    elif fmt == "table":
+        fh.write(f"{'pfn':<{pw + 2}} {'raw':<{rw + 2}} {'kind':<8} mfn\n".encode())
+    for pfns, raws, codes, mfns in _rows(table):
+        if fmt == "csv":
+            out = [f"0x{p:x},0x{r:0{rw}x},{KINDS[c]},{'' if c == MISSING else hex(m)}\n"
+                   for p, r, c, m in zip(pfns, raws, codes, mfns)]
+        elif fmt == "jsonl":
+            out = [json.dumps({"pfn": p, "raw": r, "kind": KINDS[c],
+                               "mfn": None if c == MISSING else m}) + "\n"
+                   for p, r, c, m in zip(pfns, raws, codes, mfns)]
+        else:
+            out = [f"0x{p:0{pw}x} 0x{r:0{rw}x} {KINDS[c]:<8} {'-' if c == MISSING else hex(m)}\n"
+                   for p, r, c, m in zip(pfns, raws, codes, mfns)]
+        fh.write("".join(out).encode())
+    return len(table)
+
+
+def write_raw(table: P2MTable, fh) -> int:
+    """The raw entries as little-endian words of the guest's width."""
+    raw = np.ascontiguousarray(table.raw)
+    step = 1 << 24
+    for i in range(0, len(raw), step):
+        fh.write(memoryview(raw[i:i + step]).cast("B"))
+    return len(raw)
+
+
+def write_npy(table: P2MTable, fh) -> int:
+    np.lib.format.write_array(fh, np.ascontiguousarray(table.raw), allow_pickle=False)
+    return len(table)
+
+
+def write_table(table: P2MTable, fh, fmt: str) -> int:
+    if fmt == "ranges":
+        return write_ranges(table, fh)
+    if fmt in ("table", "csv", "jsonl"):
+        return write_rows(table, fh, fmt)
+    if fmt == "raw":
+        return write_raw(table, fh)
+    if fmt == "npy":
+        return write_npy(table, fh)
+    raise ValueError(f"unknown format {fmt!r}")
