@@ -452,16 +452,30 @@ class _Walk:
             first = max_pfn + int(nz[0])
         flat, usable = self.flat, self.usable
         rows = np.flatnonzero(usable[n_leaves:] & (flat[n_leaves:] != 0)) + n_leaves
-        for row in rows.tolist():
+        mfns = flat[rows]
+        is_shared = np.isin(mfns, np.fromiter(self.shared, dtype=np.uint64, count=len(self.shared)))
+        # shared pages: count once, multiply by the slots naming them
+        for mfn, words in self.shared.items():
+            if words is None:
+                continue
+            nz = np.flatnonzero(words != inv)
+            if not len(nz):
+                continue
+            where = rows[mfns == mfn]
+            if len(where):
+                count += len(nz) * len(where)
+                cand = int(where[0]) * fpp + int(nz[0])
+                first = cand if first is None else min(first, cand)
+        for row in rows[~is_shared].tolist():
             mfn = int(flat[row])
-            words = self.shared[mfn] if mfn in self.shared else self._leaf_words_once(row, mfn)
+            words = self._leaf_words_once(row, mfn)
             if words is None:
                 continue
             nz = np.flatnonzero(words != inv)
             if len(nz):
                 count += len(nz)
-                if first is None:
-                    first = row * fpp + int(nz[0])
+                cand = row * fpp + int(nz[0])
+                first = cand if first is None else min(first, cand)
         if count:
             self.add(F.PAST_MAX_PFN, F.WARNING,
                      f"{count} entries at or past max_pfn {max_pfn:#x} are not missing "

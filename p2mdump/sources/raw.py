@@ -37,6 +37,7 @@ class RawImage(FrameSource):
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             os.close(fd)
+            self.fd = -1
             raise ImageError(f"{self.path}: is a directory, not an image file")
         self.size = st.st_size
         if stat.S_ISREG(st.st_mode) and self.size == 0:
