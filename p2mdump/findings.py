@@ -51,3 +51,11 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.kind}: {self.message}"
+# container findings (xl dump-core / ELF) and the .xen_p2m cross-check
+CONTAINER = "container"                      # something odd in the container's headers
+DUMP_DUPLICATE_PFN = "dump-duplicate-pfn"    # .xen_p2m names one pfn twice
+DUMP_DUPLICATE_GMFN = "dump-duplicate-gmfn"  # .xen_p2m names one gmfn twice
+DUMP_UNSORTED = "dump-unsorted"              # .xen_p2m pfns not strictly ascending
+DUMP_LACKS_PFN = "dump-lacks-pfn"            # the tree maps a pfn .xen_p2m lacks
+DUMP_GMFN_MISMATCH = "dump-gmfn-mismatch"    # a .xen_p2m pair's gmfn differs from the tree
+DUMP_UNKNOWN_PAGE = "dump-unknown-page"      # a .xen_p2m page the tree does not map

@@ -17,6 +17,19 @@ class FrameSource:
     container = "?"
     path = None
 
+    # -- what the container itself says (filled by the containers that know) --
+    #: MFN of the p2m top page (shared_info arch.pfn_to_mfn_frame_list_list)
+    top_mfn_hint = None
+    #: number of pfns of the table (shared_info arch.max_pfn)
+    max_pfn_hint = None
+    #: guest word size (4 / 8), e.g. from the e_machine of an xl dump-core
+    word_size_hint = None
+    #: why top_mfn_hint is None although the container should know it
+    #: (frame-list-list 0 or ~0, no shared_info, HVM dump, ...)
+    top_mfn_problem = None
+    #: the guest is HVM: there is no PV p2m tree to walk
+    is_hvm = False
+
     def read_frames_into(self, mfn: int, buf) -> int:
         """Read frames ``mfn, mfn+1, ...`` into the writable buffer ``buf``
         (a multiple of 4096 bytes).  Returns the number of whole frames read;
@@ -36,6 +49,20 @@ class FrameSource:
 
     def has_frame(self, mfn: int) -> bool:
         raise NotImplementedError
+
+    def frames_present(self, mfns) -> list:
+        """Whether each MFN of ``mfns`` is in the image (containers answer in bulk)."""
+        return [self.has_frame(int(m)) for m in mfns]
+
+    def container_findings(self) -> list:
+        """Findings about the container itself (may read indexes; not headers-only)."""
+        return []
+
+    def info(self) -> dict:
+        """Header facts for ``p2mdump info``: reads headers only."""
+        return {"container": self.container, "path": self.path,
+                "word_size": self.word_size_hint, "top_mfn": self.top_mfn_hint,
+                "max_pfn": self.max_pfn_hint, "frame_limit": self.frame_limit()}
 
     def describe(self) -> str:
         return f"{self.container} image {self.path}"

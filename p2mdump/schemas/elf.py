@@ -1,0 +1,143 @@
+"""Construct schemas of the ELF pieces p2mdump reads and writes (little-endian).
+
+ELF64 is what both containers use (``xl dump-core`` is always ELFCLASS64 since
+Xen 3.1; host vmcores of x86_64 are ELF64); the ELF32 header and program
+header are here so that an i386 core is recognised and read too.  The constants
+are the ones of ``elf.h`` / Xen's ``elfstructs.h``.
+"""
+from __future__ import annotations
+
+from construct import Const, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
+
+# -- e_ident -------------------------------------------------------------------
+ELF_MAGIC = b"\x7fELF"
+EI_NIDENT = 16
+ELFCLASS32 = 1
+ELFCLASS64 = 2
+ELFDATA2LSB = 1
+EV_CURRENT = 1
+ELFOSABI_SYSV = 0
+
+# -- e_type / e_machine ----------------------------------------------------------
+ET_CORE = 4
+EM_386 = 3
+EM_X86_64 = 62
+#: guest word size implied by e_machine (Xen dump-core: 62 if guest_width 8, else 3)
+MACHINE_WORD_SIZE = {EM_X86_64: 8, EM_386: 4}
+MACHINE_NAMES = {EM_386: "EM_386", EM_X86_64: "EM_X86_64"}
+
+# -- section / segment types -----------------------------------------------------
+SHT_NULL = 0
+SHT_PROGBITS = 1
+SHT_STRTAB = 3
+SHT_NOTE = 7
+SHT_NAMES = {SHT_NULL: "NULL", SHT_PROGBITS: "PROGBITS", SHT_STRTAB: "STRTAB",
+             SHT_NOTE: "NOTE"}
+PT_NULL = 0
+PT_LOAD = 1
+PT_NOTE = 4
+
+ElfIdent = Struct(
+    "magic" / Const(ELF_MAGIC),
+    "ei_class" / Int8ul,
+    "ei_data" / Int8ul,
+    "ei_version" / Int8ul,
+    "ei_osabi" / Int8ul,
+    "ei_abiversion" / Int8ul,
+    Padding(7),
+)
+
+
+def _ehdr(addr):
+    """The ELF header: ``addr`` is the width of addresses and offsets."""
+    return Struct(
+        "e_ident" / ElfIdent,
+        "e_type" / Int16ul,
+        "e_machine" / Int16ul,
+        "e_version" / Int32ul,
+        "e_entry" / addr,
+        "e_phoff" / addr,
+        "e_shoff" / addr,
+        "e_flags" / Int32ul,
+        "e_ehsize" / Int16ul,
+        "e_phentsize" / Int16ul,
+        "e_phnum" / Int16ul,
+        "e_shentsize" / Int16ul,
+        "e_shnum" / Int16ul,
+        "e_shstrndx" / Int16ul,
+    )
+
+
+Elf64_Ehdr = _ehdr(Int64ul)
+Elf32_Ehdr = _ehdr(Int32ul)
+
+Elf64_Shdr = Struct(
+    "sh_name" / Int32ul,
+    "sh_type" / Int32ul,
+    "sh_flags" / Int64ul,
+    "sh_addr" / Int64ul,
+    "sh_offset" / Int64ul,
+    "sh_size" / Int64ul,
+    "sh_link" / Int32ul,
+    "sh_info" / Int32ul,
+    "sh_addralign" / Int64ul,
+    "sh_entsize" / Int64ul,
+)
+
+Elf32_Shdr = Struct(
+    "sh_name" / Int32ul,
+    "sh_type" / Int32ul,
+    "sh_flags" / Int32ul,
+    "sh_addr" / Int32ul,
+    "sh_offset" / Int32ul,
+    "sh_size" / Int32ul,
+    "sh_link" / Int32ul,
+    "sh_info" / Int32ul,
+    "sh_addralign" / Int32ul,
+    "sh_entsize" / Int32ul,
+)
+
+Elf64_Phdr = Struct(
+    "p_type" / Int32ul,
+    "p_flags" / Int32ul,
+    "p_offset" / Int64ul,
+    "p_vaddr" / Int64ul,
+    "p_paddr" / Int64ul,
+    "p_filesz" / Int64ul,
+    "p_memsz" / Int64ul,
+    "p_align" / Int64ul,
+)
+
+#: note the different field order of the 32-bit program header
+Elf32_Phdr = Struct(
+    "p_type" / Int32ul,
+    "p_offset" / Int32ul,
+    "p_vaddr" / Int32ul,
+    "p_paddr" / Int32ul,
+    "p_filesz" / Int32ul,
+    "p_memsz" / Int32ul,
+    "p_flags" / Int32ul,
+    "p_align" / Int32ul,
+)
+
+#: the standard note header; name (namesz bytes) and descriptor follow,
+#: each padded to a 4-byte boundary
+Elf_Nhdr = Struct(
+    "n_namesz" / Int32ul,
+    "n_descsz" / Int32ul,
+    "n_type" / Int32ul,
+)
+
+#: header sizes, by ELF class
+EHDR = {ELFCLASS64: Elf64_Ehdr, ELFCLASS32: Elf32_Ehdr}
+SHDR = {ELFCLASS64: Elf64_Shdr, ELFCLASS32: Elf32_Shdr}
+PHDR = {ELFCLASS64: Elf64_Phdr, ELFCLASS32: Elf32_Phdr}
+EHDR_SIZE = {c: s.sizeof() for c, s in EHDR.items()}     # 64 / 52
+SHDR_SIZE = {c: s.sizeof() for c, s in SHDR.items()}     # 64 / 40
+PHDR_SIZE = {c: s.sizeof() for c, s in PHDR.items()}     # 56 / 32
+NHDR_SIZE = Elf_Nhdr.sizeof()                             # 12
+
+
+def note_pad(n: int) -> int:
+    """``n`` rounded up to the 4-byte alignment of note names and descriptors."""
+    return (n + 3) & ~3

@@ -1,0 +1,95 @@
+"""Tell the container of an image from its first bytes, not its name.
+
+This module is light (no numpy, no construct): a raw image is recognised and
+opened without importing either; the ELF readers are imported only once the
+magic says ELF.
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+from ..errors import ContainerError, ImageError
+
+RAW = "raw"
+XC_CORE = "xc-core"
+ELF = "elf"
+AUTO = "auto"
+CONTAINERS = (AUTO, RAW, XC_CORE, ELF)
+
+ELF_MAGIC = b"\x7fELF"
+#: pre-ELF xc_core (Xen <= 3.0.4): xch_magic, nr_vcpus, nr_pages, ctxt_offset = 24, ...
+LEGACY_XC_MAGICS = (0xF00FEBED, 0xF00FEBEE)
+LEGACY_XC_CTXT_OFFSET = 24
+#: `xm save` image
+XM_SAVE_SIGNATURE = b"LinuxGuestRecord"
+
+#: what sniff() may answer besides the three containers
+LEGACY_XC = "legacy-xc-core"
+XM_SAVE = "xm-save"
+
+
+def open_fd(path) -> tuple[int, int]:
+    """Open ``path`` read-only: (fd, size), or a clear ImageError."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot open: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if os.path.isdir(path):
+        os.close(fd)
+        raise ImageError(f"{path}: is a directory, not an image file")
+    return fd, st.st_size
+
+
+def sniff_bytes(head: bytes) -> str:
+    """The container the first bytes of a file announce."""
+    if head[:4] == ELF_MAGIC:
+        return ELF
+    if head[:16] == XM_SAVE_SIGNATURE:
+        return XM_SAVE
+    if len(head) >= 24:
+        magic, vcpus, _pages, ctxt = struct.unpack_from("<4I", head)
+        if magic in LEGACY_XC_MAGICS and 0 < vcpus <= 4096 and ctxt == LEGACY_XC_CTXT_OFFSET:
+            return LEGACY_XC
+    return RAW
+
+
+def sniff(path) -> str:
+    """Read the first 64 bytes of ``path`` and name its container."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return RAW  # let the raw opener report the problem in its words
+    return sniff_bytes(head)
+
+
+def open_container(path, *, base: int = 0, container: str = AUTO):
+    """A FrameSource for ``path``: detected (``auto``) or forced."""
+    if container not in CONTAINERS:
+        raise ImageError(f"unknown container {container!r} "
+                         f"(use one of {', '.join(CONTAINERS)})")
+    kind = sniff(path) if container == AUTO else container
+    if kind == XM_SAVE:
+        raise ContainerError(f"{path}: an `xm save` image (LinuxGuestRecord): not supported; "
+                             "its pages are keyed by pfn already")
+    if kind == LEGACY_XC:
+        raise ContainerError(f"{path}: a pre-ELF xc_core dump (Xen <= 3.0.4): not supported "
+                             "(its page index holds MFNs only)")
+    if kind == RAW:
+        from .raw import RawImage
+
+        return RawImage(path, base=base)
+    if base:
+        raise ImageError(f"--base {base:#x} applies to raw images only, not to {kind}")
+    from .elf import open_elf  # imports construct: only for ELF files
+
+    return open_elf(path, want=None if container == AUTO else kind)

@@ -1,0 +1,350 @@
+"""Wrap a built tree in the containers analysts hold: ``xl dump-core`` and ELF cores.
+
+``xc-core``: a faithful ``xl dump-core`` file of a PV guest (reference section
+6): ELF64 ET_CORE without program headers, e_machine EM_X86_64 (62) for a
+64-bit guest and EM_386 (3) for a 32-bit one; section headers null,
+.shstrtab, .note.Xen, .xen_prstatus, .xen_shared_info, .xen_pages, .xen_p2m;
+data in the order notes, prstatus, shared_info, zero padding to 4096,
+pages, p2m pairs, string table.  .xen_pages holds the pages a PV dump holds:
+the guest's own (valid) pfns in ascending pfn order, pair k of .xen_p2m
+being {pfn, gmfn} of page k; ``padding`` extra pages are zero with
+{~0, ~0} pairs, as Xen writes when fewer pages than tot_pages could be
+dumped.
+
+Which pfns hold the tree pages: in a real guest the p2m pages are guest
+pages, mapped by the p2m like any other page, which is what makes them
+reachable through .xen_p2m.  A generated tree puts its pages at MFNs no pfn
+maps, so :func:`tree_pages_as_guest_pages` gives each tree page a pfn: the
+last ``tree_pages`` valid pfns below max_pfn are remapped to the tree pages'
+MFNs (their leaf entries change accordingly; the truth table is the one of
+the remapped tree).  The dump then holds the tree pages as guest pages and
+the walk of the tree agrees with .xen_p2m pair for pair.
+
+``elf``: an ELF64 core with one PT_LOAD per run of consecutive machine frames
+that hold something (tree pages, and the stamped data frames with
+``data``), p_paddr being the machine address: the shape of a host vmcore.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from ..atomic import atomic_output
+from ..errors import SpecError
+from ..layout import PAGE_SIZE
+from ..schemas import elf as E
+from ..schemas import xen_core as X
+from .image import _pwrite_all, sidecar, stamped_frames, write_json, write_raw_image, write_truth
+from .tree import BuiltTree, build_tree
+
+CONTAINERS = ("raw", "xc-core", "elf")
+BATCH = 2048  # pages per write (8 MiB)
+
+DEFAULT_XEN_VERSION = (4, 19, "-p2mdump")
+
+
+def _round_up(n: int, align: int) -> int:
+    return -(-n // align) * align
+
+
+# -- the content of frames -------------------------------------------------------------
+
+def tree_pages(tree: BuiltTree) -> dict:
+    """MFN -> words of every tree page (top, mids, placeholders, leaves)."""
+    fpp = tree.layout.per_page
+    pages = {int(m): np.asarray(w, dtype=tree.layout.numpy_dtype) for m, w in tree.page_list()}
+    leaf2d = tree.leaf_table.reshape(-1, fpp)
+    for row, mfn in zip(tree.leaf_rows.tolist(), tree.leaf_mfns.tolist()):
+        pages[int(mfn)] = leaf2d[row]
+    return pages
+
+
+def tree_pages_as_guest_pages(tree: BuiltTree) -> tuple[BuiltTree, np.ndarray]:
+    """A copy of ``tree`` whose last valid pfns map the tree pages' MFNs.
+
+    Returns (new tree, the pfns now holding tree pages, in MFN order)."""
+    mfns = np.array(sorted(tree_pages(tree)), dtype=np.uint64)
+    own = tree.data_pfns[tree.data_pfns < np.uint64(tree.max_pfn)]
+    if len(own) < len(mfns):
+        raise SpecError(f"an xc-core dump needs at least {len(mfns)} valid pfns below max_pfn "
+                        f"to hold the {len(mfns)} tree pages as guest pages; the spec has "
+                        f"{len(own)}")
+    chosen = own[len(own) - len(mfns):]
+    dtype = tree.leaf_table.dtype
+    entries = tree.entries.copy()
+    leaf_table = tree.leaf_table.copy()
+    entries[chosen.astype(np.int64)] = mfns.astype(dtype)
+    leaf_table[chosen.astype(np.int64)] = mfns.astype(dtype)
+    data_mfns = tree.data_mfns.copy()
+    where = np.searchsorted(tree.data_pfns, chosen)
+    data_mfns[where] = mfns
+    new = dataclasses.replace(
+        tree, entries=entries, leaf_table=leaf_table, data_mfns=data_mfns,
+        notes=list(tree.notes) + [f"pfns {int(chosen[0]):#x}-{int(chosen[-1]):#x} hold the "
+                                  f"{len(mfns)} tree pages"])
+    return new, chosen
+
+
+def _frames_for(pfns: np.ndarray, mfns: np.ndarray, tree_by_mfn: dict, data: bool):
+    """(k, 4096) uint8 content of the frames (pfn, mfn), or None if all zero."""
+    k = len(mfns)
+    frames = None
+    if data:
+        frames = stamped_frames(pfns, mfns)
+    for i, m in enumerate(mfns.tolist()):
+        words = tree_by_mfn.get(int(m))
+        if words is not None:
+            if frames is None:
+                frames = np.zeros((k, PAGE_SIZE), dtype=np.uint8)
+            frames[i] = np.frombuffer(np.ascontiguousarray(words).tobytes(), dtype=np.uint8)
+    return frames
+
+
+def _write_batches(fd: int, offset: int, pfns, mfns, tree_by_mfn, data) -> None:
+    """Frames (pfn, mfn) written back to back from ``offset`` (zeros skipped)."""
+    for a in range(0, len(mfns), BATCH):
+        frames = _frames_for(pfns[a:a + BATCH], mfns[a:a + BATCH], tree_by_mfn, data)
+        if frames is not None:
+            _pwrite_all(fd, frames, offset + a * PAGE_SIZE)
+
+
+# -- ELF building blocks ----------------------------------------------------------------
+
+def elf64_header(*, machine: int, phoff: int = 0, phnum: int = 0, shoff: int = 0,
+                 shnum: int = 0, shstrndx: int = 0, abiversion: int = 0) -> bytes:
+    return E.Elf64_Ehdr.build(dict(
+        e_ident=dict(ei_class=E.ELFCLASS64, ei_data=E.ELFDATA2LSB, ei_version=E.EV_CURRENT,
+                     ei_osabi=E.ELFOSABI_SYSV, ei_abiversion=abiversion),
+        e_type=E.ET_CORE, e_machine=machine, e_version=E.EV_CURRENT, e_entry=0,
+        e_phoff=phoff, e_shoff=shoff, e_flags=0, e_ehsize=E.EHDR_SIZE[E.ELFCLASS64],
+        e_phentsize=E.PHDR_SIZE[E.ELFCLASS64], e_phnum=phnum,
+        e_shentsize=E.SHDR_SIZE[E.ELFCLASS64], e_shnum=shnum, e_shstrndx=shstrndx))
+
+
+def elf64_phdr(*, paddr: int, offset: int, filesz: int, memsz: int | None = None,
+               vaddr: int = 0, ptype: int = E.PT_LOAD, flags: int = 6) -> bytes:
+    return E.Elf64_Phdr.build(dict(p_type=ptype, p_flags=flags, p_offset=offset, p_vaddr=vaddr,
+                                   p_paddr=paddr, p_filesz=filesz,
+                                   p_memsz=filesz if memsz is None else memsz, p_align=0))
+
+
+def elf64_shdr(*, name: int, stype: int, offset: int, size: int, addralign: int = 0,
+               entsize: int = 0) -> bytes:
+    return E.Elf64_Shdr.build(dict(sh_name=name, sh_type=stype, sh_flags=0, sh_addr=0,
+                                   sh_offset=offset, sh_size=size, sh_link=0, sh_info=0,
+                                   sh_addralign=addralign, sh_entsize=entsize))
+
+
+def note(ntype: int, desc: bytes, name: bytes = X.NOTE_NAME) -> bytes:
+    head = E.Elf_Nhdr.build(dict(n_namesz=len(name), n_descsz=len(desc), n_type=ntype))
+    return (head + name.ljust(E.note_pad(len(name)), b"\0")
+            + desc.ljust(E.note_pad(len(desc)), b"\0"))
+
+
+def _cbytes(text: str, size: int) -> bytes:
+    return text.encode("ascii")[: size - 1].ljust(size, b"\0")
+
+
+def xen_notes(*, word_size: int, nr_vcpus: int, nr_pages: int, hvm: bool = False,
+              version=DEFAULT_XEN_VERSION) -> bytes:
+    """The four notes of .note.Xen, in Xen's order."""
+    major, minor, extra = version
+    header = X.HeaderDesc.build(dict(
+        xch_magic=X.XC_CORE_MAGIC_HVM if hvm else X.XC_CORE_MAGIC, xch_nr_vcpus=nr_vcpus,
+        xch_nr_pages=nr_pages, xch_page_size=PAGE_SIZE))
+    caps = "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64"
+    if word_size == 4:
+        caps = "xen-3.0-x86_32p " + caps
+    ver = X.XEN_VERSION_DESC[word_size].build(dict(
+        major_version=major, minor_version=minor, extra_version=_cbytes(extra, 16),
+        compile_info=dict(compiler=_cbytes("gcc (p2mdump generator)", 64),
+                          compile_by=_cbytes("p2mdump", 16),
+                          compile_domain=_cbytes("example.org", 32),
+                          compile_date=_cbytes("Thu Jan  1 00:00:00 UTC 1970", 32)),
+        capabilities=_cbytes(caps, 1024), changeset=_cbytes("p2mdump synthetic dump", 64),
+        virt_start=0xFFFF800000000000 if word_size == 8 else 0xF5800000,
+        pagesize=PAGE_SIZE))
+    fmt = X.FormatVersionDesc.build(dict(version=X.FORMAT_VERSION_CURRENT))
+    return (note(X.XEN_ELFNOTE_DUMPCORE_NONE, b"")
+            + note(X.XEN_ELFNOTE_DUMPCORE_HEADER, header)
+            + note(X.XEN_ELFNOTE_DUMPCORE_XEN_VERSION, ver)
+            + note(X.XEN_ELFNOTE_DUMPCORE_FORMAT_VERSION, fmt))
+
+
+def shared_info(word_size: int, **arch) -> bytes:
+    """A 4096-byte shared_info page carrying ``arch`` fields at the guest-width offsets."""
+    fields = {f: 0 for f in X.ARCH_FIELDS}
+    if word_size == 4:
+        fields["wc_sec_hi"] = 0
+    fields.update(arch)
+    return X.shared_info_page(word_size).build(dict(arch=fields))
+
+
+# -- xl dump-core ---------------------------------------------------------------------
+
+def write_xc_core(tree: BuiltTree, path, *, nr_vcpus: int = 1, padding: int = 0,
+                  fll: int | None = None, max_pfn: int | None = None, p2m_cr3: int = 0,
+                  p2m_vaddr: int = 0, version=DEFAULT_XEN_VERSION) -> dict:
+    """Write ``tree`` (whose tree pages are guest pages, see
+    :func:`tree_pages_as_guest_pages`) as an ``xl dump-core`` file.
+
+    ``fll`` / ``max_pfn`` override what shared_info publishes (default: the
+    tree's top MFN and max_pfn).  Returns a description of the layout."""
+    ws = tree.layout.word_size
+    tree_by_mfn = tree_pages(tree)
+    sel = tree.data_pfns < np.uint64(tree.max_pfn)
+    pfns = tree.data_pfns[sel].astype(np.uint64)
+    mfns = tree.data_mfns[sel].astype(np.uint64)
+    missing = [m for m in tree_by_mfn if m not in set(mfns.tolist())]
+    if missing:
+        raise SpecError(f"tree page MFN {missing[0]:#x} is not a guest page; wrap the tree "
+                        "with tree_pages_as_guest_pages() first")
+    nr_pages = len(pfns) + padding
+    names = [b""] + [n.encode() for n in X.PV_SECTION_ORDER]
+    shstrtab = b"\0".join(names) + b"\0"
+    name_off = {}
+    pos = 0
+    for n in names:
+        name_off[n.decode()] = pos
+        pos += len(n) + 1
+    notes = xen_notes(word_size=ws, nr_vcpus=nr_vcpus, nr_pages=nr_pages)
+    prstatus = bytes(nr_vcpus * X.VCPU_CONTEXT_SIZE)
+    sinfo = shared_info(ws, max_pfn=tree.max_pfn if max_pfn is None else max_pfn,
+                        pfn_to_mfn_frame_list_list=tree.top_mfn if fll is None else fll,
+                        p2m_cr3=p2m_cr3, p2m_vaddr=p2m_vaddr)
+    nsec = len(names)
+    off_notes = E.EHDR_SIZE[E.ELFCLASS64] + nsec * E.SHDR_SIZE[E.ELFCLASS64]
+    off_prs = off_notes + len(notes)
+    off_si = off_prs + len(prstatus)
+    off_pages = _round_up(off_si + len(sinfo), PAGE_SIZE)
+    off_p2m = off_pages + nr_pages * PAGE_SIZE
+    off_str = off_p2m + nr_pages * X.P2M_PAIR_SIZE
+    size = off_str + len(shstrtab)
+    sh = [bytes(E.SHDR_SIZE[E.ELFCLASS64]),
+          elf64_shdr(name=name_off[X.SEC_SHSTRTAB], stype=E.SHT_STRTAB, offset=off_str,
+                     size=len(shstrtab)),
+          elf64_shdr(name=name_off[X.SEC_NOTE], stype=E.SHT_NOTE, offset=off_notes,
+                     size=len(notes)),
+          elf64_shdr(name=name_off[X.SEC_PRSTATUS], stype=E.SHT_PROGBITS, offset=off_prs,
+                     size=len(prstatus), addralign=X.PROGBITS_ALIGN,
+                     entsize=X.VCPU_CONTEXT_SIZE),
+          elf64_shdr(name=name_off[X.SEC_SHARED_INFO], stype=E.SHT_PROGBITS, offset=off_si,
+                     size=len(sinfo), addralign=X.PROGBITS_ALIGN, entsize=PAGE_SIZE),
+          elf64_shdr(name=name_off[X.SEC_PAGES], stype=E.SHT_PROGBITS, offset=off_pages,
+                     size=nr_pages * PAGE_SIZE, addralign=PAGE_SIZE, entsize=PAGE_SIZE),
+          elf64_shdr(name=name_off[X.SEC_P2M], stype=E.SHT_PROGBITS, offset=off_p2m,
+                     size=nr_pages * X.P2M_PAIR_SIZE, addralign=X.PROGBITS_ALIGN,
+                     entsize=X.P2M_PAIR_SIZE)]
+    machine = E.EM_X86_64 if ws == 8 else E.EM_386
+    ehdr = elf64_header(machine=machine, shoff=E.EHDR_SIZE[E.ELFCLASS64], shnum=nsec,
+                        shstrndx=1, abiversion=E.EV_CURRENT)  # sic: Xen stores EV_CURRENT
+    pairs = np.full((nr_pages, 2), X.INVALID_PFN, dtype="<u8")
+    pairs[:len(pfns), 0] = pfns
+    pairs[:len(pfns), 1] = mfns
+    with atomic_output(path, "wb") as fh:
+        fd = fh.fileno()
+        os.ftruncate(fd, size)
+        _pwrite_all(fd, ehdr + b"".join(sh) + notes + prstatus + sinfo, 0)
+        _write_batches(fd, off_pages, pfns, mfns, tree_by_mfn, tree.spec.data)
+        _pwrite_all(fd, pairs, off_p2m)
+        _pwrite_all(fd, shstrtab, off_str)
+    return {"nr_pages": nr_pages, "pages_offset": off_pages, "p2m_offset": off_p2m,
+            "shared_info_offset": off_si, "notes_offset": off_notes, "size": size,
+            "e_machine": machine}
+
+
+# -- ELF core with PT_LOAD ----------------------------------------------------------------
+
+def write_elf_segments(path, segments, *, machine: int = E.EM_X86_64,
+                       fill=None) -> dict:
+    """Write an ELF64 core: ``segments`` is a list of (paddr, filesz, memsz);
+    ``fill(fd, index, offset, paddr, filesz)`` writes segment data (default:
+    nothing, i.e. zeros).  Data is page-aligned after the program headers."""
+    n = len(segments)
+    off = _round_up(E.EHDR_SIZE[E.ELFCLASS64] + n * E.PHDR_SIZE[E.ELFCLASS64], PAGE_SIZE)
+    ph = []
+    offsets = []
+    for paddr, filesz, memsz in segments:
+        ph.append(elf64_phdr(paddr=paddr, offset=off, filesz=filesz, memsz=memsz))
+        offsets.append(off)
+        off += _round_up(filesz, PAGE_SIZE)
+    ehdr = elf64_header(machine=machine, phoff=E.EHDR_SIZE[E.ELFCLASS64], phnum=n)
+    with atomic_output(path, "wb") as fh:
+        fd = fh.fileno()
+        os.ftruncate(fd, off)
+        _pwrite_all(fd, ehdr + b"".join(ph), 0)
+        if fill is not None:
+            for i, (paddr, filesz, _memsz) in enumerate(segments):
+                fill(fd, i, offsets[i], paddr, filesz)
+    return {"segments": n, "size": off, "data_offsets": offsets}
+
+
+def write_elf_core(tree: BuiltTree, path) -> dict:
+    """Write the frames of ``tree`` (as a raw image would hold them) as an ELF
+    core, one PT_LOAD per run of consecutive MFNs."""
+    tree_by_mfn = tree_pages(tree)
+    data = bool(tree.spec.data and len(tree.data_mfns))
+    mfns = np.array(sorted(tree_by_mfn), dtype=np.uint64)
+    if data:
+        mfns = np.union1d(mfns, tree.data_mfns.astype(np.uint64))
+    order = np.argsort(tree.data_mfns, kind="stable")
+    dm, dp = tree.data_mfns[order].astype(np.uint64), tree.data_pfns[order].astype(np.uint64)
+    brk = np.ones(len(mfns), dtype=bool)
+    brk[1:] = np.diff(mfns.astype(np.int64)) != 1
+    starts = np.flatnonzero(brk).tolist()
+    runs = list(zip(starts, starts[1:] + [len(mfns)]))
+    segments = [(int(mfns[a]) * PAGE_SIZE, (b - a) * PAGE_SIZE, (b - a) * PAGE_SIZE)
+                for a, b in runs]
+
+    def fill(fd, i, offset, paddr, filesz):
+        a, b = runs[i]
+        m = mfns[a:b]
+        if data:
+            j = np.minimum(np.searchsorted(dm, m), max(len(dm) - 1, 0))
+            p = np.where(dm[j] == m, dp[j], np.uint64(0)) if len(dm) else np.zeros_like(m)
+        else:
+            p = np.zeros_like(m)
+        for c in range(0, len(m), BATCH):
+            mm, pp = m[c:c + BATCH], p[c:c + BATCH]
+            frames = _frames_for(pp, mm, tree_by_mfn, False)
+            if data:
+                isdata = np.isin(mm, dm)
+                st = stamped_frames(pp, mm)
+                if frames is None:
+                    frames = np.zeros((len(mm), PAGE_SIZE), dtype=np.uint8)
+                frames[isdata] = st[isdata]
+            if frames is not None:
+                _pwrite_all(fd, frames, offset + c * PAGE_SIZE)
+
+    out = write_elf_segments(path, segments, fill=fill)
+    out["frames"] = len(mfns)
+    return out
+
+
+# -- generate ---------------------------------------------------------------------------
+
+def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar_path=None,
+                       base: int = 0, **options) -> BuiltTree:
+    """Build ``spec`` and write it as ``container`` (raw, xc-core or elf), with
+    its sidecar (``out + '.json'``) and, when asked, the truth table."""
+    if container not in CONTAINERS:
+        raise SpecError(f"container must be one of {', '.join(CONTAINERS)}")
+    if base and container != "raw":
+        raise SpecError("--base applies to raw images only")
+    tree = build_tree(spec)
+    extra = {}
+    if container == "raw":
+        write_raw_image(tree, out, base)
+    elif container == "xc-core":
+        tree, chosen = tree_pages_as_guest_pages(tree)
+        info = write_xc_core(tree, out, **options)
+        extra = {"xc_core": info, "tree_pfns": [int(chosen[0]), int(chosen[-1]) + 1]}
+    else:
+        info = write_elf_core(tree, out)
+        extra = {"elf": info}
+    write_json(sidecar_path or (os.fspath(out) + ".json"), sidecar(tree, container, base, extra))
+    if truth is not None:
+        write_truth(tree, truth)
+    return tree
