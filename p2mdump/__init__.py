@@ -32,6 +32,17 @@ _EXPORTS = {
     "e820_example": ("writer.spec", "e820_example"),
     "build_tree": ("writer.tree", "build_tree"),
     "generate": ("writer.image", "generate"),
+    "scan": ("scan", "scan"),
+    "ScanCandidate": ("scan", "ScanCandidate"),
+    "lookup_pfn": ("lookup", "lookup_pfn"),
+    "PathLookup": ("lookup", "PathLookup"),
+    "TableLookup": ("lookup", "TableLookup"),
+    "verify": ("verify", "verify"),
+    "VerifyReport": ("verify", "VerifyReport"),
+    "diff": ("diff", "diff"),
+    "DiffResult": ("diff", "DiffResult"),
+    "load_table": ("diff", "load_table"),
+    "render_map": ("mapsvg", "render_map"),
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

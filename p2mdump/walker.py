@@ -84,8 +84,8 @@ class PageCache:
             return self.pages[mfn]
         except KeyError:
             pass
-        self.reads += 1
-        data = self.source.read_frame(mfn) if mfn >= 0 else None
+        data = self.source.read_frame(mfn) if self.source.has_frame(mfn) else None
+        self.reads += data is not None
         self.pages[mfn] = data
         return data
 
@@ -265,6 +265,13 @@ class _Walk:
             if mfn != 0:
                 self.shared[mfn] = self._leaf_words(mfn)
         self._zero_leaf_findings()
+        self.reported = set()
+        fpp = L.per_page
+        for u in range(len(leaves)):
+            mfn = int(leaves[u])
+            if mfn != 0 and not _in_image(self.source, mfn):
+                where = slots[inverse == u]
+                self._unreadable_leaf(int(where[0]), mfn, len(where), int(where[-1]))
         self.prefetched: dict[int, np.ndarray | None] = {}
         if self.max_pfn is None:
             max_pfn = self._find_max_pfn()
@@ -316,14 +323,22 @@ class _Walk:
         """MFN of the mid page named by top slot ``t``."""
         return int(self.top[t])
 
-    def _unreadable_leaf(self, slot: int, mfn: int, count: int = 1):
+    def _unreadable_leaf(self, slot: int, mfn: int, count: int = 1, last: int | None = None):
+        """Report leaf ``mfn`` (named by ``count`` slots from ``slot`` to
+        ``last``) as not in the image, once per MFN."""
+        if mfn in self.reported:
+            return
+        self.reported.add(mfn)
         fpp = self.L.per_page
+        last = slot if last is None else last
+        named = (f"named by {count} mid slots, pfns {slot * fpp:#x}-{(last + 1) * fpp - 1:#x}"
+                 if count > 1 else f"pfns {slot * fpp:#x}-{(slot + 1) * fpp - 1:#x}")
         self.add(F.UNREADABLE, F.WARNING,
-                 f"leaf page MFN {mfn:#x} (pfns {slot * fpp:#x}-{(slot + count) * fpp - 1:#x}) "
-                 "is not in the image; its pfns are treated as missing",
+                 f"leaf page MFN {mfn:#x} ({named}) is not in the image; its pfns are "
+                 "treated as missing",
                  level=LEVEL_LEAF, slot=slot % fpp, mfn=mfn,
                  parent_mfn=self._top_mid(slot // fpp), count=count,
-                 pfn_first=slot * fpp, pfn_last=(slot + count) * fpp - 1)
+                 pfn_first=slot * fpp, pfn_last=(last + 1) * fpp - 1)
 
     def _is_all_invalid(self, words) -> bool:
         return words is not None and bool(np.all(words == words.dtype.type(self.L.invalid)))
@@ -350,7 +365,7 @@ class _Walk:
     def _prefetch(self, mfn):
         if mfn not in self.prefetched:
             data = self.source.read_frame(mfn) if _in_image(self.source, mfn) else None
-            self.bulk_frames += 1
+            self.bulk_frames += data is not None
             self.prefetched[mfn] = (None if data is None
                                     else np.frombuffer(data, dtype=self.L.numpy_dtype))
         return self.prefetched[mfn]
@@ -417,7 +432,6 @@ class _Walk:
                 if n > 0:  # the frame at `mfn` is not in the image
                     table2d[row] = inv
                     self._unreadable_leaf(row, mfn)
-                    self.bulk_frames += 1
                     row += 1
                     mfn += 1
                     n -= 1
@@ -430,13 +444,7 @@ class _Walk:
 
     def _unreadable_shared(self, mfn):
         slots = self._slots_of_leaf(mfn)
-        s0 = int(slots[0])
-        fpp = self.L.per_page
-        self.add(F.UNREADABLE, F.WARNING,
-                 f"leaf page MFN {mfn:#x}, named by {len(slots)} mid slots (first: pfn "
-                 f"{s0 * fpp:#x}), is not in the image; its pfns are treated as missing",
-                 level=LEVEL_LEAF, slot=s0 % fpp, mfn=mfn, parent_mfn=self._top_mid(s0 // fpp),
-                 count=len(slots), pfn_first=s0 * fpp, pfn_last=(int(slots[-1]) + 1) * fpp - 1)
+        self._unreadable_leaf(int(slots[0]), mfn, len(slots), int(slots[-1]))
 
     def _check_past(self, buf: np.ndarray, max_pfn: int, n_leaves: int):
         """Non-missing entries at or past max_pfn, up to the tree's capacity."""
@@ -487,7 +495,7 @@ class _Walk:
             self._unreadable_leaf(row, mfn)
             return None
         data = self.source.read_frame(mfn)
-        self.bulk_frames += 1
+        self.bulk_frames += data is not None
         if data is None:
             self._unreadable_leaf(row, mfn)
             return None

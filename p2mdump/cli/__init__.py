@@ -19,6 +19,11 @@ from .common import EXIT_CODES_HELP, CLIError
 COMMANDS = {
     "walk": "walk",
     "generate": "generate",
+    "scan": "scan",
+    "lookup": "lookup",
+    "verify": "verify",
+    "diff": "diff",
+    "map": "map",
 }
 
 
@@ -32,6 +37,25 @@ class P2MGroup(click.Group):
             return None
         mod = importlib.import_module(f"{__name__}.{module}")
         return getattr(mod, name.replace("-", "_"))
+
+    def main(self, args=None, prog_name=None, **extra):
+        """Run the command; every failure ends as one ``error:`` line."""
+        extra.pop("standalone_mode", None)
+        try:
+            rv = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = ""
+            if exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
         try:

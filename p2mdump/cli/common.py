@@ -89,7 +89,7 @@ def ws_value(word_size: str):
 def output_stream(path: str | None, binary: bool):
     """A binary file object for ``-o PATH`` (atomic) or stdout (``-`` / None)."""
     if path in (None, "-"):
-        stream = click.get_binary_stream("stdout")
+        stream = sys.stdout.buffer
         if binary and sys.stdout.isatty():
             raise CLIError("refusing to write binary output to a terminal; use -o PATH "
                            "or a pipe", 2)

@@ -13,6 +13,7 @@ PV p2m tree.
 from __future__ import annotations
 
 from .. import findings as F
+from ..errors import ContainerError, TreeError
 from ..layout import PAGE_SIZE
 from ..schemas import elf as E
 from ..schemas import xen_core as X
@@ -33,6 +34,8 @@ class XcCoreSource(ElfFile, FrameSource):
     """Machine frames of an ``xl dump-core`` file, by MFN."""
 
     container = XC_CORE
+    #: the error raised when the tree is needed but top_mfn_problem says why not
+    top_mfn_problem_error = TreeError
 
     def __init__(self, path):
         ElfFile.__init__(self, path)
@@ -163,6 +166,7 @@ class XcCoreSource(ElfFile, FrameSource):
                                     "tree to walk")
         if si is None:
             if not self.is_hvm:
+                self.top_mfn_problem_error = ContainerError
                 self.top_mfn_problem = ("no .xen_shared_info section: the frame-list-list "
                                         "cannot be found; give --top-mfn")
             return
@@ -172,6 +176,7 @@ class XcCoreSource(ElfFile, FrameSource):
                        f"{PAGE_SIZE}")
         if si.size < need:
             if not self.is_hvm:
+                self.top_mfn_problem_error = ContainerError
                 self.top_mfn_problem = (
                     f".xen_shared_info sh_size {si.size} is smaller than sizeof(struct "
                     f"shared_info) {need} of a {ws * 8}-bit guest: arch.max_pfn and "

@@ -1,0 +1,114 @@
+"""Options shared by the commands that read one tree (lookup, verify, map, diff).
+
+Light on purpose (click and the standard library only): ``lookup`` imports it.
+
+Where the tree is: ``--top-mfn`` when given; otherwise a hint of the
+container (``top_mfn_hint`` of the frame source, e.g. shared_info of a dump
+core); otherwise the sidecar ``IMAGE.json`` written by ``p2mdump generate``;
+otherwise an error that points at ``p2mdump scan``.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from .common import NUMBER, CLIError
+
+SIDECAR_FORMAT = "p2mdump-sidecar/1"
+
+
+def tree_options(f):
+    """--top-mfn, --word-size, --max-pfn, --base, --container."""
+    f = click.option("--container", type=click.Choice(["auto", "raw"]), default="auto",
+                     show_default=True,
+                     help="Image container; auto detects it (raw: frame M at BASE + M*4096).")(f)
+    f = click.option("--base", type=NUMBER, default=0, show_default=True,
+                     help="File offset of machine frame 0 in a raw image.")(f)
+    f = click.option("--max-pfn", type=NUMBER, default=None,
+                     help="Number of pfns of the guest (shared_info arch.max_pfn).  Default: "
+                          "the container's hint, else up to the last pfn not missing.")(f)
+    f = click.option("--word-size", type=click.Choice(["auto", "4", "8"]), default="auto",
+                     show_default=True,
+                     help="Guest word size in bytes (8: x86_64, 4: i386 PAE) or auto.")(f)
+    f = click.option("--top-mfn", type=NUMBER, default=None,
+                     help="MFN of the top page (arch.pfn_to_mfn_frame_list_list).  Default: "
+                          "the container's hint or the generator's sidecar IMAGE.json; "
+                          "`p2mdump scan IMAGE` finds candidates.")(f)
+    return f
+
+
+def _sidecar(image: str) -> dict | None:
+    path = image + ".json"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT:
+        return data
+    return None
+
+
+def open_source(image: str, base: int, container: str = "auto"):
+    """Open IMAGE as a frame source.
+
+    A file that does not start like a known container is opened as a raw
+    image directly (no container detection imports), which keeps single
+    lookups cheap; anything else goes through :func:`p2mdump.sources.open_image`.
+    """
+    if container == "raw" or (container == "auto" and not _looks_like_container(image)):
+        from ..sources.raw import RawImage
+
+        return RawImage(image, base=base)
+    from ..sources import open_image
+
+    return open_image(image, base=base, container=container)
+
+
+def _looks_like_container(image: str) -> bool:
+    try:
+        with open(image, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False  # RawImage gives the precise error
+    return head.startswith(b"\x7fELF")
+
+
+def resolve_tree(source, image: str, top_mfn, word_size: str, max_pfn):
+    """(top_mfn, word size ('auto'|4|8), max_pfn, where top_mfn came from)."""
+    where = "given"
+    side = None
+    if top_mfn is None:
+        hint = getattr(source, "top_mfn_hint", None)
+        if hint is not None:
+            top_mfn, where = int(hint), "container"
+        else:
+            side = _sidecar(image)
+            if side is not None and isinstance(side.get("top_mfn"), int) \
+                    and side.get("base", 0) == getattr(source, "base", 0):
+                top_mfn, where = side["top_mfn"], "sidecar"
+    if top_mfn is None:
+        raise CLIError(f"{image}: no --top-mfn given and the image names none; "
+                       f"run `p2mdump scan {image}` to find candidate trees", 2)
+    ws = "auto" if word_size == "auto" else int(word_size)
+    if ws == "auto":
+        hint = getattr(source, "word_size_hint", None)
+        if hint in (4, 8):
+            ws = hint
+        elif where == "sidecar" and side.get("word_size") in (4, 8):
+            ws = side["word_size"]
+    if max_pfn is None:
+        hint = getattr(source, "max_pfn_hint", None)
+        if hint is not None and (where != "given"
+                                 or top_mfn == getattr(source, "top_mfn_hint", None)):
+            max_pfn = int(hint)
+        elif where == "sidecar" and isinstance(side.get("max_pfn"), int):
+            max_pfn = side["max_pfn"]
+    return top_mfn, ws, max_pfn, where
+
+
+def image_exists(image: str) -> None:
+    if not os.path.lexists(image):
+        raise CLIError(f"{image}: no such file", 3)

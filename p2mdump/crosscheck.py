@@ -1,0 +1,105 @@
+"""Cross-check a walked p2m tree against an ``xl dump-core``'s .xen_p2m pairs.
+
+Xen writes one {pfn, gmfn} pair for every guest pfn whose p2m entry is a
+real machine frame (INVALID, FOREIGN and IDENTITY entries are skipped, see
+reference section 6.6), reading the very tree this tool walks.  So in an
+intact dump the valid pfns of the tree and the pairs agree one for one.
+Three kinds of disagreement are reported, each with a count and the first
+examples:
+
+* ``dump-lacks-pfn``: the tree maps a pfn that no pair names (the page was
+  not dumped: tot_pages reached, mapping failed, or the pair was removed);
+* ``dump-gmfn-mismatch``: a pair names a pfn the tree maps to another MFN
+  (the p2m changed while the unpaused guest was dumped, or tampering);
+* ``dump-unknown-page``: a pair names a pfn the tree does not map to a frame
+  (missing, identity, foreign, or past max_pfn).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import findings as F
+from .table import VALID, P2MTable
+
+EXAMPLES = 5
+
+
+def _ranges(pfns: np.ndarray, limit: int = EXAMPLES) -> str:
+    """'0x10-0x1f, 0x40' for the first ``limit`` runs of sorted pfns."""
+    if not len(pfns):
+        return ""
+    brk = np.ones(len(pfns), dtype=bool)
+    brk[1:] = np.diff(pfns.astype(np.int64)) != 1
+    starts = np.flatnonzero(brk)
+    ends = np.append(starts[1:], len(pfns)) - 1
+    parts = []
+    for a, b in zip(starts[:limit].tolist(), ends[:limit].tolist()):
+        lo, hi = int(pfns[a]), int(pfns[b])
+        parts.append(f"{lo:#x}" if lo == hi else f"{lo:#x}-{hi:#x}")
+    more = len(starts) - limit
+    return ", ".join(parts) + (f" and {more} more range(s)" if more > 0 else "")
+
+
+def crosscheck(table: P2MTable, pair_pfns, pair_gmfns) -> list:
+    """Findings comparing ``table`` with the (pfn, gmfn) pairs of .xen_p2m
+    (padding already removed).  Duplicate pfns in the pairs are compared
+    each (the container reports the duplication itself)."""
+    out: list = []
+    kinds = table.kinds()
+    mfns = table.mfns().astype(np.uint64)
+    n = len(table)
+    pp = np.asarray(pair_pfns, dtype=np.uint64)
+    pg = np.asarray(pair_gmfns, dtype=np.uint64)
+    inside = pp < np.uint64(n)
+    idx = pp[inside].astype(np.int64)
+    known = np.zeros(len(pp), dtype=bool)
+    known[inside] = kinds[idx] == VALID
+
+    # pages the tree does not know
+    unknown = np.flatnonzero(~known)
+    if len(unknown):
+        up = np.unique(pp[unknown])
+        why = []
+        past = int(np.count_nonzero(~inside))
+        if past:
+            why.append(f"{past} at or past max_pfn {n:#x}")
+        inner = idx[kinds[idx] != VALID]
+        for code, name in ((1, "missing"), (2, "identity"), (3, "foreign")):
+            c = int(np.count_nonzero(kinds[inner] == code))
+            if c:
+                why.append(f"{c} {name}")
+        ex = [{"pfn": int(pp[i]), "gmfn": int(pg[i])} for i in unknown[:EXAMPLES].tolist()]
+        out.append(F.Finding(
+            F.DUMP_UNKNOWN_PAGE, F.WARNING,
+            f"{len(unknown)} .xen_p2m page(s) name pfns the tree does not map to a frame "
+            f"({', '.join(why)}): pfns {_ranges(up)}",
+            count=len(unknown), pfn_first=int(up[0]), pfn_last=int(up[-1]), examples=ex))
+
+    # pairs whose gmfn differs from the tree
+    kk = np.flatnonzero(known)
+    tree_mfn = mfns[pp[kk].astype(np.int64)]
+    bad = kk[tree_mfn != pg[kk]]
+    if len(bad):
+        ex = [{"pfn": int(pp[i]), "gmfn": int(pg[i]), "tree_mfn": int(mfns[int(pp[i])])}
+              for i in bad[:EXAMPLES].tolist()]
+        listing = ", ".join(f"pfn {e['pfn']:#x}: dump {e['gmfn']:#x}, tree {e['tree_mfn']:#x}"
+                            for e in ex)
+        out.append(F.Finding(
+            F.DUMP_GMFN_MISMATCH, F.WARNING,
+            f"{len(bad)} .xen_p2m pair(s) give a gmfn other than the tree's mfn ({listing})",
+            count=len(bad), pfn_first=ex[0]["pfn"], mfn=ex[0]["gmfn"], examples=ex))
+
+    # pfns the tree maps that the section lacks
+    valid = np.flatnonzero(kinds == VALID)
+    have = np.zeros(n, dtype=bool)
+    have[idx] = True
+    lacking = valid[~have[valid]]
+    if len(lacking):
+        ex = [{"pfn": int(p), "tree_mfn": int(mfns[p])} for p in lacking[:EXAMPLES].tolist()]
+        out.append(F.Finding(
+            F.DUMP_LACKS_PFN, F.WARNING,
+            f"{len(lacking)} pfn(s) the tree maps to a frame have no .xen_p2m pair: "
+            f"pfns {_ranges(lacking)}",
+            count=len(lacking), pfn_first=int(lacking[0]), pfn_last=int(lacking[-1]),
+            examples=ex))
+    return out
