@@ -28,12 +28,15 @@ class Resolved:
     #: where each came from: "given", "container" or "default"
     top_mfn_source: str
     max_pfn_source: str
+    word_size_source: str = "given"
 
     def notes(self) -> list:
         out = []
         if self.top_mfn_source == "container":
             out.append(f"top MFN {self.top_mfn:#x} from .xen_shared_info "
                        "arch.pfn_to_mfn_frame_list_list")
+        if self.word_size_source == "container":
+            out.append(f"word size {self.word_size} from e_machine")
         if self.max_pfn_source == "container":
             out.append(f"max_pfn {self.max_pfn:#x} from .xen_shared_info arch.max_pfn")
         return out
@@ -54,13 +57,15 @@ def resolve(source, top_mfn=None, word_size="auto", max_pfn=None) -> Resolved:
             if problem:
                 exc = getattr(source, "top_mfn_problem_error", TreeError)
                 raise exc(f"{source.path}: {problem}")
+            kind = "an ELF" if source.container == "elf" else f"a {source.container}"
             raise TopMfnRequired(
-                f"--top-mfn is required for a {source.container} image: it has no "
+                f"--top-mfn is required for {kind} image: it has no "
                 "shared_info naming the tree (`p2mdump scan IMAGE` finds candidates)")
     ws = word_size
     if ws in (None, "auto"):
         hint = getattr(source, "word_size_hint", None)
         ws = hint if hint in (4, 8) else "auto"
+    ws_source = "container" if ws != "auto" and word_size in (None, "auto") else "given"
     mp_source = "given" if max_pfn is not None else "default"
     if max_pfn is None and top_source == "container":
         hint = getattr(source, "max_pfn_hint", None)
@@ -71,7 +76,7 @@ def resolve(source, top_mfn=None, word_size="auto", max_pfn=None) -> Resolved:
                     f"{ws}-byte-word tree can hold ({layout_for(int(ws)).capacity:#x} pfns); "
                     "give --max-pfn")
             max_pfn, mp_source = int(hint), "container"
-    return Resolved(top_mfn, ws, max_pfn, top_source, mp_source)
+    return Resolved(top_mfn, ws, max_pfn, top_source, mp_source, ws_source)
 
 
 def walk_image(source, top_mfn=None, word_size="auto", max_pfn=None, progress=None,

@@ -24,7 +24,7 @@ from .table import VALID, P2MTable
 EXAMPLES = 5
 
 
-def _ranges(pfns: np.ndarray, limit: int = EXAMPLES) -> str:
+def pfn_ranges(pfns, limit: int = EXAMPLES) -> str:
     """'0x10-0x1f, 0x40' for the first ``limit`` runs of sorted pfns."""
     if not len(pfns):
         return ""
@@ -72,7 +72,7 @@ def crosscheck(table: P2MTable, pair_pfns, pair_gmfns) -> list:
         out.append(F.Finding(
             F.DUMP_UNKNOWN_PAGE, F.WARNING,
             f"{len(unknown)} .xen_p2m page(s) name pfns the tree does not map to a frame "
-            f"({', '.join(why)}): pfns {_ranges(up)}",
+            f"({', '.join(why)}): pfns {pfn_ranges(up)}",
             count=len(unknown), pfn_first=int(up[0]), pfn_last=int(up[-1]), examples=ex))
 
     # pairs whose gmfn differs from the tree
@@ -99,7 +99,7 @@ def crosscheck(table: P2MTable, pair_pfns, pair_gmfns) -> list:
         out.append(F.Finding(
             F.DUMP_LACKS_PFN, F.WARNING,
             f"{len(lacking)} pfn(s) the tree maps to a frame have no .xen_p2m pair: "
-            f"pfns {_ranges(lacking)}",
+            f"pfns {pfn_ranges(lacking)}",
             count=len(lacking), pfn_first=int(lacking[0]), pfn_last=int(lacking[-1]),
             examples=ex))
     return out

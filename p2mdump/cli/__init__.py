@@ -19,6 +19,8 @@ from .common import EXIT_CODES_HELP, CLIError
 COMMANDS = {
     "walk": "walk",
     "generate": "generate",
+    "info": "info",
+    "extract": "extract",
     "scan": "scan",
     "lookup": "lookup",
     "verify": "verify",

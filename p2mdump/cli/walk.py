@@ -50,15 +50,21 @@ def summary_lines(result, limit: int = 20):
 
 @click.command(epilog=FORMAT_HELP + "\n" + EXIT_CODES_HELP)
 @click.argument("image", metavar="IMAGE")
-@click.option("--top-mfn", type=NUMBER, required=True,
+@click.option("--top-mfn", type=NUMBER, default=None,
               help="MFN of the top page (p2m_top_mfn, shared_info "
-                   "arch.pfn_to_mfn_frame_list_list); decimal or 0x-hex.")
+                   "arch.pfn_to_mfn_frame_list_list); decimal or 0x-hex.  Optional for an "
+                   "xl dump-core file (read from .xen_shared_info); required for raw and ELF "
+                   "images.")
 @word_size_option
 @click.option("--max-pfn", type=NUMBER, default=None,
               help="Number of pfns to return (shared_info arch.max_pfn).  "
                    "Default: up to the last pfn whose entry is not missing.")
 @click.option("--base", type=NUMBER, default=0, show_default=True,
               help="File offset of machine frame 0 in a raw image.")
+@click.option("--container", type=click.Choice(["auto", "raw", "xc-core", "elf"]),
+              default="auto", show_default=True,
+              help="Image container: auto (detected from the first bytes), raw, xc-core "
+                   "(xl dump-core ELF) or elf (ELF core with PT_LOAD machine addresses).")
 @click.option("--format", "fmt", type=click.Choice(
     ["ranges", "table", "csv", "jsonl", "raw", "npy"]), default="ranges", show_default=True,
     help="Output format (see below).")
@@ -68,11 +74,15 @@ def summary_lines(result, limit: int = 20):
               help="Also write the summary and all findings as JSON ('-' for stdout).")
 @click.option("--strict", is_flag=True, help="Exit 1 when the walk has warnings.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def walk(image, top_mfn, word_size, max_pfn, base, fmt, output, summary_json, strict, quiet):
+def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summary_json, strict,
+         quiet):
     """Walk the p2m tree at --top-mfn in IMAGE and print the pfn -> mfn table.
 
-    IMAGE is a raw machine-memory image: machine frame M is at file offset
-    BASE + M*4096 (a sparse file is fine: only the tree's pages are read).
+    IMAGE is a raw machine-memory image (machine frame M at file offset
+    BASE + M*4096; a sparse file is fine: only the tree's pages are read), an
+    `xl dump-core` file (frames by MFN through .xen_p2m; top MFN, max_pfn and
+    word size read from the file, and the tree cross-checked against
+    .xen_p2m) or an ELF core whose PT_LOAD addresses are machine addresses.
     Each distinct mid and leaf page is read once; damage below the top page
     (frames outside the image, MFN 0 pointers, shared pages that are not
     placeholders, duplicate machine frames, entries past max_pfn) is reported
@@ -80,16 +90,34 @@ def walk(image, top_mfn, word_size, max_pfn, base, fmt, output, summary_json, st
     to stderr.
     """
     from ..sources import open_image
-    from ..walker import walk as do_walk
     from ..output import BINARY_FORMATS, write_table
 
     progress = Progress("walking leaves", enabled=not quiet)
-    with open_image(image, base=base) as source:
-        try:
-            result = do_walk(source, top_mfn, word_size=ws_value(word_size), max_pfn=max_pfn,
-                             progress=progress)
-        finally:
-            progress.close()
+    with open_image(image, base=base, container=container) as source:
+        if source.container == "raw":
+            from ..walker import walk as do_walk
+
+            if top_mfn is None:
+                raise CLIError(f"{image}: --top-mfn is required for a raw image (it has no "
+                               "shared_info naming the tree; `p2mdump scan` finds candidates)",
+                               2)
+            resolved = None
+            try:
+                result = do_walk(source, top_mfn, word_size=ws_value(word_size),
+                                 max_pfn=max_pfn, progress=progress)
+            finally:
+                progress.close()
+        else:
+            from ..autowalk import walk_image
+
+            try:
+                result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn,
+                                              progress=progress)
+            finally:
+                progress.close()
+            if not quiet:
+                for line in resolved.notes():
+                    click.echo(f"p2mdump: {line}", err=True)
     if result.word_size_source == "detected" and not quiet:
         click.echo(f"p2mdump: word size {result.word_size} detected from the top and mid pages",
                    err=True)
@@ -98,6 +126,11 @@ def walk(image, top_mfn, word_size, max_pfn, base, fmt, output, summary_json, st
     if summary_json:
         data = result.summary()
         data["image"] = image
+        data["container"] = source.container
+        if resolved is not None:
+            data["top_mfn_source"] = resolved.top_mfn_source
+            data["max_pfn_source"] = ("container" if resolved.max_pfn_source == "container"
+                                      else data["max_pfn_source"])
         data["format"] = fmt
         write_json_file(summary_json, data)
     if not quiet:

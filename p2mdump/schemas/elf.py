@@ -141,3 +141,33 @@ NHDR_SIZE = Elf_Nhdr.sizeof()                             # 12
 def note_pad(n: int) -> int:
     """``n`` rounded up to the 4-byte alignment of note names and descriptors."""
     return (n + 3) & ~3
+
+
+# -- building (the writers use these; readers use the schemas above) -----------------
+
+def build_core_header(*, machine: int, phoff: int = 0, phnum: int = 0, shoff: int = 0,
+                      shnum: int = 0, shstrndx: int = 0, abiversion: int = 0) -> bytes:
+    """An ELF64 little-endian ET_CORE header."""
+    return Elf64_Ehdr.build(dict(
+        e_ident=dict(ei_class=ELFCLASS64, ei_data=ELFDATA2LSB, ei_version=EV_CURRENT,
+                     ei_osabi=ELFOSABI_SYSV, ei_abiversion=abiversion),
+        e_type=ET_CORE, e_machine=machine, e_version=EV_CURRENT, e_entry=0,
+        e_phoff=phoff, e_shoff=shoff, e_flags=0, e_ehsize=EHDR_SIZE[ELFCLASS64],
+        e_phentsize=PHDR_SIZE[ELFCLASS64], e_phnum=phnum,
+        e_shentsize=SHDR_SIZE[ELFCLASS64], e_shnum=shnum, e_shstrndx=shstrndx))
+
+
+def build_phdr(*, paddr: int, offset: int, filesz: int, memsz: int | None = None,
+               vaddr: int = 0, ptype: int = PT_LOAD, flags: int = 6, align: int = 0) -> bytes:
+    """An ELF64 program header (PT_LOAD, read/write by default)."""
+    return Elf64_Phdr.build(dict(p_type=ptype, p_flags=flags, p_offset=offset, p_vaddr=vaddr,
+                                 p_paddr=paddr, p_filesz=filesz,
+                                 p_memsz=filesz if memsz is None else memsz, p_align=align))
+
+
+def build_shdr(*, name: int, stype: int, offset: int, size: int, addralign: int = 0,
+               entsize: int = 0) -> bytes:
+    """An ELF64 section header (flags, addr, link and info 0)."""
+    return Elf64_Shdr.build(dict(sh_name=name, sh_type=stype, sh_flags=0, sh_addr=0,
+                                 sh_offset=offset, sh_size=size, sh_link=0, sh_info=0,
+                                 sh_addralign=addralign, sh_entsize=entsize))

@@ -112,29 +112,9 @@ def _write_batches(fd: int, offset: int, pfns, mfns, tree_by_mfn, data) -> None:
 
 # -- ELF building blocks ----------------------------------------------------------------
 
-def elf64_header(*, machine: int, phoff: int = 0, phnum: int = 0, shoff: int = 0,
-                 shnum: int = 0, shstrndx: int = 0, abiversion: int = 0) -> bytes:
-    return E.Elf64_Ehdr.build(dict(
-        e_ident=dict(ei_class=E.ELFCLASS64, ei_data=E.ELFDATA2LSB, ei_version=E.EV_CURRENT,
-                     ei_osabi=E.ELFOSABI_SYSV, ei_abiversion=abiversion),
-        e_type=E.ET_CORE, e_machine=machine, e_version=E.EV_CURRENT, e_entry=0,
-        e_phoff=phoff, e_shoff=shoff, e_flags=0, e_ehsize=E.EHDR_SIZE[E.ELFCLASS64],
-        e_phentsize=E.PHDR_SIZE[E.ELFCLASS64], e_phnum=phnum,
-        e_shentsize=E.SHDR_SIZE[E.ELFCLASS64], e_shnum=shnum, e_shstrndx=shstrndx))
-
-
-def elf64_phdr(*, paddr: int, offset: int, filesz: int, memsz: int | None = None,
-               vaddr: int = 0, ptype: int = E.PT_LOAD, flags: int = 6) -> bytes:
-    return E.Elf64_Phdr.build(dict(p_type=ptype, p_flags=flags, p_offset=offset, p_vaddr=vaddr,
-                                   p_paddr=paddr, p_filesz=filesz,
-                                   p_memsz=filesz if memsz is None else memsz, p_align=0))
-
-
-def elf64_shdr(*, name: int, stype: int, offset: int, size: int, addralign: int = 0,
-               entsize: int = 0) -> bytes:
-    return E.Elf64_Shdr.build(dict(sh_name=name, sh_type=stype, sh_flags=0, sh_addr=0,
-                                   sh_offset=offset, sh_size=size, sh_link=0, sh_info=0,
-                                   sh_addralign=addralign, sh_entsize=entsize))
+elf64_header = E.build_core_header
+elf64_phdr = E.build_phdr
+elf64_shdr = E.build_shdr
 
 
 def note(ntype: int, desc: bytes, name: bytes = X.NOTE_NAME) -> bytes:

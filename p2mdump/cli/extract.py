@@ -1,0 +1,88 @@
+"""``p2mdump extract``: the guest's pseudo-physical memory, in pfn order."""
+from __future__ import annotations
+
+import click
+
+from .common import (EXIT_CODES_HELP, NUMBER, CLIError, Progress, word_size_option,
+                     write_json_file, ws_value)
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("image", metavar="IMAGE")
+@click.option("-o", "--output", required=True, metavar="GUEST",
+              help="The output file (written atomically).")
+@click.option("--format", "fmt", type=click.Choice(["raw", "elf"]), default="raw",
+              show_default=True,
+              help="raw: page of pfn P at offset P*4096, holes sparse; elf: an ELF64 core "
+                   "with one PT_LOAD per run of consecutive pfns (p_paddr = pfn*4096).")
+@click.option("--top-mfn", type=NUMBER, default=None,
+              help="MFN of the p2m top page; optional for an xl dump-core file.")
+@word_size_option
+@click.option("--max-pfn", type=NUMBER, default=None,
+              help="Number of pfns (default: the dump's arch.max_pfn, else up to the last "
+                   "pfn not missing).")
+@click.option("--base", type=NUMBER, default=0, show_default=True,
+              help="File offset of machine frame 0 in a raw image.")
+@click.option("--container", type=click.Choice(["auto", "raw", "xc-core", "elf"]),
+              default="auto", show_default=True, help="Image container (auto: detect).")
+@click.option("--summary-json", default=None, metavar="PATH",
+              help="Also write the report (counts, findings) as JSON ('-' for stdout).")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, summary_json,
+            quiet):
+    """Write the memory of the guest whose p2m is in IMAGE to GUEST, in pfn order,
+    so that tools knowing nothing about Xen (Volatility, crash, a hex editor)
+    can read it: byte pfn*4096 of a raw GUEST holds the guest page of pfn.
+
+    pfn -> mfn comes from walking the guest's p2m tree (--top-mfn, or
+    shared_info of an xl dump-core file); for an xl dump-core file whose guest
+    publishes no tree (frame-list-list 0 or ~0) the dump's own .xen_p2m pairs
+    are used instead.  Missing, identity and foreign pfns, and valid pfns
+    whose frame is not in IMAGE, are not copied; the summary lists them.
+    """
+    from ..errors import TreeError
+    from ..extract import Plan, extract as do_extract
+    from ..sources import open_image
+
+    progress = Progress("copying pages", enabled=not quiet)
+    walk_summary = None
+    with open_image(image, base=base, container=container) as source:
+        plan = None
+        if source.container == "raw" and top_mfn is None:
+            raise CLIError(f"{image}: --top-mfn is required for a raw image", 2)
+        from ..autowalk import walk_image
+
+        try:
+            result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn)
+        except TreeError as exc:
+            if top_mfn is not None or not hasattr(source, "pairs") or source.is_hvm:
+                raise
+            if not quiet:
+                click.echo(f"p2mdump: {exc}; using the dump's .xen_p2m pairs instead",
+                           err=True)
+            pf, gm = source.pairs()
+            plan = Plan.from_pairs(pf, gm, max_pfn or source.max_pfn_hint or 0,
+                                   source.word_size)
+        else:
+            if not quiet:
+                for line in resolved.notes():
+                    click.echo(f"p2mdump: {line}", err=True)
+            plan = Plan.from_table(result.table)
+            walk_summary = result.summary()
+            warnings = result.warnings()
+            if warnings and not quiet:
+                click.echo(f"p2mdump: the walk has {len(warnings)} warning(s):", err=True)
+                for f in warnings[:10]:
+                    click.echo(f"  {f}", err=True)
+        try:
+            report = do_extract(source, plan, output, fmt, progress=progress)
+        finally:
+            progress.close()
+    if not quiet:
+        for line in report.lines():
+            click.echo(line, err=True)
+    if summary_json:
+        data = report.to_dict()
+        data["image"] = image
+        data["walk"] = walk_summary
+        write_json_file(summary_json, data)
