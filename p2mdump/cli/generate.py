@@ -74,14 +74,20 @@ def parse_ranges(values, option: str):
               help="Also write a stamped data frame (pfn, mfn) for every valid pfn.")
 @click.option("--seed", type=NUMBER, default=None, help="Random seed [default: 0].")
 @click.option("--base", type=NUMBER, default=0, show_default=True,
-              help="File offset of machine frame 0.")
+              help="File offset of machine frame 0 (raw container only).")
+@click.option("--container", type=click.Choice(["raw", "xc-core", "elf"]), default="raw",
+              show_default=True,
+              help="raw: machine frame M at BASE + M*4096; xc-core: an `xl dump-core` file "
+                   "(the tree pages become guest pages: the last valid pfns are remapped to "
+                   "them); elf: an ELF core with one PT_LOAD per run of machine frames.")
 @click.option("--truth", default=None, metavar="PATH",
               help="Also write the expected walk output (--format raw, pfns 0..max_pfn-1).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, balloon, identity,
              foreign, mfn_order, mfn_base, placement, scatter_span, identity_leaf,
-             shuffle_leaves, data, seed, base, truth, quiet):
-    """Write OUT: a raw machine-memory image holding a p2m tree shaped like a
+             shuffle_leaves, data, seed, base, container, truth, quiet):
+    """Write OUT: a raw machine-memory image (or, with --container, an xl
+    dump-core file or an ELF core) holding a p2m tree shaped like a
     Linux PV guest's, plus OUT.json (word_size, page_size, top_mfn, max_pfn,
     placeholder MFNs, the spec) and, with --truth, the expected table.
 
@@ -121,10 +127,20 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
             spec = GuestSpec.from_dict(fields)
     except TypeError as exc:
         raise SpecError(f"bad spec: {exc}") from None
-    tree = do_generate(spec, out, truth=truth, base=base)
+    if container == "raw":
+        tree = do_generate(spec, out, truth=truth, base=base)
+    else:
+        if base:
+            raise CLIError("--base applies to the raw container only", 2)
+        from ..writer.containers import generate_container
+
+        tree = generate_container(spec, out, container=container, truth=truth)
     if not quiet:
         click.echo(f"wrote {out}: {spec.word_size}-byte words, top MFN {tree.top_mfn:#x}, "
                    f"max_pfn {spec.max_pfn:#x}, {tree.tree_pages} tree pages, "
                    f"{tree.frame_count()} frames", err=True)
-        click.echo(f"walk it: p2mdump walk {out} --top-mfn {tree.top_mfn:#x} "
-                   f"--max-pfn {spec.max_pfn:#x}", err=True)
+        if container == "xc-core":
+            click.echo(f"walk it: p2mdump walk {out}", err=True)
+        else:
+            click.echo(f"walk it: p2mdump walk {out} --top-mfn {tree.top_mfn:#x} "
+                       f"--max-pfn {spec.max_pfn:#x}", err=True)
