@@ -1,0 +1,110 @@
+"""``p2mdump diff A B``: which pfns changed mapping or kind, or were added/removed."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import EXIT_CODES_HELP, NUMBER, CLIError
+
+DIFF_HELP = """\b
+A and B are each an image (its tree at --top-mfn-a / --top-mfn-b, or
+--top-mfn for both, or the container's hint / generator sidecar) or a saved
+table: a .npy file, or raw words as written by `walk --format raw`
+(.raw, .truth, .p2m, .tbl; needs --word-size unless the other side tells).
+One image at two top MFNs: `p2mdump diff IMG IMG --top-mfn-a X --top-mfn-b Y`.
+
+\b
+Output: one line per range of pfns, "FIRST-LAST CLASS: A-side -> B-side",
+CLASS being mapping (same kind, other mfn), kind, added (missing in A) or
+removed (missing in B); --json gives {"same", "counts", "changes": [{"change",
+"first", "last", "count", "a": {"kind", "mfn"}, "b": {...}}]}.
+Exit 0 when the tables are the same, 1 when they differ (like diff(1)).
+"""
+
+RAW_SUFFIXES = (".raw", ".truth", ".p2m", ".tbl")
+
+
+def _kind_of(path: str, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if path.endswith(".npy"):
+        return "npy"
+    if path.endswith(RAW_SUFFIXES):
+        return "raw"
+    return "image"
+
+
+def _load(path, fmt, top_mfn, word_size, base, container):
+    """(P2MTable, description)"""
+    from ..diff import load_table
+
+    if fmt in ("npy", "raw"):
+        ws = None if word_size == "auto" else int(word_size)
+        return load_table(path, word_size=ws, fmt=fmt), path
+    from ..walker import walk
+    from .treeopts import open_source, resolve_tree
+
+    with open_source(path, base, container) as source:
+        top, ws, mp, _ = resolve_tree(source, path, top_mfn, word_size, None)
+        res = walk(source, top, word_size=ws, max_pfn=mp)
+    return res.table, f"{path} @ top MFN {top:#x}"
+
+
+@click.command(epilog=DIFF_HELP + "\n" + EXIT_CODES_HELP)
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@click.option("--top-mfn", type=NUMBER, default=None, help="Top MFN of both images.")
+@click.option("--top-mfn-a", type=NUMBER, default=None, help="Top MFN in A.")
+@click.option("--top-mfn-b", type=NUMBER, default=None, help="Top MFN in B.")
+@click.option("--word-size", type=click.Choice(["auto", "4", "8"]), default="auto",
+              show_default=True, help="Word size (needed for raw tables).")
+@click.option("--format-a", type=click.Choice(["auto", "image", "npy", "raw"]), default="auto",
+              show_default=True, help="What A is.")
+@click.option("--format-b", type=click.Choice(["auto", "image", "npy", "raw"]), default="auto",
+              show_default=True, help="What B is.")
+@click.option("--base", type=NUMBER, default=0, show_default=True,
+              help="File offset of machine frame 0 in raw images.")
+@click.option("--container", type=click.Choice(["auto", "raw"]), default="auto",
+              show_default=True, help="Image container.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+def diff(a, b, top_mfn, top_mfn_a, top_mfn_b, word_size, format_a, format_b, base, container,
+         as_json):
+    """Compare the p2m tables of A and B as pfn ranges."""
+    from ..diff import diff as do_diff
+
+    fa, fb = _kind_of(a, format_a), _kind_of(b, format_b)
+    ta = top_mfn_a if top_mfn_a is not None else top_mfn
+    tb = top_mfn_b if top_mfn_b is not None else top_mfn
+    for name, t, f in (("--top-mfn-a", top_mfn_a, fa), ("--top-mfn-b", top_mfn_b, fb)):
+        if t is not None and f != "image":
+            raise CLIError(f"{name} is only for an image, not a saved {f} table", 2)
+    # a raw table takes its word size from the other side when not given
+    first, second = ((b, fb, tb, "b"), (a, fa, ta, "a")) if fa == "raw" and word_size == "auto" \
+        else ((a, fa, ta, "a"), (b, fb, tb, "b"))
+    tables = {}
+    for path, fmt, top, key in (first, second):
+        ws = word_size
+        if fmt == "raw" and ws == "auto":
+            if not tables:
+                raise CLIError(f"{path}: a raw table needs --word-size 4 or 8", 2)
+            ws = str(next(iter(tables.values()))[0].layout.word_size)
+        tables[key] = _load(path, fmt, top, ws, base, container)
+    (ta_tab, da), (tb_tab, db) = tables["a"], tables["b"]
+    result = do_diff(ta_tab, tb_tab)
+    if as_json:
+        data = result.to_dict()
+        data["a"], data["b"] = da, db
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(f"--- A: {da} ({result.a_len:#x} pfns)")
+        click.echo(f"+++ B: {db} ({result.b_len:#x} pfns)")
+        for c in result.changes:
+            click.echo(str(c))
+        if result.same:
+            click.echo("same: no pfn differs")
+        else:
+            click.echo("differs: " + ", ".join(f"{n} pfn(s) {k}"
+                                               for k, n in result.counts.items() if n))
+    if not result.same:
+        raise click.exceptions.Exit(1)

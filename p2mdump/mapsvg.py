@@ -1,0 +1,326 @@
+"""A picture of a guest's p2m as SVG, written by hand (no plotting library).
+
+Strip 1: the guest's pfn space, binned (one bin per pixel column, whatever
+the guest size), each bin a stacked bar of the share of each kind (valid /
+missing / identity / foreign).  The boundaries between kinds are ticked and
+the longest-lived ones labelled with their pfn and their guest physical
+address in MB; an axis in MB/GB runs below.
+
+Strip 2: machine memory (MFN 0 to the end of the image, or the highest tree
+page), with a row each for the top page, the mid pages, the leaf pages and
+the shared placeholders: where the tree's own pages sit.
+"""
+from __future__ import annotations
+
+import math
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from .layout import KINDS, PAGE_SIZE
+from .table import classify
+
+COLOURS = {"valid": "#3f9c5a", "missing": "#d4d4d4", "identity": "#4a78c8",
+           "foreign": "#e07b39"}
+TREE_COLOURS = {"top": "#c0392b", "mid": "#8e44ad", "leaf": "#2c7fb8",
+                "placeholder": "#7f7f7f"}
+WIDTH = 1200
+LEFT = 110
+PLOT_W = 1040
+STRIP_H = 56
+MAX_LABELS = 24
+LABEL_GAP = 92
+MAX_BOUNDARIES = 1 << 22
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit, size in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            v = n / size
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _mb(pfn: int) -> str:
+    mb = pfn * PAGE_SIZE / (1 << 20)
+    return f"{mb:.0f} MB" if mb == int(mb) else f"{mb:.1f} MB"
+
+
+def _nice_step(span: float, target: int = 8) -> float:
+    raw = span / target
+    mag = 2 ** math.floor(math.log2(raw)) if raw > 0 else 1
+    for m in (1, 2, 4, 8):
+        if mag * m >= raw:
+            return mag * m
+    return mag * 8
+
+
+def kind_bins(table, nbins: int):
+    """(bin size in pfns, counts array (nbins, 4)) of the table's kinds."""
+    n = len(table)
+    size = max(1, -(-n // nbins))
+    nb = max(1, -(-n // size))
+    counts = np.zeros(nb * 4, dtype=np.int64)
+    for start, chunk in table.chunks():
+        codes = classify(chunk, table.layout).astype(np.int64)
+        bins = (np.arange(start, start + len(chunk), dtype=np.int64) // size) * 4 + codes
+        counts += np.bincount(bins, minlength=nb * 4)[:nb * 4]
+    return size, counts.reshape(nb, 4)
+
+
+def kind_boundaries(table):
+    """(pfns where the kind changes, code before, code after), capped."""
+    pos, before, after = [], [], []
+    prev = None
+    total = 0
+    for start, chunk in table.chunks():
+        codes = classify(chunk, table.layout)
+        b = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        if prev is not None and codes[0] != prev:
+            pos.append(np.array([start]))
+            before.append(np.array([prev], dtype=np.uint8))
+            after.append(codes[:1])
+        pos.append(b + start)
+        before.append(codes[b - 1])
+        after.append(codes[b])
+        total += len(b)
+        prev = codes[-1]
+        if total > MAX_BOUNDARIES:
+            break
+    if not pos:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.uint8)
+    return (np.concatenate(pos).astype(np.int64), np.concatenate(before),
+            np.concatenate(after))
+
+
+class _Svg:
+    def __init__(self):
+        self.parts: list[str] = []
+
+    def add(self, s: str):
+        self.parts.append(s)
+
+    def rect(self, x, y, w, h, fill, title=None, cls=None):
+        c = f' class="{cls}"' if cls else ""
+        t = f"<title>{escape(title)}</title>" if title else ""
+        if t:
+            self.add(f'<rect x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{h:.2f}" '
+                     f'fill="{fill}"{c}>{t}</rect>')
+        else:
+            self.add(f'<rect x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{h:.2f}" '
+                     f'fill="{fill}"{c}/>')
+
+    def line(self, x1, y1, x2, y2, stroke="#333", width=1, cls=None):
+        c = f' class="{cls}"' if cls else ""
+        self.add(f'<line x1="{x1:.2f}" y1="{y1:.2f}" x2="{x2:.2f}" y2="{y2:.2f}" '
+                 f'stroke="{stroke}" stroke-width="{width}"{c}/>')
+
+    def text(self, x, y, s, size=11, anchor="start", cls=None, weight=None, fill="#222"):
+        c = f' class="{cls}"' if cls else ""
+        w = f' font-weight="{weight}"' if weight else ""
+        self.add(f'<text x="{x:.2f}" y="{y:.2f}" font-size="{size}" text-anchor="{anchor}" '
+                 f'fill="{fill}"{w}{c}>{escape(s)}</text>')
+
+
+def render_map(table, tree=None, *, frame_limit: int | None = None, title: str = "",
+               placeholders=None) -> str:
+    """The SVG text of the map of ``table`` (and of ``tree``'s pages, a
+    :class:`p2mdump.treeinfo.TreePages`, in machine memory)."""
+    n = len(table)
+    svg = _Svg()
+    y = 30
+    svg.text(LEFT, y, title or "p2m map", size=15, weight="bold", cls="title")
+    y += 18
+    ws = table.layout.word_size
+    svg.text(LEFT, y, f"{ws}-byte words, max_pfn {n:#x} ({n} pfns, "
+             f"{_fmt_bytes(n * PAGE_SIZE)} of guest physical memory)", size=11)
+    y += 26
+    svg.text(LEFT, y, "guest pfn space (coloured by kind)", size=12, weight="bold")
+    y += 8
+    strip1_y = y
+    if n == 0:
+        svg.rect(LEFT, y, PLOT_W, STRIP_H, "#ffffff", cls="empty")
+        svg.text(LEFT + PLOT_W / 2, y + STRIP_H / 2, "empty table", anchor="middle")
+        y += STRIP_H + 20
+        bin_size = 1
+    else:
+        bin_size, counts = kind_bins(table, PLOT_W)
+        y = _draw_kind_strip(svg, counts, bin_size, n, y)
+        y = _draw_boundaries(svg, table, n, strip1_y, y)
+        y = _draw_axis(svg, n, y)
+        y = _draw_legend(svg, table, y)
+    svg.add(f'<desc id="binning">pfns per bin: {bin_size}</desc>')
+    if tree is not None:
+        y = _draw_tree_strip(svg, tree, frame_limit, y + 10, placeholders)
+    height = y + 20
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+            f'viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Arial, sans-serif">'
+            f'<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>')
+    return "\n".join(['<?xml version="1.0" encoding="UTF-8"?>', head] + svg.parts + ["</svg>"])
+
+
+def _draw_kind_strip(svg, counts, bin_size, n, y):
+    nb = len(counts)
+    px = PLOT_W / nb
+    totals = counts.sum(axis=1).astype(float)
+    totals[totals == 0] = 1
+    # quantise shares to pixel rows and merge equal neighbouring bins
+    q = np.round(counts / totals[:, None] * STRIP_H).astype(np.int64)
+    fix = STRIP_H - q.sum(axis=1)
+    q[np.arange(nb), np.argmax(counts, axis=1)] += fix
+    svg.add('<g class="kind-strip">')
+    brk = np.ones(nb, dtype=bool)
+    brk[1:] = np.any(q[1:] != q[:-1], axis=1)
+    starts = np.flatnonzero(brk)
+    ends = np.append(starts[1:], nb)
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        yy = y
+        x = LEFT + a * px
+        w = (b - a) * px
+        p0, p1 = a * bin_size, min(n, b * bin_size) - 1
+        sums = counts[a:b].sum(axis=0)
+        for k in range(4):
+            h = int(q[a, k])
+            if h <= 0:
+                continue
+            svg.rect(x, yy, w, h, COLOURS[KINDS[k]], cls=f"bin kind-{KINDS[k]}",
+                     title=f"pfns {p0:#x}-{p1:#x}: {KINDS[k]} {int(sums[k])}")
+            yy += h
+    svg.add("</g>")
+    svg.rect(LEFT, y, PLOT_W, STRIP_H, "none")
+    svg.add(f'<rect x="{LEFT}" y="{y}" width="{PLOT_W}" height="{STRIP_H}" fill="none" '
+            'stroke="#444" stroke-width="1"/>')
+    return y + STRIP_H
+
+
+def _draw_boundaries(svg, table, n, strip_y, y):
+    pos, before, after = kind_boundaries(table)
+    if not len(pos):
+        return y + 4
+    seg_before = np.diff(np.concatenate([[0], pos]))
+    seg_after = np.diff(np.concatenate([pos, [n]]))
+    weight = np.minimum(seg_before, seg_after)
+    order = np.argsort(-weight, kind="stable")
+    rows: list[list[float]] = [[], [], []]
+    chosen = []
+    for i in order[:4096].tolist():
+        x = LEFT + pos[i] / n * PLOT_W
+        for r, placed in enumerate(rows):
+            if all(abs(x - p) >= LABEL_GAP for p in placed):
+                placed.append(x)
+                chosen.append((i, x, r))
+                break
+        if len(chosen) >= MAX_LABELS:
+            break
+    svg.add('<g class="boundaries">')
+    for i, x, r in sorted(chosen, key=lambda c: c[1]):
+        p = int(pos[i])
+        ly = y + 14 + r * 26
+        svg.line(x, strip_y, x, ly - 10, stroke="#222", width=0.8)
+        svg.add(f'<g class="boundary" data-pfn="{p}" data-from="{KINDS[before[i]]}" '
+                f'data-to="{KINDS[after[i]]}">')
+        svg.text(x, ly, f"{p:#x}", size=10, anchor="middle", cls="label-pfn")
+        svg.text(x, ly + 11, _mb(p), size=9, anchor="middle", cls="label-mb", fill="#555")
+        svg.add("</g>")
+    svg.add("</g>")
+    used = max((r for _, _, r in chosen), default=0) + 1
+    return y + 10 + used * 26
+
+
+def _draw_axis(svg, n, y):
+    total = n * PAGE_SIZE
+    step = _nice_step(total)
+    svg.line(LEFT, y, LEFT + PLOT_W, y, stroke="#888")
+    v = 0.0
+    svg.add('<g class="axis">')
+    while v <= total + 1e-9:
+        x = LEFT + v / total * PLOT_W
+        svg.line(x, y, x, y + 5, stroke="#888")
+        svg.text(x, y + 16, _fmt_bytes(v) if v else "0", size=9, anchor="middle", fill="#666")
+        v += step
+    svg.add("</g>")
+    svg.text(LEFT - 24, y + 16, "paddr", size=9, anchor="end", fill="#666")
+    return y + 26
+
+
+def _draw_legend(svg, table, y):
+    counts = table.counts()
+    x = LEFT
+    svg.add('<g class="legend">')
+    for k in KINDS:
+        c = counts.get(k, 0)
+        svg.rect(x, y, 12, 12, COLOURS[k], cls=f"legend-{k}")
+        svg.text(x + 16, y + 10, f"{k}: {c} pfns ({_fmt_bytes(c * PAGE_SIZE)})", size=11)
+        x += 255
+    svg.add("</g>")
+    return y + 26
+
+
+def _draw_tree_strip(svg, tree, frame_limit, y, placeholders=None):
+    levels = tree.levels()
+    mid_ph, leaf_ph = tree.placeholders() if placeholders is None else placeholders
+    ph = set(leaf_ph) | ({mid_ph} if mid_ph is not None else set())
+    all_mfns = np.concatenate([v for v in levels.values()]) if levels else np.zeros(0)
+    top_end = int(all_mfns.max()) + 1 if len(all_mfns) else 1
+    span = max(frame_limit or 0, top_end)
+    svg.text(LEFT, y, "tree pages in machine memory", size=12, weight="bold")
+    svg.text(LEFT + 230, y, f"(MFN 0 to {span - 1:#x}, {_fmt_bytes(span * PAGE_SIZE)}; "
+             f"{len(levels['mid'])} mid, {len(levels['leaf'])} leaf pages)", size=10,
+             fill="#555")
+    y += 8
+    row_h = 14
+    names = [("top", levels["top"]), ("mid", np.array([m for m in levels["mid"].tolist()
+                                                        if m not in ph], dtype=np.uint64)),
+             ("leaf", np.array([m for m in levels["leaf"].tolist() if m not in ph],
+                               dtype=np.uint64)),
+             ("placeholder", np.array(sorted(ph), dtype=np.uint64))]
+    svg.add('<g class="tree-strip">')
+    svg.add(f'<rect x="{LEFT}" y="{y}" width="{PLOT_W}" height="{row_h * 4}" fill="#fafafa" '
+            'stroke="#444" stroke-width="1"/>')
+    for r, (name, mfns) in enumerate(names):
+        ry = y + r * row_h
+        svg.text(LEFT - 8, ry + 11, name, size=10, anchor="end", cls="tree-row-label")
+        if not len(mfns):
+            continue
+        bins = np.unique((mfns.astype(np.float64) / span * PLOT_W).astype(np.int64))
+        brk = np.ones(len(bins), dtype=bool)
+        brk[1:] = np.diff(bins) != 1
+        st = np.flatnonzero(brk)
+        en = np.append(st[1:], len(bins))
+        for a, b in zip(st.tolist(), en.tolist()):
+            x0, x1 = int(bins[a]), int(bins[b - 1]) + 1
+            lo = int(x0 * span / PLOT_W)
+            hi = int(x1 * span / PLOT_W)
+            svg.rect(LEFT + x0, ry + 2, max(x1 - x0, PLOT_W / span, 1.5), row_h - 4, TREE_COLOURS[name],
+                     cls=f"tree-{name}", title=f"{name} pages in MFNs {lo:#x}-{hi:#x}")
+    svg.add("</g>")
+    y += row_h * 4
+    # labels: the top page and the placeholders
+    lab = [(int(tree.top_mfn), "top")] + [(m, "placeholder") for m in sorted(ph)]
+    placed: list[float] = []
+    ly = y + 14
+    for m, what in lab:
+        x = LEFT + m / span * PLOT_W
+        if any(abs(x - p) < LABEL_GAP for p in placed):
+            continue
+        placed.append(x)
+        svg.line(x, y, x, ly - 10, stroke="#222", width=0.8)
+        svg.text(x, ly, f"{what} {m:#x}", size=9, anchor="middle", cls="tree-label")
+    y += 22
+    total = span * PAGE_SIZE
+    step = _nice_step(total)
+    svg.line(LEFT, y, LEFT + PLOT_W, y, stroke="#888")
+    v = 0.0
+    while v <= total + 1e-9:
+        x = LEFT + v / total * PLOT_W
+        svg.line(x, y, x, y + 5, stroke="#888")
+        svg.text(x, y + 16, f"{int(v // PAGE_SIZE):#x}", size=9, anchor="middle", fill="#666")
+        v += step
+    svg.text(LEFT - 24, y + 16, "mfn", size=9, anchor="end", fill="#666")
+    y += 28
+    x = LEFT
+    for name, _ in names:
+        svg.rect(x, y, 12, 12, TREE_COLOURS[name])
+        svg.text(x + 16, y + 10, name + (" pages" if name != "top" else " page"), size=11)
+        x += 160
+    return y + 16
