@@ -77,11 +77,11 @@ def tree_pages_as_guest_pages(tree: BuiltTree) -> tuple[BuiltTree, np.ndarray]:
     leaf_table = tree.leaf_table.copy()
     entries[chosen.astype(np.int64)] = mfns.astype(dtype)
     leaf_table[chosen.astype(np.int64)] = mfns.astype(dtype)
-    data_mfns = tree.data_mfns.copy()
-    where = np.searchsorted(tree.data_pfns, chosen)
-    data_mfns[where] = mfns
+    # the chosen pfns hold tree pages now, not data frames
+    keep = ~np.isin(tree.data_pfns, chosen)
     new = dataclasses.replace(
-        tree, entries=entries, leaf_table=leaf_table, data_mfns=data_mfns,
+        tree, entries=entries, leaf_table=leaf_table, data_pfns=tree.data_pfns[keep],
+        data_mfns=tree.data_mfns[keep],
         notes=list(tree.notes) + [f"pfns {int(chosen[0]):#x}-{int(chosen[-1]):#x} hold the "
                                   f"{len(mfns)} tree pages"])
     return new, chosen
@@ -173,10 +173,15 @@ def write_xc_core(tree: BuiltTree, path, *, nr_vcpus: int = 1, padding: int = 0,
     ``fll`` / ``max_pfn`` override what shared_info publishes (default: the
     tree's top MFN and max_pfn).  Returns a description of the layout."""
     ws = tree.layout.word_size
+    L = tree.layout
     tree_by_mfn = tree_pages(tree)
-    sel = tree.data_pfns < np.uint64(tree.max_pfn)
-    pfns = tree.data_pfns[sel].astype(np.uint64)
-    mfns = tree.data_mfns[sel].astype(np.uint64)
+    # the pages Xen dumps for a PV guest: pfns whose entry is a machine frame
+    # (not INVALID, no FOREIGN / IDENTITY bit), ascending, below max_pfn
+    entries = tree.entries[:tree.max_pfn]
+    own = (entries != entries.dtype.type(L.invalid)) & \
+        ((entries & entries.dtype.type(L.flag_mask)) == 0)
+    pfns = np.flatnonzero(own).astype(np.uint64)
+    mfns = entries[own].astype(np.uint64)
     missing = [m for m in tree_by_mfn if m not in set(mfns.tolist())]
     if missing:
         raise SpecError(f"tree page MFN {missing[0]:#x} is not a guest page; wrap the tree "
@@ -267,6 +272,7 @@ def write_elf_core(tree: BuiltTree, path) -> dict:
     tree_by_mfn = tree_pages(tree)
     data = bool(tree.spec.data and len(tree.data_mfns))
     mfns = np.array(sorted(tree_by_mfn), dtype=np.uint64)
+    tree_mfns = mfns
     if data:
         mfns = np.union1d(mfns, tree.data_mfns.astype(np.uint64))
     order = np.argsort(tree.data_mfns, kind="stable")
@@ -290,7 +296,7 @@ def write_elf_core(tree: BuiltTree, path) -> dict:
             mm, pp = m[c:c + BATCH], p[c:c + BATCH]
             frames = _frames_for(pp, mm, tree_by_mfn, False)
             if data:
-                isdata = np.isin(mm, dm)
+                isdata = np.isin(mm, dm) & ~np.isin(mm, tree_mfns)
                 st = stamped_frames(pp, mm)
                 if frames is None:
                     frames = np.zeros((len(mm), PAGE_SIZE), dtype=np.uint8)
