@@ -17,9 +17,33 @@ from .layout import KIND_FOREIGN, KIND_IDENTITY, KIND_MISSING, KIND_VALID, KINDS
 #: uint8 code of each kind (index into layout.KINDS)
 VALID, MISSING, IDENTITY, FOREIGN = range(4)
 CHUNK = 1 << 22
+#: block of the run scan: small enough to stay in the CPU cache
+BLOCK = 1 << 15
 
 # kind code by the two flag bits (FOREIGN, IDENTITY); INVALID is patched after
 _FLAG_CODES = np.array([VALID, IDENTITY, FOREIGN, IDENTITY], dtype=np.uint8)
+
+
+def alloc_words(count: int, dtype) -> np.ndarray:
+    """An uninitialised array for ``count`` words, backed by transparent huge
+    pages where the kernel offers them: filling a 1 GiB table then takes a
+    few hundred page faults instead of 262144."""
+    dtype = np.dtype(dtype)
+    nbytes = count * dtype.itemsize
+    if nbytes < (4 << 20):
+        return np.empty(count, dtype=dtype)
+    import mmap
+
+    try:
+        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (OSError, ValueError, AttributeError):
+        return np.empty(count, dtype=dtype)
+    if hasattr(buf, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            buf.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+    return np.frombuffer(buf, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -105,28 +129,54 @@ class P2MTable:
         return out
 
     def _scan(self):
-        """One pass: counts per kind and run boundaries."""
+        """Counts per kind and the first pfn of every run, in one pass.
+
+        A run continues while the raw entry steps by one or two INVALIDs
+        follow each other; the table is processed in cache-sized blocks with
+        a handful of vector operations each.  Stepping by one can cross a
+        kind boundary (INVALID -> 0 by wrap-around, a carry into a flag bit,
+        INVALID-1 -> INVALID); such runs are rare and split afterwards.
+        """
         lay = self.layout
-        counts = np.zeros(4, dtype=np.int64)
-        starts: list[np.ndarray] = []
-        prev_code = None
-        prev_raw = None
-        one = self.raw.dtype.type(1)
-        for start, chunk in self.chunks():
-            codes = classify(chunk, lay)
-            counts += np.bincount(codes, minlength=4)
-            brk = np.empty(len(chunk), dtype=bool)
-            brk[1:] = (codes[1:] != codes[:-1]) | (
-                (chunk[1:] != chunk[:-1] + one) & (codes[1:] != MISSING))
-            if prev_code is None:
-                brk[0] = True
-            else:
-                brk[0] = (codes[0] != prev_code) or (
-                    codes[0] != MISSING and int(chunk[0]) != (int(prev_raw) + 1) & lay.word_mask)
-            starts.append(np.flatnonzero(brk) + start)
-            prev_code, prev_raw = codes[-1], chunk[-1]
-        run_starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
-        return counts, run_starts
+        raw = self.raw
+        n = len(raw)
+        if n == 0:
+            return np.zeros(4, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        inv = raw.dtype.type(lay.invalid)
+        one = raw.dtype.type(1)
+        parts = [np.zeros(1, dtype=np.int64)]
+        for a in range(1, n, BLOCK):
+            e = min(a + BLOCK, n)
+            window = raw[a - 1:e]
+            invb = window == inv
+            cont = window[1:] == window[:-1] + one
+            cont |= invb[1:] & invb[:-1]
+            brk = np.flatnonzero(~cont)
+            if len(brk):
+                parts.append(brk + a)
+        starts = np.concatenate(parts)
+        starts = self._split_mixed(starts)
+        ends = np.append(starts[1:], n)
+        codes = classify(raw[starts], lay)
+        counts = np.bincount(codes, weights=(ends - starts), minlength=4)
+        return counts.astype(np.int64), starts
+
+    def _split_mixed(self, starts: np.ndarray) -> np.ndarray:
+        """Split runs whose first and last entries differ in kind."""
+        lay = self.layout
+        n = len(self.raw)
+        while True:
+            ends = np.append(starts[1:], n)
+            mixed = np.flatnonzero(classify(self.raw[starts], lay)
+                                   != classify(self.raw[ends - 1], lay))
+            if not len(mixed):
+                return starts
+            extra = []
+            for i in mixed.tolist():
+                s, e = int(starts[i]), int(ends[i])
+                codes = classify(self.raw[s:e], lay)
+                extra.append(s + int(np.flatnonzero(codes != codes[0])[0]))
+            starts = np.sort(np.concatenate([starts, np.array(extra, dtype=np.int64)]))
 
     def summary(self):
         """(counts by kind name, run start pfns); computed once."""

@@ -19,7 +19,7 @@ from . import findings as F
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, PAGE_SIZE, Layout, layout_for
 from .sources.base import FrameSource
-from .table import P2MTable
+from .table import P2MTable, alloc_words
 
 Progress = Callable[[int, int], None]
 
@@ -100,24 +100,21 @@ class PageCache:
 
 def _pointer_score(cache: PageCache, top_mfn: int, layout: Layout) -> float:
     """Fraction of the pointer slots of the top page and its mid pages that
-    name a readable frame, reading the pages at ``layout``'s word size."""
+    name a frame in the image, reading the pages at ``layout``'s word size."""
     top = cache.words(top_mfn, layout)
     if top is None:
         return 0.0
+    present = cache.source.frames_present
     good = total = 0
-    for mfn in np.unique(top).tolist():
-        n = int(np.count_nonzero(top == mfn))
+    mids, counts = np.unique(top, return_counts=True)
+    for mfn, n in zip(mids.tolist(), counts.tolist()):
         total += n
         if mfn == 0:
             continue
         mid = cache.words(mfn, layout) if _in_image(cache.source, mfn) else None
         if mid is None:
             continue
-        good += n
-        leaves = np.unique(mid).tolist()
-        ok = sum(int(np.count_nonzero(mid == m)) for m in leaves
-                 if m != 0 and _in_image(cache.source, m))
-        good += ok * n
+        good += n * (1 + int(np.count_nonzero(present(mid) & (mid != 0))))
         total += len(mid) * n
     return good / total if total else 0.0
 
@@ -267,11 +264,10 @@ class _Walk:
         self._zero_leaf_findings()
         self.reported = set()
         fpp = L.per_page
-        for u in range(len(leaves)):
-            mfn = int(leaves[u])
-            if mfn != 0 and not _in_image(self.source, mfn):
-                where = slots[inverse == u]
-                self._unreadable_leaf(int(where[0]), mfn, len(where), int(where[-1]))
+        absent = np.flatnonzero(~self.source.frames_present(leaves) & (leaves != 0))
+        for u in absent.tolist():
+            where = slots[inverse == u]
+            self._unreadable_leaf(int(where[0]), int(leaves[u]), len(where), int(where[-1]))
         self.prefetched: dict[int, np.ndarray | None] = {}
         if self.max_pfn is None:
             max_pfn = self._find_max_pfn()
@@ -280,7 +276,7 @@ class _Walk:
             max_pfn = self.max_pfn
             mp_source = "given"
         n_leaves = L.leaves_for(max_pfn)
-        buf = np.empty(n_leaves * fpp, dtype=L.numpy_dtype)
+        buf = alloc_words(n_leaves * fpp, L.numpy_dtype)
         self._fill(buf.reshape(n_leaves, fpp) if n_leaves else buf.reshape(0, fpp), n_leaves)
         if mp_source == "given":
             self._check_past(buf, max_pfn, n_leaves)
@@ -553,19 +549,17 @@ class _Walk:
                          f"mid page MFN {mfn:#x} is named by {len(slots)} top slots but is not "
                          "a placeholder (its slots do not all name one all-INVALID leaf)",
                          **common)
-        mids = {m for m in self.mid_refs if m != 0}
-        leaves = {int(m) for m in self.leaves.tolist() if m != 0}
-        levels = {self.top_mfn: {LEVEL_TOP}}
-        for m in mids:
-            levels.setdefault(m, set()).add(LEVEL_MID)
-        for m in leaves:
-            levels.setdefault(m, set()).add(LEVEL_LEAF)
-        for mfn, lv in sorted(levels.items()):
-            if len(lv) > 1:
-                order = [x for x in (LEVEL_TOP, LEVEL_MID, LEVEL_LEAF) if x in lv]
-                self.add(F.CROSS_LEVEL, F.WARNING,
-                         f"page MFN {mfn:#x} is used as a {' and a '.join(order)} page",
-                         level=order[-1], mfn=mfn)
+        mids = np.array(sorted(m for m in self.mid_refs if m != 0), dtype=np.uint64)
+        leaves = self.leaves[self.leaves != 0]
+        top = np.array([self.top_mfn], dtype=np.uint64)
+        both = np.union1d(np.union1d(np.intersect1d(mids, leaves), np.intersect1d(top, mids)),
+                          np.intersect1d(top, leaves))
+        for mfn in both.tolist():
+            order = [name for name, group in ((LEVEL_TOP, top), (LEVEL_MID, mids),
+                                             (LEVEL_LEAF, leaves)) if mfn in group]
+            self.add(F.CROSS_LEVEL, F.WARNING,
+                     f"page MFN {mfn:#x} is used as a {' and a '.join(order)} page",
+                     level=order[-1], mfn=mfn)
 
     def _table_findings(self, table: P2MTable):
         total, examples = table.duplicate_mfns()

@@ -50,6 +50,12 @@ class FrameSource:
     def has_frame(self, mfn: int) -> bool:
         raise NotImplementedError
 
+    def frames_present(self, mfns):
+        """Vectorised :meth:`has_frame` over a numpy array of MFNs."""
+        import numpy as np
+
+        return np.fromiter((self.has_frame(int(m)) for m in mfns), dtype=bool, count=len(mfns))
+
     def frames_present(self, mfns) -> list:
         """Whether each MFN of ``mfns`` is in the image (containers answer in bulk)."""
         return [self.has_frame(int(m)) for m in mfns]

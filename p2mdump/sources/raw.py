@@ -59,6 +59,9 @@ class RawImage(FrameSource):
     def has_frame(self, mfn: int) -> bool:
         return 0 <= mfn < self.frames
 
+    def frames_present(self, mfns):
+        return mfns < self.frames  # works on numpy arrays without importing numpy
+
     def read_frames_into(self, mfn: int, buf) -> int:
         want = len(buf) // PAGE_SIZE
         if mfn < 0 or mfn >= self.frames or want == 0:
