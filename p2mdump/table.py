@@ -158,6 +158,18 @@ class P2MTable:
         starts = self._split_mixed(starts)
         ends = np.append(starts[1:], n)
         codes = classify(raw[starts], lay)
+        # identity entries may carry the FOREIGN bit too: runs follow the
+        # decoded mfn, so join identity runs whose decoded mfns step by one
+        ident = codes == IDENTITY
+        if np.count_nonzero(ident) > 1:
+            first = decode(raw[starts], lay)
+            last = decode(raw[ends - 1], lay)
+            join = ident[1:] & ident[:-1] & (last[:-1] + raw.dtype.type(1) == first[1:])
+            if join.any():
+                keep = np.ones(len(starts), dtype=bool)
+                keep[1:] = ~join
+                starts, codes = starts[keep], codes[keep]
+                ends = np.append(starts[1:], n)
         counts = np.bincount(codes, weights=(ends - starts), minlength=4)
         return counts.astype(np.int64), starts
 
