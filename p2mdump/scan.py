@@ -54,6 +54,8 @@ MAX_TRIALS = 24
 TRIAL_LEAVES = 48
 #: confirmed candidates walked in full (the rest are dropped)
 MAX_RESULTS = 8
+#: leaf pages named by several slots that a tree may have (its placeholders)
+MAX_SHARED_LEAVES = 8
 #: a candidate must reach this top-likeness to get a trial walk
 MIN_TOPLIKE = 0.6
 
@@ -364,6 +366,10 @@ def trial_walk(source, top_mfn: int, word_size: int, pages: _Pages | None = None
         mw = mid_pages.get(mph)
         ph_ok.append(mw is not None and bool(np.all(mw == mw[0])))
     shared = lu[l_counts >= 2]
+    ev["shared_leaves"] = int(len(shared))
+    if len(shared) > MAX_SHARED_LEAVES:
+        # a tree shares only its few placeholders (p2m_missing, p2m_identity)
+        return ev
     shared_inv = set()
     for m in shared.tolist():
         data = pages.get(m)
@@ -380,16 +386,21 @@ def trial_walk(source, top_mfn: int, word_size: int, pages: _Pages | None = None
     if not len(real):
         return ev
     pick = np.unique(np.linspace(0, len(real) - 1, min(TRIAL_LEAVES, len(real))).astype(np.int64))
-    q, mapped = [], 0
+    q, mapped, valid = [], 0, []
     for i in real[pick].tolist():
         data = pages.get(int(leaf[i]))
         if data is None:
             q.append(0.0)
             continue
-        quality, n = _leaf_quality(np.frombuffer(data, dtype=L.numpy_dtype), int(rows[i]) * fpp, L)
+        lw = np.frombuffer(data, dtype=L.numpy_dtype)
+        quality, n = _leaf_quality(lw, int(rows[i]) * fpp, L)
         q.append(quality)
         mapped += n
-    ev["leaf_quality"] = float(np.mean(q))
+        valid.append(lw[(lw.astype(np.uint64) & np.uint64(L.flag_mask)) == 0])
+    # a guest's own frames are distinct across leaves too
+    allv = np.concatenate(valid) if valid else np.zeros(0)
+    ev["distinct"] = float(len(np.unique(allv)) / len(allv)) if len(allv) else 1.0
+    ev["leaf_quality"] = float(np.mean(q)) * ev["distinct"]
     ev["score"] = round(100 * (0.2 * ev["top_ptr"] + 0.2 * ev["mid_ptr"]
                                + 0.5 * ev["leaf_quality"] + 0.1 * ev["placeholders"]), 2)
     ev["confirmed"] = bool(mapped > 0 and ev["leaf_quality"] >= 0.8)
