@@ -182,7 +182,8 @@ def write_xc_core(tree: BuiltTree, path, *, nr_vcpus: int = 1, padding: int = 0,
         ((entries & entries.dtype.type(L.flag_mask)) == 0)
     pfns = np.flatnonzero(own).astype(np.uint64)
     mfns = entries[own].astype(np.uint64)
-    missing = [m for m in tree_by_mfn if m not in set(mfns.tolist())]
+    dumped = set(mfns.tolist())
+    missing = [m for m in tree_by_mfn if m not in dumped]
     if missing:
         raise SpecError(f"tree page MFN {missing[0]:#x} is not a guest page; wrap the tree "
                         "with tree_pages_as_guest_pages() first")
