@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Benchmark: one `p2mdump lookup --pfn` (whole process) against `python3 -c pass`.
+
+    python bench/bench_lookup.py [--runs 20]
+
+Builds (once, with `p2mdump generate`) bench/out/lookup-512g.img: a 64-bit
+guest of 2^27 pfns (512 GiB, the tree's full capacity; ~1 GiB image), then
+times interleaved, in one run: `python3 -c pass` (the python3 on PATH),
+the venv's own interpreter `-c pass`, and `p2mdump lookup IMAGE --top-mfn N
+--word-size 8 --pfn P` for pfns spread over the guest.  Reports medians and
+the ratio, plus the biggest imports of a lookup (python -X importtime).
+Writes bench/out/bench_lookup.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "out")
+
+
+def p2mdump_exe():
+    exe = os.path.join(os.path.dirname(sys.executable), "p2mdump")
+    return exe if os.path.exists(exe) else shutil.which("p2mdump")
+
+
+def build() -> tuple[str, dict]:
+    img = os.path.join(OUT, "lookup-512g.img")
+    if not os.path.exists(img + ".json"):
+        t = time.perf_counter()
+        subprocess.run([p2mdump_exe(), "generate", img, "--max-pfn", str(1 << 27),
+                        "--mfn-order", "chunked", "--identity", "0xa0-0xff", "-q"], check=True)
+        print(f"built {img} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    with open(img + ".json") as fh:
+        return img, json.load(fh)
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr}")
+    return dt, out.stdout
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    img, side = build()
+    top = side["top_mfn"]
+    py3 = shutil.which("python3")
+    pfns = [(i * 0x7ffffff) // max(1, args.runs - 1) for i in range(args.runs)]
+    lookup = [p2mdump_exe(), "lookup", img, "--top-mfn", hex(top), "--word-size", "8", "--pfn"]
+    timed([py3, "-c", "pass"])
+    timed(lookup + ["0"])  # warm the cache
+    t_py3, t_venv, t_look = [], [], []
+    answers = []
+    for p in pfns:
+        t_py3.append(timed([py3, "-c", "pass"])[0])
+        t_venv.append(timed([sys.executable, "-c", "pass"])[0])
+        dt, out = timed(lookup + [hex(p)])
+        t_look.append(dt)
+        answers.append(out.strip())
+    imp = subprocess.run([sys.executable, "-X", "importtime", "-m", "p2mdump", "lookup", img,
+                          "--top-mfn", hex(top), "--word-size", "8", "--pfn", "0x1234"],
+                         capture_output=True, text=True).stderr
+    rows = []
+    for line in imp.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            self_us, cum_us, name = line[len("import time:"):].split("|")
+            if self_us.strip().isdigit():
+                rows.append((int(cum_us), int(self_us), name[1:]))  # nesting kept
+    top_level = sorted((r for r in rows if not r[2].startswith(" ")), reverse=True)[:8]
+    mods = {r[2].strip().split(".")[0] for r in rows}
+    med = statistics.median
+    res = {
+        "image": img, "bytes": os.path.getsize(img), "pfns": 1 << 27, "runs": args.runs,
+        "python3": py3, "python3_c_pass_median_s": med(t_py3),
+        "venv_python_c_pass_median_s": med(t_venv), "lookup_median_s": med(t_look),
+        "ratio_vs_python3": med(t_look) / med(t_py3),
+        "ratio_vs_venv_python": med(t_look) / med(t_venv),
+        "imports_numpy": "numpy" in mods, "imports_construct": "construct" in mods,
+        "biggest_imports_us": [{"module": n.strip(), "cumulative_us": c} for c, _, n in top_level],
+        "sample_answers": answers[:3],
+    }
+    with open(os.path.join(OUT, "bench_lookup.json"), "w") as fh:
+        json.dump(res, fh, indent=2)
+    print(f"image {res['bytes'] / 2**30:.2f} GiB, 2^27 pfns (512 GiB guest), {args.runs} runs")
+    print(f"python3 -c pass ({py3}): median {med(t_py3) * 1000:.1f} ms")
+    print(f"venv python -c pass        : median {med(t_venv) * 1000:.1f} ms")
+    print(f"p2mdump lookup --pfn       : median {med(t_look) * 1000:.1f} ms "
+          f"(min {min(t_look) * 1000:.1f}, max {max(t_look) * 1000:.1f})")
+    print(f"ratio vs python3 -c pass   : {res['ratio_vs_python3']:.2f}x (budget 3x)")
+    print(f"ratio vs venv python       : {res['ratio_vs_venv_python']:.2f}x")
+    print(f"numpy imported: {res['imports_numpy']}, construct imported: "
+          f"{res['imports_construct']}")
+    print("biggest top-level imports (cumulative us): " + ", ".join(
+        f"{d['module']} {d['cumulative_us']}" for d in res["biggest_imports_us"]))
+    print("e.g. " + answers[-1])
+    return 0 if res["ratio_vs_python3"] <= 3 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
