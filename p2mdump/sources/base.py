@@ -56,10 +56,6 @@ class FrameSource:
 
         return np.fromiter((self.has_frame(int(m)) for m in mfns), dtype=bool, count=len(mfns))
 
-    def frames_present(self, mfns) -> list:
-        """Whether each MFN of ``mfns`` is in the image (containers answer in bulk)."""
-        return [self.has_frame(int(m)) for m in mfns]
-
     def container_findings(self) -> list:
         """Findings about the container itself (may read indexes; not headers-only)."""
         return []
