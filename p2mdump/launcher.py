@@ -1,0 +1,109 @@
+"""The ``p2mdump`` console script.
+
+A single ``p2mdump lookup IMAGE --top-mfn N --pfn P`` must finish in about
+the time the interpreter takes to start, and importing click alone costs a
+good part of that.  So the simple forms of a single lookup are answered here
+without click; anything else (help, other options, other commands, any
+error in the arguments) goes to the click CLI, which gives the same answer
+and the same messages.
+"""
+from __future__ import annotations
+
+import sys
+
+_VALUE_OPTIONS = ("--top-mfn", "--word-size", "--max-pfn", "--base", "--container",
+                  "--pfn", "--paddr")
+
+
+def _number(text: str):
+    try:
+        return int(text.strip().replace("_", ""), 0)
+    except ValueError:
+        return None
+
+
+def _parse_lookup(argv):
+    """Options of a simple single lookup, or None when click should decide."""
+    opts: dict = {"--json": False}
+    image = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--json":
+            opts["--json"] = True
+        elif arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            if name not in _VALUE_OPTIONS or name in opts:
+                return None
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    return None
+                value = argv[i]
+            opts[name] = value
+        elif arg.startswith("-") or image is not None:
+            return None
+        else:
+            image = arg
+        i += 1
+    if image is None or ("--pfn" in opts) == ("--paddr" in opts) or "--top-mfn" not in opts:
+        return None
+    parsed = {"image": image, "json": opts["--json"]}
+    for name in ("--top-mfn", "--max-pfn", "--base", "--pfn", "--paddr"):
+        if name in opts:
+            value = _number(opts[name])
+            if value is None or value < 0:
+                return None
+            parsed[name[2:].replace("-", "_")] = value
+    ws = opts.get("--word-size", "auto")
+    if ws not in ("auto", "4", "8") or opts.get("--container", "auto") not in ("auto", "raw"):
+        return None
+    parsed["word_size"] = ws if ws == "auto" else int(ws)
+    parsed["container"] = opts.get("--container", "auto")
+    return parsed
+
+
+def fast_lookup(argv) -> int | None:
+    """Answer a simple single lookup on a raw image; None: not handled here."""
+    args = _parse_lookup(argv)
+    if args is None:
+        return None
+    if args["container"] == "auto":
+        try:
+            with open(args["image"], "rb") as fh:
+                if fh.read(4) == b"\x7fELF":
+                    return None  # containers are the click path's business
+        except OSError:
+            return None
+    from .errors import P2MDumpError
+    from .lookup import PathLookup, format_result
+    from .sources.raw import RawImage
+
+    try:
+        with RawImage(args["image"], base=args.get("base", 0)) as source:
+            path = PathLookup(source, args["top_mfn"], word_size=args["word_size"],
+                              max_pfn=args.get("max_pfn"))
+            result = path.pfn(args["pfn"]) if "pfn" in args else path.paddr(args["paddr"])
+            result["pages_read"] = path.pages_read
+    except P2MDumpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args["json"]:
+        import json
+
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def main():
+    argv = sys.argv[1:]
+    if argv[:1] == ["lookup"]:
+        rc = fast_lookup(argv[1:])
+        if rc is not None:
+            sys.stdout.flush()
+            sys.exit(rc)
+    from .cli import main as cli_main
+
+    cli_main()

@@ -1,0 +1,54 @@
+"""The click-free fast path of a single lookup answers exactly like the CLI."""
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import load_fixture
+from p2mdump.cli import main
+from p2mdump.launcher import _parse_lookup
+
+
+def fast(args):
+    code = "import sys; from p2mdump.launcher import main; sys.argv[0] = 'p2mdump'; main()"
+    res = subprocess.run([sys.executable, "-c", code, "lookup", *args], capture_output=True,
+                         text=True)
+    return res.returncode, res.stdout, res.stderr
+
+
+def slow(args):
+    r = CliRunner().invoke(main, ["lookup", *args])
+    return r.exit_code, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("name", ["e820-64", "guest32"])
+@pytest.mark.parametrize("query", [
+    ["--pfn", "0x1234", "--json"], ["--pfn", "0x40600"], ["--paddr", "0x1234567"],
+    ["--pfn=5", "--word-size", "auto", "--json"], ["--pfn", "0x7fffffff", "--json"],
+])
+def test_fast_path_matches_click(name, query):
+    img, side, _ = load_fixture(name)
+    args = [img, "--top-mfn", hex(side["top_mfn"]), *query]
+    assert _parse_lookup(args) is not None  # really the fast path
+    assert fast(args) == slow(args)
+
+
+@pytest.mark.parametrize("args", [
+    ["x.img", "--pfn", "1"],                       # no --top-mfn: sidecar/hints are click's
+    ["x.img", "--top-mfn", "4", "--mfn", "1"],     # whole-table query
+    ["x.img", "--top-mfn", "4", "--pfn", "zz"],    # bad number: click's message
+    ["x.img", "--top-mfn", "4", "--pfn", "1", "--paddr", "2"],
+    ["x.img", "--top-mfn", "4", "--pfn", "1", "--help"],
+    ["x.img", "--top-mfn", "4", "--pfn", "1", "--word-size", "6"],
+])
+def test_other_forms_go_to_click(args):
+    assert _parse_lookup(args) is None
+
+
+def test_fast_path_errors(tmp_path):
+    img, side, _ = load_fixture("e820-64")
+    code, out, err = fast([str(tmp_path / "nope.img"), "--top-mfn", "4", "--pfn", "1"])
+    assert code == 3 and err.startswith("error:") and "no such file" in err
+    code, out, err = fast([img, "--top-mfn", "0x999999", "--pfn", "1"])
+    assert code == 4 and "not in the image" in err and "Traceback" not in err
