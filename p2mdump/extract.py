@@ -30,7 +30,7 @@ from .schemas import elf as E
 from .table import FOREIGN, IDENTITY, MISSING, VALID
 
 FORMATS = ("raw", "elf")
-BATCH = 2048  # frames per buffer: 8 MiB
+BATCH = 256  # frames per buffer: 1 MiB
 
 
 @dataclass
