@@ -32,6 +32,10 @@ class Resolved:
 
     def notes(self) -> list:
         out = []
+        if self.top_mfn_source == "sidecar":
+            out.append(f"top MFN {self.top_mfn:#x}"
+                       + (f", max_pfn {self.max_pfn:#x}" if self.max_pfn_source == "sidecar"
+                          else "") + " from the generator's sidecar IMAGE.json")
         if self.top_mfn_source == "container":
             out.append(f"top MFN {self.top_mfn:#x} from .xen_shared_info "
                        "arch.pfn_to_mfn_frame_list_list")
@@ -42,8 +46,11 @@ class Resolved:
         return out
 
 
-def resolve(source, top_mfn=None, word_size="auto", max_pfn=None) -> Resolved:
-    """Fill in what the caller left out from the container's hints."""
+def resolve(source, top_mfn=None, word_size="auto", max_pfn=None,
+            sidecar: dict | None = None) -> Resolved:
+    """Fill in what the caller left out: from the container's hints (the
+    shared_info of an xl dump-core file) or, for a raw image, from the
+    ``sidecar`` dict that ``p2mdump generate`` wrote beside it."""
     if getattr(source, "is_hvm", False):
         raise TreeError(source.top_mfn_problem or f"{source.describe()}: HVM guest, no PV "
                         "p2m tree")
@@ -52,6 +59,8 @@ def resolve(source, top_mfn=None, word_size="auto", max_pfn=None) -> Resolved:
         hint = getattr(source, "top_mfn_hint", None)
         if hint is not None:
             top_mfn, top_source = int(hint), "container"
+        elif _sidecar_fits(sidecar, source):
+            top_mfn, top_source = sidecar["top_mfn"], "sidecar"
         else:
             problem = getattr(source, "top_mfn_problem", None)
             if problem:
@@ -59,13 +68,17 @@ def resolve(source, top_mfn=None, word_size="auto", max_pfn=None) -> Resolved:
                 raise exc(f"{source.path}: {problem}")
             kind = "an ELF" if source.container == "elf" else f"a {source.container}"
             raise TopMfnRequired(
-                f"--top-mfn is required for {kind} image: it has no "
+                f"{source.path}: --top-mfn is required for {kind} image: it has no "
                 "shared_info naming the tree (`p2mdump scan IMAGE` finds candidates)")
     ws = word_size
+    ws_source = "given"
     if ws in (None, "auto"):
+        ws = "auto"
         hint = getattr(source, "word_size_hint", None)
-        ws = hint if hint in (4, 8) else "auto"
-    ws_source = "container" if ws != "auto" and word_size in (None, "auto") else "given"
+        if hint in (4, 8):
+            ws, ws_source = hint, "container"
+        elif top_source == "sidecar" and sidecar.get("word_size") in (4, 8):
+            ws, ws_source = sidecar["word_size"], "sidecar"
     mp_source = "given" if max_pfn is not None else "default"
     if max_pfn is None and top_source == "container":
         hint = getattr(source, "max_pfn_hint", None)
@@ -76,16 +89,25 @@ def resolve(source, top_mfn=None, word_size="auto", max_pfn=None) -> Resolved:
                     f"{ws}-byte-word tree can hold ({layout_for(int(ws)).capacity:#x} pfns); "
                     "give --max-pfn")
             max_pfn, mp_source = int(hint), "container"
+    elif max_pfn is None and top_source == "sidecar" and isinstance(sidecar.get("max_pfn"), int):
+        max_pfn, mp_source = sidecar["max_pfn"], "sidecar"
     return Resolved(top_mfn, ws, max_pfn, top_source, mp_source, ws_source)
 
 
+def _sidecar_fits(sidecar, source) -> bool:
+    return (isinstance(sidecar, dict) and source.container == "raw"
+            and isinstance(sidecar.get("top_mfn"), int)
+            and sidecar.get("container", "raw") == "raw"
+            and sidecar.get("base", 0) == getattr(source, "base", 0))
+
+
 def walk_image(source, top_mfn=None, word_size="auto", max_pfn=None, progress=None,
-               crosscheck: bool = True):
+               crosscheck: bool = True, sidecar: dict | None = None):
     """(WalkResult, Resolved): the walk with the container's findings and,
     for an xl dump-core file, the cross-check against .xen_p2m."""
     from .walker import walk
 
-    r = resolve(source, top_mfn, word_size, max_pfn)
+    r = resolve(source, top_mfn, word_size, max_pfn, sidecar)
     result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
                   progress=progress)
     result.findings.extend(source.container_findings())

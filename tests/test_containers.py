@@ -322,8 +322,17 @@ def test_walk_cli_elf_and_raw_need_top_mfn(tmp_path):
     r = run("walk", path, "--top-mfn", side["top_mfn"], "--max-pfn", side["max_pfn"],
             "--format", "raw", "-o", tmp_path / "o")
     assert r.exit_code == 0 and (tmp_path / "o").read_bytes() == truth.tobytes()
-    raw = os.path.join(FIXTURES, "guest64.img")
+    import shutil
+
+    raw = tmp_path / "nosidecar.img"
+    shutil.copy(os.path.join(FIXTURES, "guest64.img"), raw)  # without its sidecar
     assert "--top-mfn is required" in one_line_error(run("walk", raw), 2)
+    # with the generator's sidecar beside it, the tree is found from that
+    r = run("walk", os.path.join(FIXTURES, "guest64.img"), "--format", "raw", "-o",
+            tmp_path / "s.raw")
+    assert r.exit_code == 0 and "from the generator's sidecar" in r.stderr
+    assert (tmp_path / "s.raw").read_bytes() == open(
+        os.path.join(FIXTURES, "guest64.truth"), "rb").read()
 
 
 def test_generate_cli_containers(tmp_path):

@@ -151,10 +151,16 @@ def test_extract_falls_back_to_dump_pairs(tmp_path):
 
 
 def test_failures_leave_nothing(tmp_path):
+    import shutil
+
     img, side, _ = load_fixture("data64")
     out = tmp_path / "g.raw"
-    r = run("extract", img, "-o", out)                       # raw without --top-mfn
+    bare = tmp_path / "in" / "bare.img"                      # a raw image, no sidecar
+    bare.parent.mkdir()
+    shutil.copy(img, bare)
+    r = run("extract", bare, "-o", out)                      # raw without --top-mfn
     assert r.exit_code == 2 and r.stderr.startswith("error:")
+    shutil.rmtree(bare.parent)
     r = run("extract", img, "-o", out, "--top-mfn", 0x7FFFFF)  # no tree there
     assert r.exit_code == 4 and r.stderr.count("\n") == 1
     r = run("extract", img, "-o", tmp_path / "nodir" / "g.raw", "--top-mfn", side["top_mfn"])

@@ -48,12 +48,13 @@ def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, su
     walk_summary = None
     with open_image(image, base=base, container=container) as source:
         plan = None
-        if source.container == "raw" and top_mfn is None:
-            raise CLIError(f"{image}: --top-mfn is required for a raw image", 2)
         from ..autowalk import walk_image
+        from ..sidecar import read_sidecar
 
+        side = read_sidecar(image) if top_mfn is None else None
         try:
-            result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn)
+            result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn,
+                                          sidecar=side)
         except TreeError as exc:
             if top_mfn is not None or not hasattr(source, "pairs") or source.is_hvm:
                 raise

@@ -16,14 +16,14 @@ import click
 
 from .common import NUMBER, CLIError
 
-SIDECAR_FORMAT = "p2mdump-sidecar/1"
 
 
 def tree_options(f):
     """--top-mfn, --word-size, --max-pfn, --base, --container."""
-    f = click.option("--container", type=click.Choice(["auto", "raw"]), default="auto",
-                     show_default=True,
-                     help="Image container; auto detects it (raw: frame M at BASE + M*4096).")(f)
+    f = click.option("--container", type=click.Choice(["auto", "raw", "xc-core", "elf"]),
+                     default="auto", show_default=True,
+                     help="Image container: auto (detected from the first bytes), raw (frame M "
+                          "at BASE + M*4096), xc-core (xl dump-core) or elf (PT_LOAD core).")(f)
     f = click.option("--base", type=NUMBER, default=0, show_default=True,
                      help="File offset of machine frame 0 in a raw image.")(f)
     f = click.option("--max-pfn", type=NUMBER, default=None,
@@ -37,18 +37,6 @@ def tree_options(f):
                           "the container's hint or the generator's sidecar IMAGE.json; "
                           "`p2mdump scan IMAGE` finds candidates.")(f)
     return f
-
-
-def _sidecar(image: str) -> dict | None:
-    path = image + ".json"
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT:
-        return data
-    return None
 
 
 def open_source(image: str, base: int, container: str = "auto"):
@@ -77,36 +65,16 @@ def _looks_like_container(image: str) -> bool:
 
 
 def resolve_tree(source, image: str, top_mfn, word_size: str, max_pfn):
-    """(top_mfn, word size ('auto'|4|8), max_pfn, where top_mfn came from)."""
-    where = "given"
-    side = None
-    if top_mfn is None:
-        hint = getattr(source, "top_mfn_hint", None)
-        if hint is not None:
-            top_mfn, where = int(hint), "container"
-        else:
-            side = _sidecar(image)
-            if side is not None and isinstance(side.get("top_mfn"), int) \
-                    and side.get("base", 0) == getattr(source, "base", 0):
-                top_mfn, where = side["top_mfn"], "sidecar"
-    if top_mfn is None:
-        raise CLIError(f"{image}: no --top-mfn given and the image names none; "
-                       f"run `p2mdump scan {image}` to find candidate trees", 2)
+    """(top_mfn, word size ('auto'|4|8), max_pfn, where top_mfn came from):
+    the given options, else the container's hints, else the generator's
+    sidecar (:func:`p2mdump.autowalk.resolve` decides)."""
+    from ..autowalk import resolve
+    from ..sidecar import read_sidecar
+
     ws = "auto" if word_size == "auto" else int(word_size)
-    if ws == "auto":
-        hint = getattr(source, "word_size_hint", None)
-        if hint in (4, 8):
-            ws = hint
-        elif where == "sidecar" and side.get("word_size") in (4, 8):
-            ws = side["word_size"]
-    if max_pfn is None:
-        hint = getattr(source, "max_pfn_hint", None)
-        if hint is not None and (where != "given"
-                                 or top_mfn == getattr(source, "top_mfn_hint", None)):
-            max_pfn = int(hint)
-        elif where == "sidecar" and isinstance(side.get("max_pfn"), int):
-            max_pfn = side["max_pfn"]
-    return top_mfn, ws, max_pfn, where
+    side = read_sidecar(image) if top_mfn is None else None
+    r = resolve(source, top_mfn, ws, max_pfn, side)
+    return r.top_mfn, r.word_size, r.max_pfn, r.top_mfn_source
 
 
 def image_exists(image: str) -> None:

@@ -94,30 +94,18 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
 
     progress = Progress("walking leaves", enabled=not quiet)
     with open_image(image, base=base, container=container) as source:
-        if source.container == "raw":
-            from ..walker import walk as do_walk
+        from ..autowalk import walk_image
+        from ..sidecar import read_sidecar
 
-            if top_mfn is None:
-                raise CLIError(f"{image}: --top-mfn is required for a raw image (it has no "
-                               "shared_info naming the tree; `p2mdump scan` finds candidates)",
-                               2)
-            resolved = None
-            try:
-                result = do_walk(source, top_mfn, word_size=ws_value(word_size),
-                                 max_pfn=max_pfn, progress=progress)
-            finally:
-                progress.close()
-        else:
-            from ..autowalk import walk_image
-
-            try:
-                result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn,
-                                              progress=progress)
-            finally:
-                progress.close()
-            if not quiet:
-                for line in resolved.notes():
-                    click.echo(f"p2mdump: {line}", err=True)
+        side = read_sidecar(image) if top_mfn is None else None
+        try:
+            result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn,
+                                          progress=progress, sidecar=side)
+        finally:
+            progress.close()
+        if not quiet:
+            for line in resolved.notes():
+                click.echo(f"p2mdump: {line}", err=True)
     if result.word_size_source == "detected" and not quiet:
         click.echo(f"p2mdump: word size {result.word_size} detected from the top and mid pages",
                    err=True)
@@ -127,10 +115,9 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
         data = result.summary()
         data["image"] = image
         data["container"] = source.container
-        if resolved is not None:
-            data["top_mfn_source"] = resolved.top_mfn_source
-            data["max_pfn_source"] = ("container" if resolved.max_pfn_source == "container"
-                                      else data["max_pfn_source"])
+        data["top_mfn_source"] = resolved.top_mfn_source
+        if resolved.max_pfn_source in ("container", "sidecar"):
+            data["max_pfn_source"] = resolved.max_pfn_source
         data["format"] = fmt
         write_json_file(summary_json, data)
     if not quiet:

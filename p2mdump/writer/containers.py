@@ -36,6 +36,7 @@ from ..errors import SpecError
 from ..layout import PAGE_SIZE
 from ..schemas import elf as E
 from ..schemas import xen_core as X
+from ..sidecar import sidecar_path
 from .image import _pwrite_all, sidecar, stamped_frames, write_json, write_raw_image, write_truth
 from .tree import BuiltTree, build_tree
 
@@ -312,7 +313,7 @@ def write_elf_core(tree: BuiltTree, path) -> dict:
 
 # -- generate ---------------------------------------------------------------------------
 
-def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar_path=None,
+def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar_file=None,
                        base: int = 0, **options) -> BuiltTree:
     """Build ``spec`` and write it as ``container`` (raw, xc-core or elf), with
     its sidecar (``out + '.json'``) and, when asked, the truth table."""
@@ -331,7 +332,7 @@ def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar
     else:
         info = write_elf_core(tree, out)
         extra = {"elf": info}
-    write_json(sidecar_path or (os.fspath(out) + ".json"), sidecar(tree, container, base, extra))
+    write_json(sidecar_file or sidecar_path(out), sidecar(tree, container, base, extra))
     if truth is not None:
         write_truth(tree, truth)
     return tree

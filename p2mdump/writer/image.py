@@ -9,13 +9,13 @@ import numpy as np
 from ..atomic import atomic_output
 from ..errors import SpecError
 from ..layout import PAGE_SIZE
+from ..sidecar import SIDECAR_FORMAT, sidecar_path
 from ..schemas.stamp import STAMP_HEADER_SIZE, STAMP_MAGIC
 from .spec import GuestSpec
 from .tree import BuiltTree, build_tree
 
 #: refuse to stamp more data frames than this (a 4 GiB guest)
 MAX_DATA_FRAMES = 1 << 20
-SIDECAR_FORMAT = "p2mdump-sidecar/1"
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
@@ -116,12 +116,12 @@ def write_truth(tree: BuiltTree, path) -> None:
         fh.write(memoryview(np.ascontiguousarray(tree.truth)).cast("B"))
 
 
-def generate(spec: GuestSpec, out, *, truth=None, sidecar_path=None, base: int = 0) -> BuiltTree:
+def generate(spec: GuestSpec, out, *, truth=None, sidecar_file=None, base: int = 0) -> BuiltTree:
     """Build ``spec``, write the raw image ``out``, its sidecar (default
     ``out + '.json'``) and, when asked, the truth table in the raw format."""
     tree = build_tree(spec)
     write_raw_image(tree, out, base)
-    write_json(sidecar_path or (os.fspath(out) + ".json"), sidecar(tree, "raw", base))
+    write_json(sidecar_file or sidecar_path(out), sidecar(tree, "raw", base))
     if truth is not None:
         write_truth(tree, truth)
     return tree
