@@ -102,14 +102,15 @@ def _sidecar_fits(sidecar, source) -> bool:
 
 
 def walk_image(source, top_mfn=None, word_size="auto", max_pfn=None, progress=None,
-               crosscheck: bool = True, sidecar: dict | None = None):
+               crosscheck: bool = True, sidecar: dict | None = None,
+               check_table: bool = True):
     """(WalkResult, Resolved): the walk with the container's findings and,
     for an xl dump-core file, the cross-check against .xen_p2m."""
     from .walker import walk
 
     r = resolve(source, top_mfn, word_size, max_pfn, sidecar)
     result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
-                  progress=progress)
+                  progress=progress, check_table=check_table)
     result.findings.extend(source.container_findings())
     if crosscheck and hasattr(source, "pairs"):
         from .crosscheck import crosscheck as check

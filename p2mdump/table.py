@@ -7,6 +7,7 @@ inverse (m2p) are computed from it in bulk, chunk by chunk, so a 2^27-entry
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -30,7 +31,7 @@ def alloc_words(count: int, dtype) -> np.ndarray:
     few hundred page faults instead of 262144."""
     dtype = np.dtype(dtype)
     nbytes = count * dtype.itemsize
-    if nbytes < (4 << 20):
+    if nbytes < (4 << 20) or os.environ.get("P2MDUMP_NO_THP"):
         return np.empty(count, dtype=dtype)
     import mmap
 

@@ -41,6 +41,8 @@ class WalkResult:
     #: MFNs of shared all-INVALID leaf pages (p2m_missing, p2m_identity)
     leaf_placeholders: list = field(default_factory=list)
     source: str = ""
+    #: whether the whole-table checks ran (see :meth:`check_table`)
+    table_checked: bool = False
 
     @property
     def max_pfn(self) -> int:
@@ -49,6 +51,12 @@ class WalkResult:
     @property
     def word_size(self) -> int:
         return self.layout.word_size
+
+    def check_table(self) -> None:
+        """Add the whole-table findings (once)."""
+        if not self.table_checked:
+            self.table_checked = True
+            self.findings.extend(table_findings(self.table))
 
     def warnings(self) -> list:
         return [f for f in self.findings if f.is_warning]
@@ -144,11 +152,15 @@ def detect_word_size(cache: PageCache, top_mfn: int) -> tuple[int, dict]:
 # -- the walk -----------------------------------------------------------------
 
 def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "auto",
-         max_pfn: int | None = None, progress: Progress | None = None) -> WalkResult:
+         max_pfn: int | None = None, progress: Progress | None = None,
+         check_table: bool = True) -> WalkResult:
     """Walk the p2m tree whose top page is at ``top_mfn`` in ``source``.
 
     ``word_size`` is 4, 8 or "auto"; ``max_pfn`` the number of pfns to return
-    (None: up to the last pfn whose entry is not missing).
+    (None: up to the last pfn whose entry is not missing).  With
+    ``check_table=False`` the whole-table checks (duplicate machine frames)
+    are left for :meth:`WalkResult.check_table`, so a caller can run them
+    while it writes the table out.
     """
     if top_mfn < 0:
         raise TreeError(f"top MFN must not be negative (got {top_mfn})")
@@ -186,7 +198,10 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
             raise LayoutError(
                 f"--max-pfn {max_pfn:#x} is larger than a {ws}-byte-word tree can hold "
                 f"({layout.capacity:#x} pfns)")
-    return _Walk(source, cache, layout, top_mfn, max_pfn, progress, ws_source).run()
+    result = _Walk(source, cache, layout, top_mfn, max_pfn, progress, ws_source).run()
+    if check_table:
+        result.check_table()
+    return result
 
 
 class _Walk:
@@ -282,7 +297,6 @@ class _Walk:
             self._check_past(buf, max_pfn, n_leaves)
         self._shared_findings()
         table = P2MTable(buf[:max_pfn], L)
-        self._table_findings(table)
         if max_pfn == 0:
             self.add(F.EMPTY_TREE, F.WARNING, "no pfn in the tree maps to anything",
                      level=LEVEL_TOP, mfn=self.top_mfn)
@@ -549,25 +563,40 @@ class _Walk:
                          f"mid page MFN {mfn:#x} is named by {len(slots)} top slots but is not "
                          "a placeholder (its slots do not all name one all-INVALID leaf)",
                          **common)
+        # pages used at two levels: the few top/mid MFNs looked up in the
+        # sorted distinct leaf MFNs
         mids = np.array(sorted(m for m in self.mid_refs if m != 0), dtype=np.uint64)
         leaves = self.leaves[self.leaves != 0]
+
+        def in_sorted(values, sorted_arr):
+            pos = np.searchsorted(sorted_arr, values)
+            pos = np.minimum(pos, max(len(sorted_arr) - 1, 0))
+            return (sorted_arr[pos] == values) if len(sorted_arr) else np.zeros(len(values), bool)
+
         top = np.array([self.top_mfn], dtype=np.uint64)
-        both = np.union1d(np.union1d(np.intersect1d(mids, leaves), np.intersect1d(top, mids)),
-                          np.intersect1d(top, leaves))
-        for mfn in both.tolist():
+        both = set(mids[in_sorted(mids, leaves)].tolist())
+        both |= set(top[in_sorted(top, leaves) | in_sorted(top, mids)].tolist())
+        for mfn in sorted(both):
             order = [name for name, group in ((LEVEL_TOP, top), (LEVEL_MID, mids),
-                                             (LEVEL_LEAF, leaves)) if mfn in group]
+                                             (LEVEL_LEAF, leaves))
+                     if bool(in_sorted(np.array([mfn], dtype=np.uint64), group)[0])]
             self.add(F.CROSS_LEVEL, F.WARNING,
                      f"page MFN {mfn:#x} is used as a {' and a '.join(order)} page",
                      level=order[-1], mfn=mfn)
 
-    def _table_findings(self, table: P2MTable):
-        total, examples = table.duplicate_mfns()
-        if total:
-            ex = ", ".join(f"mfn {m:#x} <- pfns {a:#x} and {b:#x}" for m, a, b in examples)
-            self.add(F.DUPLICATE_MFN, F.WARNING,
-                     f"{total} pfns map to a machine frame another pfn already maps ({ex})",
-                     level=LEVEL_LEAF, count=total,
-                     mfn=examples[0][0] if examples else None,
-                     pfn_first=min(examples[0][1:]) if examples else None,
-                     examples=[{"mfn": m, "pfns": [a, b]} for m, a, b in examples])
+
+
+def table_findings(table: P2MTable) -> list:
+    """Findings that need the whole table: duplicate machine frames."""
+    out = []
+    total, examples = table.duplicate_mfns()
+    if total:
+        ex = ", ".join(f"mfn {m:#x} <- pfns {a:#x} and {b:#x}" for m, a, b in examples)
+        out.append(F.Finding(
+            F.DUPLICATE_MFN, F.WARNING,
+            f"{total} pfns map to a machine frame another pfn already maps ({ex})",
+            level=LEVEL_LEAF, count=total,
+            mfn=examples[0][0] if examples else None,
+            pfn_first=min(examples[0][1:]) if examples else None,
+            examples=[{"mfn": m, "pfns": [a, b]} for m, a, b in examples]))
+    return out
