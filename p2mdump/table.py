@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .layout import KIND_FOREIGN, KIND_IDENTITY, KIND_MISSING, KIND_VALID, KINDS, Layout
+from .layout import KINDS, Layout
 
 #: uint8 code of each kind (index into layout.KINDS)
 VALID, MISSING, IDENTITY, FOREIGN = range(4)

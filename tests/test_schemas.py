@@ -1,5 +1,4 @@
 """The Construct schemas are the source of truth; the numpy fast path must agree."""
-import os
 import struct
 
 import numpy as np
@@ -9,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from p2mdump.layout import PAGE_SIZE, layout_for
 from p2mdump.schemas import p2m
 from p2mdump.schemas.stamp import StampedFrame
-from p2mdump.table import P2MTable, classify, decode
+from p2mdump.table import classify, decode
 
 
 @pytest.mark.parametrize("ws", [4, 8])

@@ -1,6 +1,5 @@
 """P2MTable's bulk runs, counts and duplicates against plain-Python references."""
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from p2mdump.layout import layout_for

@@ -51,7 +51,6 @@ def test_round_trip_every_kind(tmp_image, ws):
     assert tree.placeholders["leaf_missing"] in r.leaf_placeholders
     assert all(f.severity == F.INFO for f in r.findings)
     # each distinct page read once: top + mids + placeholders + real leaves (+ detection)
-    real_leaves = len(tree.leaf_rows)
     assert r.pages_read <= tree.tree_pages + 2
 
 

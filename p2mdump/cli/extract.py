@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import (EXIT_CODES_HELP, NUMBER, CLIError, Progress, word_size_option,
+from .common import (EXIT_CODES_HELP, NUMBER, Progress, word_size_option,
                      write_json_file, ws_value)
 
 

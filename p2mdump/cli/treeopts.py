@@ -9,7 +9,6 @@ otherwise an error that points at ``p2mdump scan``.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import click

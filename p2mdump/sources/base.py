@@ -1,7 +1,30 @@
 """The interface every container exposes to the walker."""
 from __future__ import annotations
 
+import os
+
+from ..errors import ImageError
 from ..layout import PAGE_SIZE
+
+
+def open_fd(path) -> tuple[int, int]:
+    """Open ``path`` read-only: (fd, size), or a clear ImageError."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot open: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if os.path.isdir(path):
+        os.close(fd)
+        raise ImageError(f"{path}: is a directory, not an image file")
+    return fd, st.st_size
 
 
 class FrameSource:

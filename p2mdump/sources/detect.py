@@ -6,7 +6,6 @@ magic says ELF.
 """
 from __future__ import annotations
 
-import os
 import struct
 
 from ..errors import ContainerError, ImageError
@@ -27,26 +26,6 @@ XM_SAVE_SIGNATURE = b"LinuxGuestRecord"
 #: what sniff() may answer besides the three containers
 LEGACY_XC = "legacy-xc-core"
 XM_SAVE = "xm-save"
-
-
-def open_fd(path) -> tuple[int, int]:
-    """Open ``path`` read-only: (fd, size), or a clear ImageError."""
-    path = os.fspath(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image file") from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot open: {exc.strerror}") from None
-    st = os.fstat(fd)
-    if os.path.isdir(path):
-        os.close(fd)
-        raise ImageError(f"{path}: is a directory, not an image file")
-    return fd, st.st_size
 
 
 def sniff_bytes(head: bytes) -> str:

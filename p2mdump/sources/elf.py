@@ -20,7 +20,8 @@ from ..errors import ContainerError
 from ..layout import PAGE_SIZE
 from ..schemas import elf as E
 from .base import FrameSource
-from .detect import ELF, XC_CORE, open_fd
+from .base import open_fd
+from .detect import ELF, XC_CORE
 
 
 def pread_into(fd: int, view, offset: int) -> int:

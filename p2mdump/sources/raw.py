@@ -12,7 +12,7 @@ import stat
 
 from ..errors import ImageError
 from ..layout import PAGE_SIZE
-from .base import FrameSource
+from .base import FrameSource, open_fd
 
 
 class RawImage(FrameSource):
@@ -23,22 +23,9 @@ class RawImage(FrameSource):
         if base < 0:
             raise ImageError(f"--base must not be negative (got {base})")
         self.base = base
-        try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise ImageError(f"{self.path}: no such file") from None
-        except IsADirectoryError:
-            raise ImageError(f"{self.path}: is a directory, not an image file") from None
-        except PermissionError:
-            raise ImageError(f"{self.path}: permission denied") from None
-        except OSError as exc:
-            raise ImageError(f"{self.path}: cannot open: {exc.strerror}") from None
+        fd, size = open_fd(self.path)
         self.fd = fd
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            os.close(fd)
-            self.fd = -1
-            raise ImageError(f"{self.path}: is a directory, not an image file")
         self.size = st.st_size
         if stat.S_ISREG(st.st_mode) and self.size == 0:
             os.close(fd)
