@@ -111,6 +111,10 @@ def walk_image(source, top_mfn=None, word_size="auto", max_pfn=None, progress=No
     r = resolve(source, top_mfn, word_size, max_pfn, sidecar)
     result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
                   progress=progress, check_table=check_table)
+    if r.max_pfn_source in ("container", "sidecar"):
+        result.max_pfn_source = r.max_pfn_source
+    if r.word_size_source in ("container", "sidecar"):
+        result.word_size_source = r.word_size_source
     result.findings.extend(source.container_findings())
     if crosscheck and hasattr(source, "pairs"):
         from .crosscheck import crosscheck as check

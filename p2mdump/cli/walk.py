@@ -53,8 +53,8 @@ def summary_lines(result, limit: int = 20):
 @click.option("--top-mfn", type=NUMBER, default=None,
               help="MFN of the top page (p2m_top_mfn, shared_info "
                    "arch.pfn_to_mfn_frame_list_list); decimal or 0x-hex.  Optional for an "
-                   "xl dump-core file (read from .xen_shared_info); required for raw and ELF "
-                   "images.")
+                   "xl dump-core file (read from .xen_shared_info) and for an image with the "
+                   "generator's sidecar IMAGE.json; `p2mdump scan` finds candidates.")
 @word_size_option
 @click.option("--max-pfn", type=NUMBER, default=None,
               help="Number of pfns to return (shared_info arch.max_pfn).  "
@@ -119,8 +119,6 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
         data["image"] = image
         data["container"] = source.container
         data["top_mfn_source"] = resolved.top_mfn_source
-        if resolved.max_pfn_source in ("container", "sidecar"):
-            data["max_pfn_source"] = resolved.max_pfn_source
         data["format"] = fmt
         write_json_file(summary_json, data)
     if not quiet:
