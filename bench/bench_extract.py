@@ -55,11 +55,11 @@ def make_images(mib: int, big_gib: int):
     img = os.path.join(OUT, f"extract-{mib}m.img")
     core = os.path.join(OUT, f"extract-{mib}m.core")
     big = os.path.join(OUT, f"info-{big_gib}g.core")
-    if not os.path.exists(img + ".json"):
+    if not (os.path.exists(img) and os.path.exists(img + ".json")):
         generate_container(spec, img, container="raw")
-    if not os.path.exists(core + ".json"):
+    if not (os.path.exists(core) and os.path.exists(core + ".json")):
         generate_container(spec, core, container="xc-core")
-    if not os.path.exists(big + ".json"):
+    if not (os.path.exists(big) and os.path.exists(big + ".json")):
         generate_container(GuestSpec(word_size=8, max_pfn=big_gib << 18), big,
                            container="xc-core")
     return img, core, big

@@ -33,7 +33,7 @@ def p2mdump_exe():
 
 def build() -> tuple[str, dict]:
     img = os.path.join(OUT, "lookup-512g.img")
-    if not os.path.exists(img + ".json"):
+    if not (os.path.exists(img) and os.path.exists(img + ".json")):
         t = time.perf_counter()
         subprocess.run([p2mdump_exe(), "generate", img, "--max-pfn", str(1 << 27),
                         "--mfn-order", "chunked", "--identity", "0xa0-0xff", "-q"], check=True)

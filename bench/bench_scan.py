@@ -34,7 +34,7 @@ def build(gib: int) -> tuple[str, dict]:
     from p2mdump.writer import GuestSpec, generate
 
     img = os.path.join(OUT, f"scan-{gib}g.img")
-    if not os.path.exists(img + ".json"):
+    if not (os.path.exists(img) and os.path.exists(img + ".json")):
         pfns = gib << 18
         spec = GuestSpec(word_size=8, max_pfn=pfns, ram=[(0, pfns)],
                          identity=[(0xA0, 0x100)], ballooned=[(pfns // 2, pfns // 2 + 0x4000)],
