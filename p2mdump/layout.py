@@ -11,8 +11,6 @@ that a single lookup can start fast.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT  # 4096, x86
 WORD_SIZES = (4, 8)
@@ -29,19 +27,32 @@ LEVEL_MID = "mid"
 LEVEL_LEAF = "leaf"
 
 
-@dataclass(frozen=True)
 class Layout:
     """The p2m tree layout of a guest with ``word_size``-byte words (4 or 8).
 
     All words are little-endian unsigned integers of the guest's
-    ``unsigned long`` width; pages are 4096 bytes.
+    ``unsigned long`` width; pages are 4096 bytes.  (A plain class rather
+    than a dataclass: importing dataclasses costs a single lookup ~10 ms.)
     """
 
-    word_size: int
+    __slots__ = ("word_size",)
 
-    def __post_init__(self) -> None:
-        if self.word_size not in WORD_SIZES:
-            raise ValueError(f"word size must be 4 or 8, not {self.word_size!r}")
+    def __init__(self, word_size: int) -> None:
+        if word_size not in WORD_SIZES:
+            raise ValueError(f"word size must be 4 or 8, not {word_size!r}")
+        object.__setattr__(self, "word_size", word_size)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Layout is immutable")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Layout) and other.word_size == self.word_size
+
+    def __hash__(self) -> int:
+        return hash(("Layout", self.word_size))
+
+    def __repr__(self) -> str:
+        return f"Layout(word_size={self.word_size})"
 
     # -- sizes -------------------------------------------------------------
     @property
