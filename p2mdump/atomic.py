@@ -41,6 +41,17 @@ def atomic_output(path, mode: str = "wb"):
         raise
 
 
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """Write all of ``data`` (any buffer) at ``offset`` of ``fd``."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(5, "short write")
+        view = view[n:]
+        offset += n
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .atomic import atomic_output
+from .atomic import atomic_output, pwrite_all
 from .crosscheck import pfn_ranges
 from .errors import OutputError
 from .layout import PAGE_SIZE
-from .schemas import elf as E
 from .table import FOREIGN, IDENTITY, MISSING, VALID
 
 FORMATS = ("raw", "elf")
@@ -111,15 +110,6 @@ def _present(source, mfns: np.ndarray) -> np.ndarray:
     return np.asarray(source.frames_present(mfns), dtype=bool)
 
 
-def _pwrite_all(fd: int, view, offset: int) -> None:
-    while len(view):
-        n = os.pwrite(fd, view, offset)
-        if n <= 0:
-            raise OSError(5, "short write")
-        view = view[n:]
-        offset += n
-
-
 def _runs(values: np.ndarray) -> list:
     """[(a, b)] index ranges where values step by one."""
     if not len(values):
@@ -143,6 +133,8 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None) -> Extr
     report = ExtractReport(output, fmt, plan.max_pfn, source_note=plan.source_note)
     total = len(pfns)
     if fmt == "elf":
+        from .schemas import elf as E  # construct: only for ELF output
+
         segs = _runs(pfns)
         data_start = -(-(E.EHDR_SIZE[E.ELFCLASS64] + len(segs) * E.PHDR_SIZE[E.ELFCLASS64])
                        // PAGE_SIZE) * PAGE_SIZE
@@ -169,7 +161,7 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None) -> Extr
                 head.append(E.build_phdr(paddr=int(pfns[a]) * PAGE_SIZE,
                                          offset=data_start + a * PAGE_SIZE,
                                          filesz=(b - a) * PAGE_SIZE))
-            _pwrite_all(fd, memoryview(b"".join(head)), 0)
+            pwrite_all(fd, memoryview(b"".join(head)), 0)
         for start in range(0, total, BATCH):
             bp = pfns[start:start + BATCH]
             bm = mfns[start:start + BATCH]
@@ -187,11 +179,11 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None) -> Extr
                         a += 1
                         mfn += 1
             if fmt == "elf":
-                _pwrite_all(fd, mem[:len(bm) * PAGE_SIZE], data_start + start * PAGE_SIZE)
+                pwrite_all(fd, mem[:len(bm) * PAGE_SIZE], data_start + start * PAGE_SIZE)
             else:
                 for a, b in _runs(bp):
                     for c, d in _split(ok, a, b):
-                        _pwrite_all(fd, mem[c * PAGE_SIZE:d * PAGE_SIZE], int(bp[c]) * PAGE_SIZE)
+                        pwrite_all(fd, mem[c * PAGE_SIZE:d * PAGE_SIZE], int(bp[c]) * PAGE_SIZE)
             if progress is not None:
                 progress(min(start + BATCH, total), total)
     if len(absent):

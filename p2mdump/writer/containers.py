@@ -31,13 +31,13 @@ import os
 
 import numpy as np
 
-from ..atomic import atomic_output
+from ..atomic import atomic_output, pwrite_all
 from ..errors import SpecError
 from ..layout import PAGE_SIZE
 from ..schemas import elf as E
 from ..schemas import xen_core as X
 from ..sidecar import sidecar_path
-from .image import _pwrite_all, sidecar, stamped_frames, write_json, write_raw_image, write_truth
+from .image import sidecar, stamped_frames, write_json, write_raw_image, write_truth
 from .tree import BuiltTree, build_tree
 
 CONTAINERS = ("raw", "xc-core", "elf")
@@ -108,7 +108,7 @@ def _write_batches(fd: int, offset: int, pfns, mfns, tree_by_mfn, data) -> None:
     for a in range(0, len(mfns), BATCH):
         frames = _frames_for(pfns[a:a + BATCH], mfns[a:a + BATCH], tree_by_mfn, data)
         if frames is not None:
-            _pwrite_all(fd, frames, offset + a * PAGE_SIZE)
+            pwrite_all(fd, frames, offset + a * PAGE_SIZE)
 
 
 # -- ELF building blocks ----------------------------------------------------------------
@@ -233,10 +233,10 @@ def write_xc_core(tree: BuiltTree, path, *, nr_vcpus: int = 1, padding: int = 0,
     with atomic_output(path, "wb") as fh:
         fd = fh.fileno()
         os.ftruncate(fd, size)
-        _pwrite_all(fd, ehdr + b"".join(sh) + notes + prstatus + sinfo, 0)
+        pwrite_all(fd, ehdr + b"".join(sh) + notes + prstatus + sinfo, 0)
         _write_batches(fd, off_pages, pfns, mfns, tree_by_mfn, tree.spec.data)
-        _pwrite_all(fd, pairs, off_p2m)
-        _pwrite_all(fd, shstrtab, off_str)
+        pwrite_all(fd, pairs, off_p2m)
+        pwrite_all(fd, shstrtab, off_str)
     return {"nr_pages": nr_pages, "pages_offset": off_pages, "p2m_offset": off_p2m,
             "shared_info_offset": off_si, "notes_offset": off_notes, "size": size,
             "e_machine": machine}
@@ -261,7 +261,7 @@ def write_elf_segments(path, segments, *, machine: int = E.EM_X86_64,
     with atomic_output(path, "wb") as fh:
         fd = fh.fileno()
         os.ftruncate(fd, off)
-        _pwrite_all(fd, ehdr + b"".join(ph), 0)
+        pwrite_all(fd, ehdr + b"".join(ph), 0)
         if fill is not None:
             for i, (paddr, filesz, _memsz) in enumerate(segments):
                 fill(fd, i, offsets[i], paddr, filesz)
@@ -304,7 +304,7 @@ def write_elf_core(tree: BuiltTree, path) -> dict:
                     frames = np.zeros((len(mm), PAGE_SIZE), dtype=np.uint8)
                 frames[isdata] = st[isdata]
             if frames is not None:
-                _pwrite_all(fd, frames, offset + c * PAGE_SIZE)
+                pwrite_all(fd, frames, offset + c * PAGE_SIZE)
 
     out = write_elf_segments(path, segments, fill=fill)
     out["frames"] = len(mfns)

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ..atomic import atomic_output
+from ..atomic import atomic_output, pwrite_all
 from ..errors import SpecError
 from ..layout import PAGE_SIZE
 from ..sidecar import SIDECAR_FORMAT, sidecar_path
@@ -16,14 +16,6 @@ from .tree import BuiltTree, build_tree
 
 #: refuse to stamp more data frames than this (a 4 GiB guest)
 MAX_DATA_FRAMES = 1 << 20
-
-
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    while len(view):
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
 
 
 def stamped_frames(pfns: np.ndarray, mfns: np.ndarray) -> np.ndarray:
@@ -46,7 +38,7 @@ def write_frames(fd: int, tree: BuiltTree, base: int = 0) -> int:
     size = base + tree.frame_count() * PAGE_SIZE
     os.ftruncate(fd, size)
     for mfn, words in tree.page_list():
-        _pwrite_all(fd, np.ascontiguousarray(words, dtype=L.numpy_dtype), base + mfn * PAGE_SIZE)
+        pwrite_all(fd, np.ascontiguousarray(words, dtype=L.numpy_dtype), base + mfn * PAGE_SIZE)
     leaf2d = tree.leaf_table.reshape(-1, fpp)
     rows, mfns = tree.leaf_rows, tree.leaf_mfns.astype(np.int64)
     if len(rows):
@@ -57,7 +49,7 @@ def write_frames(fd: int, tree: BuiltTree, base: int = 0) -> int:
         starts = np.flatnonzero(brk).tolist()
         for a, b in zip(starts, starts[1:] + [len(rows)]):
             r = int(rows[a])
-            _pwrite_all(fd, leaf2d[r:r + (b - a)], base + int(mfns[a]) * PAGE_SIZE)
+            pwrite_all(fd, leaf2d[r:r + (b - a)], base + int(mfns[a]) * PAGE_SIZE)
     if tree.spec.data and len(tree.data_pfns):
         if len(tree.data_pfns) > MAX_DATA_FRAMES:
             raise SpecError(f"--data would write {len(tree.data_pfns)} frames; "
@@ -72,7 +64,7 @@ def write_frames(fd: int, tree: BuiltTree, base: int = 0) -> int:
             brk[1:] = np.diff(mfl) != 1
             st = np.flatnonzero(brk).tolist()
             for a, b in zip(st, st[1:] + [len(mfl)]):
-                _pwrite_all(fd, frames[a:b], base + int(mfl[a]) * PAGE_SIZE)
+                pwrite_all(fd, frames[a:b], base + int(mfl[a]) * PAGE_SIZE)
     return size
 
 
