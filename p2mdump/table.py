@@ -7,7 +7,6 @@ inverse (m2p) are computed from it in bulk, chunk by chunk, so a 2^27-entry
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -23,28 +22,6 @@ BLOCK = 1 << 15
 
 # kind code by the two flag bits (FOREIGN, IDENTITY); INVALID is patched after
 _FLAG_CODES = np.array([VALID, IDENTITY, FOREIGN, IDENTITY], dtype=np.uint8)
-
-
-def alloc_words(count: int, dtype) -> np.ndarray:
-    """An uninitialised array for ``count`` words, backed by transparent huge
-    pages where the kernel offers them: filling a 1 GiB table then takes a
-    few hundred page faults instead of 262144."""
-    dtype = np.dtype(dtype)
-    nbytes = count * dtype.itemsize
-    if nbytes < (4 << 20) or os.environ.get("P2MDUMP_NO_THP"):
-        return np.empty(count, dtype=dtype)
-    import mmap
-
-    try:
-        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    except (OSError, ValueError, AttributeError):
-        return np.empty(count, dtype=dtype)
-    if hasattr(buf, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
-        try:
-            buf.madvise(mmap.MADV_HUGEPAGE)
-        except OSError:
-            pass
-    return np.frombuffer(buf, dtype=dtype)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from . import findings as F
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, PAGE_SIZE, Layout, layout_for
 from .sources.base import FrameSource
-from .table import P2MTable, alloc_words
+from .table import P2MTable
 
 Progress = Callable[[int, int], None]
 
@@ -291,13 +291,13 @@ class _Walk:
             max_pfn = self.max_pfn
             mp_source = "given"
         n_leaves = L.leaves_for(max_pfn)
-        buf = alloc_words(n_leaves * fpp, L.numpy_dtype)
+        buf = np.empty(n_leaves * fpp, dtype=L.numpy_dtype)
         self._fill(buf.reshape(n_leaves, fpp) if n_leaves else buf.reshape(0, fpp), n_leaves)
         if mp_source == "given":
             self._check_past(buf, max_pfn, n_leaves)
         self._shared_findings()
         table = P2MTable(buf[:max_pfn], L)
-        if max_pfn == 0:
+        if max_pfn == 0 and mp_source != "given":
             self.add(F.EMPTY_TREE, F.WARNING, "no pfn in the tree maps to anything",
                      level=LEVEL_TOP, mfn=self.top_mfn)
         result = WalkResult(
