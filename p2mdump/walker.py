@@ -19,7 +19,7 @@ from . import findings as F
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, PAGE_SIZE, Layout, layout_for
 from .sources.base import FrameSource
-from .table import P2MTable
+from .table import P2MTable, empty_words
 
 Progress = Callable[[int, int], None]
 
@@ -291,7 +291,7 @@ class _Walk:
             max_pfn = self.max_pfn
             mp_source = "given"
         n_leaves = L.leaves_for(max_pfn)
-        buf = np.empty(n_leaves * fpp, dtype=L.numpy_dtype)
+        buf = empty_words(n_leaves * fpp, L.numpy_dtype)
         self._fill(buf.reshape(n_leaves, fpp) if n_leaves else buf.reshape(0, fpp), n_leaves)
         if mp_source == "given":
             self._check_past(buf, max_pfn, n_leaves)
