@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 
+from . import wordsize
 from .errors import LayoutError, TreeError
 from .layout import (KIND_FOREIGN, KIND_IDENTITY, KIND_MISSING, KIND_VALID, LEVEL_LEAF,
                      LEVEL_MID, LEVEL_TOP, PAGE_SHIFT, PAGE_SIZE, Layout, layout_for)
@@ -34,6 +35,15 @@ def top_pointer_score(page: bytes, source, word_size: int) -> float:
             ok = seen[w] = w != 0 and source.has_frame(w)
         good += ok
     return good / n
+
+
+def check_pfn(layout: Layout, pfn: int) -> None:
+    """LayoutError unless ``pfn`` lies inside the tree."""
+    if pfn < 0:
+        raise LayoutError(f"pfn must not be negative (got {pfn})")
+    if pfn >= layout.capacity:
+        raise LayoutError(f"pfn {pfn:#x} is outside a {layout.word_size}-byte-word tree "
+                          f"(capacity {layout.capacity:#x} pfns)")
 
 
 class PathLookup:
@@ -59,28 +69,12 @@ class PathLookup:
             raise TreeError(f"top MFN {top_mfn:#x} is not in the image{where}")
         if word_size in (None, "auto"):
             scores = {ws: top_pointer_score(top, source, ws) for ws in (8, 4)}
-            ws = max(scores, key=lambda w: (scores[w], w))
-            if scores[ws] == 0.0:
-                raise TreeError(
-                    f"the page at top MFN {top_mfn:#x} holds no pointer to a frame in the image "
-                    "at either word size: not a p2m top page (wrong --top-mfn or --base?)")
+            ws = wordsize.choose(scores, top_mfn)
             self.word_size_source = "detected"
         else:
             ws = int(word_size)
             layout_for(ws)
-            mine = top_pointer_score(top, source, ws)
-            if mine < 0.75:
-                other = 12 - ws
-                theirs = top_pointer_score(top, source, other)
-                if theirs >= 0.99 and mine <= 0.6:
-                    raise LayoutError(
-                        f"--word-size {ws} does not fit this tree: its top page reads as "
-                        f"{other}-byte words (pointer plausibility {theirs:.0%} vs {mine:.0%}); "
-                        f"use --word-size {other} or auto")
-                if mine == 0.0:
-                    raise TreeError(
-                        f"the page at top MFN {top_mfn:#x} holds no pointer to a frame in the "
-                        f"image as {ws}-byte words: not a p2m top page (wrong --top-mfn?)")
+            wordsize.check_given(ws, lambda w: top_pointer_score(top, source, w), top_mfn)
             self.word_size_source = "given"
         self.layout: Layout = layout_for(ws)
         if max_pfn is not None and max_pfn > self.layout.capacity:
@@ -116,11 +110,7 @@ class PathLookup:
         ``problem`` says why.
         """
         L = self.layout
-        if pfn < 0:
-            raise LayoutError(f"pfn must not be negative (got {pfn})")
-        if pfn >= L.capacity:
-            raise LayoutError(f"pfn {pfn:#x} is outside a {L.word_size}-byte-word tree "
-                              f"(capacity {L.capacity:#x} pfns)")
+        check_pfn(L, pfn)
         t, m, i = L.split(pfn)
         out = {"pfn": pfn, "kind": KIND_MISSING, "mfn": None, "raw": None,
                "top_mfn": self.top_mfn, "word_size": L.word_size,
@@ -209,11 +199,7 @@ class TableLookup:
 
     def pfn(self, pfn: int) -> dict:
         L = self.layout
-        if pfn < 0:
-            raise LayoutError(f"pfn must not be negative (got {pfn})")
-        if pfn >= L.capacity:
-            raise LayoutError(f"pfn {pfn:#x} is outside a {L.word_size}-byte-word tree "
-                              f"(capacity {L.capacity:#x} pfns)")
+        check_pfn(L, pfn)
         got = self.table.lookup(pfn)
         return {"pfn": pfn, "kind": got["kind"], "mfn": got["mfn"],
                 "raw": got["raw"] if pfn < len(self.table) else None,

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from . import findings as F
+from . import wordsize
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, PAGE_SIZE, Layout, layout_for
 from .sources.base import FrameSource
@@ -141,12 +142,7 @@ def detect_word_size(cache: PageCache, top_mfn: int) -> tuple[int, dict]:
     Returns (word size, {4: score, 8: score}).
     """
     scores = {ws: _pointer_score(cache, top_mfn, layout_for(ws)) for ws in (8, 4)}
-    best = max(scores, key=lambda ws: (scores[ws], ws))
-    if scores[best] == 0.0:
-        raise TreeError(
-            f"the page at top MFN {top_mfn:#x} holds no pointer to a frame in the image "
-            "at either word size: not a p2m top page (wrong --top-mfn or --base?)")
-    return best, scores
+    return wordsize.choose(scores, top_mfn), scores
 
 
 # -- the walk -----------------------------------------------------------------
@@ -177,19 +173,8 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
     else:
         ws = int(word_size)
         layout_for(ws)
-        other = 12 - ws
-        mine = _pointer_score(cache, top_mfn, layout_for(ws))
-        if mine < 0.75:
-            theirs = _pointer_score(cache, top_mfn, layout_for(other))
-            if theirs >= 0.99 and mine <= 0.6:
-                raise LayoutError(
-                    f"--word-size {ws} does not fit this tree: its top and mid pages read as "
-                    f"{other}-byte words (pointer plausibility {theirs:.0%} vs {mine:.0%}); "
-                    f"use --word-size {other} or auto")
-            if mine == 0.0:
-                raise TreeError(
-                    f"the page at top MFN {top_mfn:#x} holds no pointer to a frame in the "
-                    f"image as {ws}-byte words: not a p2m top page (wrong --top-mfn or --base?)")
+        wordsize.check_given(ws, lambda w: _pointer_score(cache, top_mfn, layout_for(w)),
+                             top_mfn)
     layout = layout_for(ws)
     if max_pfn is not None:
         if max_pfn < 0:
