@@ -46,6 +46,14 @@ def check_pfn(layout: Layout, pfn: int) -> None:
                           f"(capacity {layout.capacity:#x} pfns)")
 
 
+def with_address(out: dict, paddr: int) -> dict:
+    """Add paddr, offset and the machine address to a pfn lookup result."""
+    out["paddr"] = paddr
+    out["offset"] = paddr & OFFSET_MASK
+    out["maddr"] = None if out["mfn"] is None else (out["mfn"] << PAGE_SHIFT) | out["offset"]
+    return out
+
+
 class PathLookup:
     """Look pfns up in the tree at ``top_mfn`` of ``source``, page by page.
 
@@ -148,12 +156,7 @@ class PathLookup:
         """Guest physical address -> machine address (None when missing)."""
         if paddr < 0:
             raise LayoutError(f"address must not be negative (got {paddr:#x})")
-        out = self.pfn(paddr >> PAGE_SHIFT)
-        out["paddr"] = paddr
-        out["offset"] = paddr & OFFSET_MASK
-        out["maddr"] = (None if out["mfn"] is None
-                        else (out["mfn"] << PAGE_SHIFT) | (paddr & OFFSET_MASK))
-        return out
+        return with_address(self.pfn(paddr >> PAGE_SHIFT), paddr)
 
 
 def parse_query_file(lines) -> list[tuple[str, int]]:
@@ -207,12 +210,7 @@ class TableLookup:
                 "past_max_pfn": self.max_pfn is not None and pfn >= self.max_pfn}
 
     def paddr(self, paddr: int) -> dict:
-        out = self.pfn(paddr >> PAGE_SHIFT)
-        out["paddr"] = paddr
-        out["offset"] = paddr & OFFSET_MASK
-        out["maddr"] = (None if out["mfn"] is None
-                        else (out["mfn"] << PAGE_SHIFT) | (paddr & OFFSET_MASK))
-        return out
+        return with_address(self.pfn(paddr >> PAGE_SHIFT), paddr)
 
     def mfns(self, mfns) -> dict:
         """{mfn: {"pfns": [...valid pfns], "foreign_pfns": [...]}} in one pass."""

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .common import (EXIT_CODES_HELP, NUMBER, Progress, word_size_option,
-                     write_json_file, ws_value)
+from .common import EXIT_CODES_HELP, Progress, write_json_file, ws_value
+from .treeopts import tree_options
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -15,16 +15,7 @@ from .common import (EXIT_CODES_HELP, NUMBER, Progress, word_size_option,
               show_default=True,
               help="raw: page of pfn P at offset P*4096, holes sparse; elf: an ELF64 core "
                    "with one PT_LOAD per run of consecutive pfns (p_paddr = pfn*4096).")
-@click.option("--top-mfn", type=NUMBER, default=None,
-              help="MFN of the p2m top page; optional for an xl dump-core file.")
-@word_size_option
-@click.option("--max-pfn", type=NUMBER, default=None,
-              help="Number of pfns (default: the dump's arch.max_pfn, else up to the last "
-                   "pfn not missing).")
-@click.option("--base", type=NUMBER, default=0, show_default=True,
-              help="File offset of machine frame 0 in a raw image.")
-@click.option("--container", type=click.Choice(["auto", "raw", "xc-core", "elf"]),
-              default="auto", show_default=True, help="Image container (auto: detect).")
+@tree_options
 @click.option("--summary-json", default=None, metavar="PATH",
               help="Also write the report (counts, findings) as JSON ('-' for stdout).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")

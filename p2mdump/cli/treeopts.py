@@ -13,7 +13,7 @@ import os
 
 import click
 
-from .common import NUMBER, CLIError
+from .common import NUMBER, CLIError, word_size_option
 
 
 
@@ -28,9 +28,7 @@ def tree_options(f):
     f = click.option("--max-pfn", type=NUMBER, default=None,
                      help="Number of pfns of the guest (shared_info arch.max_pfn).  Default: "
                           "the container's hint, else up to the last pfn not missing.")(f)
-    f = click.option("--word-size", type=click.Choice(["auto", "4", "8"]), default="auto",
-                     show_default=True,
-                     help="Guest word size in bytes (8: x86_64, 4: i386 PAE) or auto.")(f)
+    f = word_size_option(f)
     f = click.option("--top-mfn", type=NUMBER, default=None,
                      help="MFN of the top page (arch.pfn_to_mfn_frame_list_list).  Default: "
                           "the container's hint or the generator's sidecar IMAGE.json; "

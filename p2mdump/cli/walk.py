@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import click
 
-from .common import (EXIT_CODES_HELP, NUMBER, CLIError, Progress, output_stream,
-                     word_size_option, write_json_file, ws_value)
+from .common import (EXIT_CODES_HELP, CLIError, Progress, output_stream, write_json_file,
+                     ws_value)
+from .treeopts import tree_options
 
 FORMAT_HELP = """\b
 Output formats (--format):
@@ -50,21 +51,7 @@ def summary_lines(result, limit: int = 20):
 
 @click.command(epilog=FORMAT_HELP + "\n" + EXIT_CODES_HELP)
 @click.argument("image", metavar="IMAGE")
-@click.option("--top-mfn", type=NUMBER, default=None,
-              help="MFN of the top page (p2m_top_mfn, shared_info "
-                   "arch.pfn_to_mfn_frame_list_list); decimal or 0x-hex.  Optional for an "
-                   "xl dump-core file (read from .xen_shared_info) and for an image with the "
-                   "generator's sidecar IMAGE.json; `p2mdump scan` finds candidates.")
-@word_size_option
-@click.option("--max-pfn", type=NUMBER, default=None,
-              help="Number of pfns to return (shared_info arch.max_pfn).  "
-                   "Default: up to the last pfn whose entry is not missing.")
-@click.option("--base", type=NUMBER, default=0, show_default=True,
-              help="File offset of machine frame 0 in a raw image.")
-@click.option("--container", type=click.Choice(["auto", "raw", "xc-core", "elf"]),
-              default="auto", show_default=True,
-              help="Image container: auto (detected from the first bytes), raw, xc-core "
-                   "(xl dump-core ELF) or elf (ELF core with PT_LOAD machine addresses).")
+@tree_options
 @click.option("--format", "fmt", type=click.Choice(
     ["ranges", "table", "csv", "jsonl", "raw", "npy"]), default="ranges", show_default=True,
     help="Output format (see below).")
