@@ -205,10 +205,6 @@ class _Walk:
     def add(self, *args, **kw):
         self.findings.append(F.Finding(*args, **kw))
 
-    def _pfn_span(self, first_leaf_slot: int, nslots: int):
-        fpp = self.L.per_page
-        return first_leaf_slot * fpp, (first_leaf_slot + nslots) * fpp - 1
-
     # -- levels --------------------------------------------------------------
     def read_mids(self):
         """Top page -> leaf MFN of every leaf slot, and which slots are usable."""
@@ -349,7 +345,7 @@ class _Walk:
         invalid = L.invalid
         for slot in np.flatnonzero(~skip)[::-1].tolist():
             mfn = int(flat[slot])
-            words = self.shared.get(mfn) if mfn in self.shared else self._prefetch(mfn)
+            words = self.shared[mfn] if mfn in self.shared else self._read_leaf(mfn, keep=True)
             if words is None:
                 continue
             nz = np.flatnonzero(words != words.dtype.type(invalid))
@@ -357,13 +353,20 @@ class _Walk:
                 return slot * L.per_page + int(nz[-1]) + 1
         return 0
 
-    def _prefetch(self, mfn):
-        if mfn not in self.prefetched:
-            data = self.source.read_frame(mfn) if _in_image(self.source, mfn) else None
-            self.bulk_frames += data is not None
-            self.prefetched[mfn] = (None if data is None
-                                    else np.frombuffer(data, dtype=self.L.numpy_dtype))
-        return self.prefetched[mfn]
+    def _read_leaf(self, mfn: int, row: int | None = None, keep: bool = False):
+        """One leaf page as words, None when it is not in the image (reported
+        when ``row`` names the slot).  ``keep``: remember it for the fill, so
+        it is not read a second time."""
+        if mfn in self.prefetched:
+            return self.prefetched[mfn]
+        data = self.source.read_frame(mfn) if _in_image(self.source, mfn) else None
+        self.bulk_frames += data is not None
+        words = None if data is None else np.frombuffer(data, dtype=self.L.numpy_dtype)
+        if words is None and row is not None:
+            self._unreadable_leaf(row, mfn)
+        if keep:
+            self.prefetched[mfn] = words
+        return words
 
     def _fill(self, table2d: np.ndarray, n_leaves: int):
         """Fill leaf rows 0..n_leaves-1 of the table."""
@@ -374,7 +377,6 @@ class _Walk:
         bad = ~usable | (flat == 0)
         table2d[bad] = inv
         shared_rows = np.zeros(n_leaves, dtype=bool)
-        reported_shared = set()
         for mfn, words in self.shared.items():
             rows = np.flatnonzero((flat == mfn) & usable)
             if not len(rows):
@@ -382,11 +384,21 @@ class _Walk:
             shared_rows[rows] = True
             if words is None:
                 table2d[rows] = inv
-                if mfn not in reported_shared:
-                    reported_shared.add(mfn)
-                    self._unreadable_shared(mfn)
+                self._unreadable_shared(mfn)
             else:
                 table2d[rows] = words
+        # pages already read while looking for max_pfn: copied, not read again
+        if self.prefetched:
+            keys = np.fromiter(self.prefetched, dtype=np.uint64, count=len(self.prefetched))
+            for row in np.flatnonzero(np.isin(flat, keys) & ~bad & ~shared_rows).tolist():
+                shared_rows[row] = True
+                mfn = int(flat[row])
+                words = self.prefetched[mfn]
+                if words is None:
+                    table2d[row] = inv
+                    self._unreadable_leaf(row, mfn)
+                else:
+                    table2d[row] = words
         rows = np.flatnonzero(~bad & ~shared_rows)
         if not len(rows):
             return
@@ -407,17 +419,6 @@ class _Walk:
             mfn = int(mfns[a])
             n = b - a
             while n > 0:
-                pre = self.prefetched.get(mfn, False)
-                if pre is not False:
-                    if pre is None:
-                        table2d[row] = inv
-                        self._unreadable_leaf(row, mfn)
-                    else:
-                        table2d[row] = pre
-                    row += 1
-                    mfn += 1
-                    n -= 1
-                    continue
                 got = self.source.read_frames_into(
                     mfn, mem[row * rowbytes:(row + n) * rowbytes])
                 self.bulk_frames += got
@@ -471,7 +472,7 @@ class _Walk:
                 first = cand if first is None else min(first, cand)
         for row in rows[~is_shared].tolist():
             mfn = int(flat[row])
-            words = self._leaf_words_once(row, mfn)
+            words = self._read_leaf(mfn, row)
             if words is None:
                 continue
             nz = np.flatnonzero(words != inv)
@@ -484,17 +485,6 @@ class _Walk:
                      f"{count} entries at or past max_pfn {max_pfn:#x} are not missing "
                      f"(first: pfn {first:#x}); they are not in the table",
                      level=LEVEL_LEAF, count=count, pfn_first=first)
-
-    def _leaf_words_once(self, row, mfn):
-        if not _in_image(self.source, mfn):
-            self._unreadable_leaf(row, mfn)
-            return None
-        data = self.source.read_frame(mfn)
-        self.bulk_frames += data is not None
-        if data is None:
-            self._unreadable_leaf(row, mfn)
-            return None
-        return np.frombuffer(data, dtype=self.L.numpy_dtype)
 
     def _shared_findings(self):
         """Shared pages, what they hold, and pages used at two levels."""

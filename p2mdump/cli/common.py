@@ -8,7 +8,6 @@ import sys
 
 import click
 
-from ..errors import P2MDumpError
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -135,7 +134,3 @@ class Progress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
-
-
-def fail_from(exc: P2MDumpError):
-    raise CLIError(str(exc), exc.exit_code) from None

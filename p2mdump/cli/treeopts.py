@@ -9,11 +9,10 @@ otherwise an error that points at ``p2mdump scan``.
 """
 from __future__ import annotations
 
-import os
 
 import click
 
-from .common import NUMBER, CLIError, word_size_option
+from .common import NUMBER, word_size_option
 
 
 
@@ -72,8 +71,3 @@ def resolve_tree(source, image: str, top_mfn, word_size: str, max_pfn):
     side = read_sidecar(image) if top_mfn is None else None
     r = resolve(source, top_mfn, ws, max_pfn, side)
     return r.top_mfn, r.word_size, r.max_pfn, r.top_mfn_source
-
-
-def image_exists(image: str) -> None:
-    if not os.path.lexists(image):
-        raise CLIError(f"{image}: no such file", 3)

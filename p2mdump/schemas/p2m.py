@@ -45,9 +45,3 @@ def mid_page(word_size: int):
 def leaf_page(word_size: int):
     """A leaf: the raw pfn -> mfn entries of ``per_page`` consecutive pfns."""
     return _page(layout_for(word_size), "entries")
-
-
-def page_words(word_size: int):
-    """A bare array of one page of words (for bulk decode comparisons)."""
-    layout = layout_for(word_size)
-    return Array(layout.per_page, word(layout))
