@@ -20,6 +20,11 @@ def atomic_output(path, mode: str = "wb"):
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise OutputError(f"{path}: is a directory")
+    if os.path.exists(path) and not os.path.isfile(path):
+        # a device or pipe (/dev/null, /dev/stdout, a fifo): written in place,
+        # never replaced by a regular file
+        yield from _write_in_place(path, mode)
+        return
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
                                    dir=folder)
@@ -39,6 +44,21 @@ def atomic_output(path, mode: str = "wb"):
         if isinstance(exc, OSError) and not isinstance(exc, (BrokenPipeError,)):
             raise OutputError(f"{path}: write failed: {exc.strerror or exc}") from None
         raise
+
+
+def _write_in_place(path: str, mode: str):
+    kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+    try:
+        fh = open(path, mode, **kwargs)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot open for writing: {exc.strerror}") from None
+    try:
+        with fh:
+            yield fh
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        raise OutputError(f"{path}: write failed: {exc.strerror or exc}") from None
 
 
 def pwrite_all(fd: int, data, offset: int) -> None:

@@ -216,3 +216,17 @@ def test_python_m_and_help():
                          capture_output=True, text=True)
     assert res.returncode == 0
     assert "--top-mfn" in res.stdout and "Exit codes" in res.stdout
+
+
+def test_output_to_a_device_is_written_in_place(tmp_path):
+    """-o /dev/null (or a fifo) must be written to, never replaced by a file."""
+    import stat
+
+    img, side, _ = load_fixture("guest64")
+    before = os.stat(os.devnull)
+    assert stat.S_ISCHR(before.st_mode)
+    r = run("walk", img, "--top-mfn", side["top_mfn"], "--format", "raw", "-o", os.devnull,
+            "--summary-json", os.devnull, "-q")
+    assert r.exit_code == 0, r.output
+    after = os.stat(os.devnull)
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
