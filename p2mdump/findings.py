@@ -41,6 +41,9 @@ class Finding:
     pfn_last: int | None = None
     #: a few concrete examples, for duplicates and the like
     examples: list = field(default_factory=list)
+    #: first and last guest virtual address concerned (page-table findings)
+    vaddr_first: int | None = None
+    vaddr_last: int | None = None
 
     @property
     def is_warning(self) -> bool:
@@ -59,3 +62,16 @@ DUMP_UNSORTED = "dump-unsorted"              # .xen_p2m pfns not strictly ascend
 DUMP_LACKS_PFN = "dump-lacks-pfn"            # the tree maps a pfn .xen_p2m lacks
 DUMP_GMFN_MISMATCH = "dump-gmfn-mismatch"    # a .xen_p2m pair's gmfn differs from the tree
 DUMP_UNKNOWN_PAGE = "dump-unknown-page"      # a .xen_p2m page the tree does not map
+
+# page-table walk findings (p2mdump.pagetable); ``level`` is "pt-l1" .. "pt-l5"
+PT_NOT_PRESENT = "pt-not-present"    # a table entry on the path lacks the present bit
+PT_UNREADABLE = "pt-unreadable"      # a table entry names a table frame not in the image
+PT_FRAME_ZERO = "pt-frame-zero"      # a table entry names frame 0
+PT_LOOP = "pt-loop"                  # one table page used at two levels (a table that maps itself)
+PT_LARGE_PAGE = "pt-large-page"      # a 2 MiB / 1 GiB mapping on the path
+PT_SHARED_TABLE = "pt-shared-table"  # one table page named by several entries
+
+# list walk findings (p2mdump.listwalk)
+LIST_GENERATION_ODD = "p2m-generation-odd"   # the dump caught a p2m update in progress
+LIST_RANGE = "list-range"                    # the list's virtual range is odd (hypervisor hole, ...)
+LIST_SHORT = "list-short"                    # max_pfn goes past what the list maps
