@@ -3,6 +3,7 @@
  * in a raw machine-memory image (frame m at file offset m * 4096).
  *
  * Usage: c_walker IMAGE TOP_MFN WORD_SIZE MAX_PFN OUT
+ *        c_walker --list IMAGE P2M_CR3 P2M_VADDR WORD_SIZE MAX_PFN OUT
  *
  * Writes the same bytes as
  *   p2mdump walk IMAGE --top-mfn TOP_MFN --word-size WORD_SIZE \
@@ -24,6 +25,17 @@
  * read), makes the pfns below it INVALID (all ones), as p2mdump does.
  * No findings, no checks past max_pfn, no word size detection.
  * Assumes a little-endian host (x86), like the image format.
+ *
+ * --list walks a linear p2m list instead (the same bytes as
+ *   p2mdump walk IMAGE --p2m-cr3 P2M_CR3 --p2m-vaddr P2M_VADDR \
+ *                --word-size WORD_SIZE --max-pfn MAX_PFN --format raw -o OUT):
+ * for each of the ceil(MAX_PFN / per_page) list pages it translates the
+ * page's virtual address through the page tables (4 levels for word size 8,
+ * PAE 3 levels with the folded cr3 for word size 4; 64-bit entries, frame
+ * mask 0x000FFFFFFFFFF000, present bit tested, no large pages) keeping the
+ * last table page read at each level (so a table is read again only when
+ * the walk moves to another one), then preads the list page into the table.
+ * A non-present entry or a frame not in the image makes the page INVALID.
  *
  * C99, POSIX (pread), no other dependencies:  cc -O2 -o c_walker c_walker.c
  */
@@ -92,8 +104,120 @@ static void die(const char *msg)
     exit(1);
 }
 
+static int write_out(const char *path, const unsigned char *table, size_t total)
+{
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (out < 0) {
+        perror(path);
+        return 5;
+    }
+    size_t done = 0;
+    while (done < total) {
+        size_t chunk = total - done;
+        if (chunk > ((size_t)1 << 30))
+            chunk = (size_t)1 << 30;
+        ssize_t n = write(out, table + done, chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            perror(path);
+            return 5;
+        }
+        done += (size_t)n;
+    }
+    if (close(out) != 0) {
+        perror(path);
+        return 5;
+    }
+    return 0;
+}
+
+#define PTE_PRESENT 1ULL
+#define PTE_FRAME_MASK 0x000FFFFFFFFFF000ULL
+
+static int open_image(const char *path)
+{
+    img_fd = open(path, O_RDONLY);
+    if (img_fd < 0) {
+        perror(path);
+        return 0;
+    }
+    struct stat st;
+    if (fstat(img_fd, &st) != 0) {
+        perror(path);
+        return 0;
+    }
+    img_frames = (uint64_t)st.st_size / PAGE_SIZE;
+    return 1;
+}
+
+static int list_main(int argc, char **argv)
+{
+    uint64_t cr3, vaddr, ws64, max_pfn;
+    if (argc != 8) {
+        fprintf(stderr, "usage: %s --list IMAGE P2M_CR3 P2M_VADDR WORD_SIZE MAX_PFN OUT\n",
+                argv[0]);
+        return 2;
+    }
+    if (!parse_u64(argv[3], &cr3) || !parse_u64(argv[4], &vaddr) || !parse_u64(argv[5], &ws64)
+        || !parse_u64(argv[6], &max_pfn))
+        die("bad number");
+    if (ws64 != 4 && ws64 != 8)
+        die("word size must be 4 or 8");
+    const unsigned ws = (unsigned)ws64;
+    const size_t per_page = PAGE_SIZE / ws;
+    const int levels = ws == 8 ? 4 : 3;
+    uint64_t root = ws == 8 ? cr3 >> 12
+                            : (uint32_t)(((uint32_t)cr3 >> 12) | ((uint32_t)cr3 << 20));
+    if (!open_image(argv[2]))
+        return 3;
+    const size_t n_pages = (size_t)((max_pfn + per_page - 1) / per_page);
+    unsigned char *table = malloc(n_pages ? n_pages * PAGE_SIZE : 1);
+    if (!table)
+        die("out of memory");
+    /* the last table page read at each level */
+    static unsigned char tab[6][PAGE_SIZE];
+    uint64_t tab_mfn[6];
+    int tab_ok[6];
+    for (int l = 0; l < 6; l++)
+        tab_mfn[l] = UINT64_MAX;
+    for (size_t k = 0; k < n_pages; k++) {
+        uint64_t va = vaddr + (uint64_t)k * PAGE_SIZE;
+        uint64_t mfn = root;
+        int ok = 1;
+        for (int l = levels; l >= 1 && ok; l--) {
+            if (tab_mfn[l] != mfn) {
+                tab_mfn[l] = mfn;
+                tab_ok[l] = read_frame(mfn, tab[l]);
+            }
+            if (!tab_ok[l]) {
+                ok = 0;
+                break;
+            }
+            unsigned shift = 12 + 9 * (unsigned)(l - 1);
+            uint64_t idx = (va >> shift) & 511;
+            uint64_t e;
+            memcpy(&e, tab[l] + idx * 8, 8);
+            if (!(e & PTE_PRESENT)) {
+                ok = 0;
+                break;
+            }
+            mfn = (e & PTE_FRAME_MASK) >> 12;
+        }
+        unsigned char *row = table + k * PAGE_SIZE;
+        if (!ok || mfn == 0 || !read_frame(mfn, row))
+            memset(row, 0xff, PAGE_SIZE);
+    }
+    int rc = write_out(argv[7], table, (size_t)max_pfn * ws);
+    free(table);
+    close(img_fd);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--list") == 0)
+        return list_main(argc, argv);
     uint64_t top_mfn, ws64, max_pfn;
     if (argc != 6) {
         fprintf(stderr, "usage: %s IMAGE TOP_MFN WORD_SIZE MAX_PFN OUT\n", argv[0]);

@@ -1,10 +1,16 @@
-"""Walk the tree of any container, taking what the container knows.
+"""Where a guest's p2m is, and walking it: tree or linear list.
 
-``--top-mfn``, ``--word-size`` and ``--max-pfn`` are optional when the
-container says them itself: an ``xl dump-core`` file gives the frame-list-list
-(top MFN) and max_pfn from ``.xen_shared_info`` and the word size from
-e_machine.  After the walk the container's own findings are added and, for an
-``xl dump-core`` file, the cross-check of the tree against ``.xen_p2m``.
+A guest publishes its p2m as a three-level tree (``p2m_top_mfn``, shared_info
+``arch.pfn_to_mfn_frame_list_list``), as a linear list mapped by its page
+tables (``arch.p2m_cr3`` / ``arch.p2m_vaddr``), or both.  :func:`resolve`
+decides which representation to walk and with which parameters, from (in this
+order) the caller's options, the container's shared_info (an ``xl dump-core``
+file) and the sidecar ``IMAGE.json`` that ``p2mdump generate`` writes.  Like
+Xen's own save and dump-core code, a published list (p2m_cr3 != 0) is
+preferred over the tree; ``representation`` forces one.
+
+After the walk the container's own findings are added and, for an ``xl
+dump-core`` file, the cross-check of the table against ``.xen_p2m``.
 """
 from __future__ import annotations
 
@@ -13,29 +19,47 @@ from dataclasses import dataclass
 from .errors import EXIT_USAGE, LayoutError, P2MDumpError, TreeError
 from .layout import layout_for
 
+REPRESENTATIONS = ("auto", "tree", "list")
+
 
 class TopMfnRequired(P2MDumpError):
-    """No --top-mfn and the container does not name the tree."""
+    """No --top-mfn (or list parameters) and the container does not name the p2m."""
 
     exit_code = EXIT_USAGE
 
 
 @dataclass
 class Resolved:
-    top_mfn: int
+    top_mfn: int | None
     word_size: object   # 4, 8 or "auto"
     max_pfn: int | None
-    #: where each came from: "given", "container" or "default"
+    #: where each came from: "given", "container", "sidecar" or "default"
     top_mfn_source: str
     max_pfn_source: str
     word_size_source: str = "given"
+    #: "tree" or "list"
+    representation: str = "tree"
+    #: the list's parameters (representation "list")
+    p2m_cr3: int | None = None
+    p2m_vaddr: int | None = None
+    p2m_generation: int | None = None
+    five_level: bool = False
+    list_source: str = "given"
 
     def notes(self) -> list:
         out = []
+        if self.representation == "list":
+            where = {"container": "from .xen_shared_info arch.p2m_cr3/p2m_vaddr",
+                     "sidecar": "from the generator's sidecar IMAGE.json",
+                     "given": "as given"}[self.list_source]
+            out.append(f"linear p2m list: p2m_cr3 {self.p2m_cr3:#x}, p2m_vaddr "
+                       f"{self.p2m_vaddr:#x} {where}")
         if self.top_mfn_source == "sidecar":
             out.append(f"top MFN {self.top_mfn:#x}"
                        + (f", max_pfn {self.max_pfn:#x}" if self.max_pfn_source == "sidecar"
                           else "") + " from the generator's sidecar IMAGE.json")
+        elif self.max_pfn_source == "sidecar":
+            out.append(f"max_pfn {self.max_pfn:#x} from the generator's sidecar IMAGE.json")
         if self.top_mfn_source == "container":
             out.append(f"top MFN {self.top_mfn:#x} from .xen_shared_info "
                        "arch.pfn_to_mfn_frame_list_list")
@@ -47,19 +71,88 @@ class Resolved:
 
 
 def resolve(source, top_mfn=None, word_size="auto", max_pfn=None,
-            sidecar: dict | None = None) -> Resolved:
-    """Fill in what the caller left out: from the container's hints (the
-    shared_info of an xl dump-core file) or, for a raw image, from the
-    ``sidecar`` dict that ``p2mdump generate`` wrote beside it."""
+            sidecar: dict | None = None, *, representation: str = "auto",
+            p2m_cr3: int | None = None, p2m_vaddr: int | None = None,
+            five_level: bool = False) -> Resolved:
+    """Fill in what the caller left out and pick the representation."""
+    if representation not in REPRESENTATIONS:
+        raise LayoutError(f"representation must be one of {', '.join(REPRESENTATIONS)}")
     if getattr(source, "is_hvm", False):
         raise TreeError(source.top_mfn_problem or f"{source.describe()}: HVM guest, no PV "
                         "p2m tree")
+    want_list = representation == "list" or (
+        representation == "auto" and top_mfn is None
+        and (p2m_cr3 is not None or p2m_vaddr is not None or _container_list(source)
+             or (not _container_tree(source) and _sidecar_list(sidecar, source))))
+    if want_list:
+        return _resolve_list(source, word_size, max_pfn, sidecar, p2m_cr3, p2m_vaddr,
+                             five_level)
+    if p2m_cr3 is not None or p2m_vaddr is not None:
+        raise LayoutError("--p2m-cr3/--p2m-vaddr name a linear list; they do not go with "
+                          "--representation tree")
+    return _resolve_tree(source, top_mfn, word_size, max_pfn, sidecar)
+
+
+def _container_list(source) -> bool:
+    return bool(getattr(source, "p2m_cr3_hint", None))
+
+
+def _container_tree(source) -> bool:
+    return getattr(source, "top_mfn_hint", None) is not None
+
+
+def _ws_and_max(source, word_size, max_pfn, sidecar, from_sidecar: bool):
+    ws, ws_source = word_size, "given"
+    if ws in (None, "auto"):
+        ws = "auto"
+        hint = getattr(source, "word_size_hint", None)
+        if hint in (4, 8):
+            ws, ws_source = hint, "container"
+        elif from_sidecar and sidecar.get("word_size") in (4, 8):
+            ws, ws_source = sidecar["word_size"], "sidecar"
+    return ws, ws_source
+
+
+def _resolve_list(source, word_size, max_pfn, sidecar, p2m_cr3, p2m_vaddr, five_level):
+    list_source = "given"
+    generation = None
+    if p2m_cr3 is None and p2m_vaddr is None:
+        if _container_list(source):
+            p2m_cr3, p2m_vaddr = source.p2m_cr3_hint, source.p2m_vaddr_hint
+            generation = source.p2m_generation_hint
+            list_source = "container"
+        elif _sidecar_list(sidecar, source):
+            p2m_cr3, p2m_vaddr = sidecar["p2m_cr3"], sidecar["p2m_vaddr"]
+            generation = sidecar.get("p2m_generation")
+            list_source = "sidecar"
+        else:
+            problem = getattr(source, "top_mfn_problem", None)
+            raise TopMfnRequired(
+                f"{source.path}: no linear p2m list is named: give --p2m-cr3 and --p2m-vaddr"
+                + (f" ({problem})" if problem else ""))
+    if p2m_cr3 is None or p2m_vaddr is None:
+        raise TopMfnRequired("a linear p2m list needs both --p2m-cr3 and --p2m-vaddr")
+    ws, ws_source = _ws_and_max(source, word_size, max_pfn, sidecar, list_source == "sidecar")
+    mp_source = "given" if max_pfn is not None else "default"
+    if max_pfn is None:
+        if list_source == "container" and getattr(source, "max_pfn_hint", None):
+            max_pfn, mp_source = int(source.max_pfn_hint), "container"
+        elif _sidecar_fits(sidecar, source) and isinstance(sidecar.get("max_pfn"), int):
+            max_pfn, mp_source = sidecar["max_pfn"], "sidecar"
+        else:
+            raise TopMfnRequired("a linear p2m list walk needs --max-pfn (shared_info "
+                                 "arch.max_pfn): the list's length is published nowhere else")
+    return Resolved(None, ws, max_pfn, "none", mp_source, ws_source, "list", p2m_cr3,
+                    p2m_vaddr, generation, five_level, list_source)
+
+
+def _resolve_tree(source, top_mfn, word_size, max_pfn, sidecar) -> Resolved:
     top_source = "given"
     if top_mfn is None:
         hint = getattr(source, "top_mfn_hint", None)
         if hint is not None:
             top_mfn, top_source = int(hint), "container"
-        elif _sidecar_fits(sidecar, source):
+        elif _sidecar_fits(sidecar, source) and isinstance(sidecar.get("top_mfn"), int):
             top_mfn, top_source = sidecar["top_mfn"], "sidecar"
         else:
             problem = getattr(source, "top_mfn_problem", None)
@@ -70,15 +163,7 @@ def resolve(source, top_mfn=None, word_size="auto", max_pfn=None,
             raise TopMfnRequired(
                 f"{source.path}: --top-mfn is required for {kind} image: it has no "
                 "shared_info naming the tree (`p2mdump scan IMAGE` finds candidates)")
-    ws = word_size
-    ws_source = "given"
-    if ws in (None, "auto"):
-        ws = "auto"
-        hint = getattr(source, "word_size_hint", None)
-        if hint in (4, 8):
-            ws, ws_source = hint, "container"
-        elif top_source == "sidecar" and sidecar.get("word_size") in (4, 8):
-            ws, ws_source = sidecar["word_size"], "sidecar"
+    ws, ws_source = _ws_and_max(source, word_size, max_pfn, sidecar, top_source == "sidecar")
     mp_source = "given" if max_pfn is not None else "default"
     if max_pfn is None and top_source == "container":
         hint = getattr(source, "max_pfn_hint", None)
@@ -96,28 +181,60 @@ def resolve(source, top_mfn=None, word_size="auto", max_pfn=None,
 
 def _sidecar_fits(sidecar, source) -> bool:
     return (isinstance(sidecar, dict) and source.container == "raw"
-            and isinstance(sidecar.get("top_mfn"), int)
             and sidecar.get("container", "raw") == "raw"
             and sidecar.get("base", 0) == getattr(source, "base", 0))
 
 
-def walk_image(source, top_mfn=None, word_size="auto", max_pfn=None, progress=None,
-               crosscheck: bool = True, sidecar: dict | None = None,
-               check_table: bool = True):
-    """(WalkResult, Resolved): the walk with the container's findings and,
-    for an xl dump-core file, the cross-check against .xen_p2m."""
-    from .walker import walk
+def _sidecar_list(sidecar, source) -> bool:
+    return (_sidecar_fits(sidecar, source) and sidecar.get("representation") in ("list", "both")
+            and isinstance(sidecar.get("p2m_cr3"), int)
+            and isinstance(sidecar.get("p2m_vaddr"), int))
 
-    r = resolve(source, top_mfn, word_size, max_pfn, sidecar)
-    result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
-                  progress=progress, check_table=check_table)
+
+def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True):
+    """Walk what :func:`resolve` chose; a :class:`~p2mdump.result.WalkResult`."""
+    if r.representation == "list":
+        from .listwalk import walk_list
+
+        try:
+            result = walk_list(source, r.p2m_cr3, r.p2m_vaddr, word_size=r.word_size,
+                               max_pfn=r.max_pfn, five_level=r.five_level,
+                               generation=r.p2m_generation, progress=progress,
+                               check_table=check_table)
+        except TreeError as exc:
+            if r.list_source == "container":
+                raise type(exc)(f"{exc} (the list named by .xen_shared_info arch.p2m_cr3 "
+                                f"{r.p2m_cr3:#x}, arch.p2m_vaddr {r.p2m_vaddr:#x}"
+                                + (f"; {source.top_mfn_problem}" if getattr(
+                                    source, "top_mfn_problem", None) else "")
+                                + ")") from None
+            raise
+    else:
+        from .walker import walk
+
+        result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
+                      progress=progress, check_table=check_table)
     if r.max_pfn_source in ("container", "sidecar"):
         result.max_pfn_source = r.max_pfn_source
     if r.word_size_source in ("container", "sidecar"):
         result.word_size_source = r.word_size_source
+    return result
+
+
+def walk_image(source, top_mfn=None, word_size="auto", max_pfn=None, progress=None,
+               crosscheck: bool = True, sidecar: dict | None = None,
+               check_table: bool = True, *, representation: str = "auto",
+               p2m_cr3: int | None = None, p2m_vaddr: int | None = None,
+               five_level: bool = False):
+    """(WalkResult, Resolved): the walk with the container's findings and,
+    for an xl dump-core file, the cross-check against .xen_p2m."""
+    r = resolve(source, top_mfn, word_size, max_pfn, sidecar, representation=representation,
+                p2m_cr3=p2m_cr3, p2m_vaddr=p2m_vaddr, five_level=five_level)
+    result = walk_resolved(source, r, progress=progress, check_table=check_table)
     result.findings.extend(source.container_findings())
     if crosscheck and hasattr(source, "pairs"):
         from .crosscheck import crosscheck as check
 
-        result.findings.extend(check(result.table, *source.pairs()))
+        result.findings.extend(check(result.table, *source.pairs(),
+                                     list_info=result.list_info))
     return result, r

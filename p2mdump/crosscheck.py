@@ -19,7 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import findings as F
+from .layout import PAGE_SIZE
+from .paging import PTES_PER_PAGE, level_shift
 from .table import VALID, P2MTable
+
+PMD_SHIFT = level_shift(2)
 
 EXAMPLES = 5
 
@@ -40,10 +44,38 @@ def pfn_ranges(pfns, limit: int = EXAMPLES) -> str:
     return ", ".join(parts) + (f" and {more} more range(s)" if more > 0 else "")
 
 
-def crosscheck(table: P2MTable, pair_pfns, pair_gmfns) -> list:
+def last_pmd_bug_hint(lacking, table: P2MTable, list_info: dict | None) -> str:
+    """Name Xen's dump-core bug when the lacking pfns are those of the last
+    PMD of a list that does not start at index 0 of its PMD page.
+
+    Xen's dump-core (4.16 and later, and the save code) walks the list's
+    page tables itself; when ``p2m_vaddr`` is not at level-2 index 0 it
+    loses the pfns whose list entries lie in the list's last PMD (2 MiB of
+    list): the dump lacks their pages and pairs and is padded instead.
+    """
+    if not list_info or not len(lacking):
+        return ""
+    vaddr = list_info.get("p2m_vaddr")
+    pages = list_info.get("list_pages") or 0
+    if vaddr is None or not pages:
+        return ""
+    pmd_index = (vaddr >> PMD_SHIFT) & (PTES_PER_PAGE - 1)
+    last_page = vaddr + (pages - 1) * PAGE_SIZE
+    pmd_start = last_page & ~((1 << PMD_SHIFT) - 1)
+    first_pfn = max(0, (pmd_start - vaddr) // PAGE_SIZE) * table.layout.per_page
+    if pmd_index == 0 or int(lacking[0]) < first_pfn:
+        return ""
+    return (f"; these pfns are all in the list's last PMD (pfns from {first_pfn:#x}) and "
+            f"p2m_vaddr {vaddr:#x} is not at index 0 of its PMD page (index {pmd_index}): "
+            "the likely cause is a known bug of Xen's dump-core (4.16 and later), which drops "
+            "the last PMD of such a list; the list in the dump is whole")
+
+
+def crosscheck(table: P2MTable, pair_pfns, pair_gmfns, list_info: dict | None = None) -> list:
     """Findings comparing ``table`` with the (pfn, gmfn) pairs of .xen_p2m
     (padding already removed).  Duplicate pfns in the pairs are compared
-    each (the container reports the duplication itself)."""
+    each (the container reports the duplication itself).  ``list_info``
+    (a list walk's parameters) lets the report name a known Xen bug."""
     out: list = []
     kinds = table.kinds()
     mfns = table.mfns().astype(np.uint64)
@@ -98,8 +130,9 @@ def crosscheck(table: P2MTable, pair_pfns, pair_gmfns) -> list:
         ex = [{"pfn": int(p), "tree_mfn": int(mfns[p])} for p in lacking[:EXAMPLES].tolist()]
         out.append(F.Finding(
             F.DUMP_LACKS_PFN, F.WARNING,
-            f"{len(lacking)} pfn(s) the tree maps to a frame have no .xen_p2m pair: "
-            f"pfns {pfn_ranges(lacking)}",
+            f"{len(lacking)} pfn(s) the {'list' if list_info else 'tree'} maps to a frame have "
+            f"no .xen_p2m pair: pfns {pfn_ranges(lacking)}"
+            + last_pmd_bug_hint(lacking, table, list_info),
             count=len(lacking), pfn_first=int(lacking[0]), pfn_last=int(lacking[-1]),
             examples=ex))
     return out

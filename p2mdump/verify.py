@@ -67,10 +67,17 @@ class VerifyReport:
         return s
 
 
-def verify(source, top_mfn: int, *, word_size="auto", max_pfn: int | None = None,
+def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
            progress=None) -> VerifyReport:
-    """Walk the tree at ``top_mfn`` and check it; see the module doc."""
-    res = walk(source, top_mfn, word_size=word_size, max_pfn=max_pfn, progress=progress)
+    """Walk the tree at ``top_mfn`` -- or what a :class:`p2mdump.autowalk.Resolved`
+    names, tree or list -- and check it; see the module doc."""
+    from .autowalk import Resolved, walk_resolved
+
+    if isinstance(top_mfn, Resolved):
+        max_pfn = top_mfn.max_pfn
+        res = walk_resolved(source, top_mfn, progress=progress)
+    else:
+        res = walk(source, top_mfn, word_size=word_size, max_pfn=max_pfn, progress=progress)
     out = list(res.findings)
     out += _table_checks(res)
     out += _garbage_leaves(source, res)
@@ -79,7 +86,7 @@ def verify(source, top_mfn: int, *, word_size="auto", max_pfn: int | None = None
                              f"no max_pfn given: the table ends at the last pfn not missing "
                              f"({res.max_pfn:#x}); entries past the guest's max_pfn cannot be "
                              "checked (give --max-pfn, shared_info arch.max_pfn)",
-                             level=LEVEL_TOP, mfn=top_mfn))
+                             level=LEVEL_TOP, mfn=res.top_mfn))
     order = {F.WARNING: 0, F.INFO: 1}
     out.sort(key=lambda f: order.get(f.severity, 2))
     return VerifyReport(walk=res, findings=out)
@@ -187,7 +194,12 @@ def _garbage_leaves(source, res: WalkResult) -> list:
     n_rows = len(table) // fpp
     if not n_rows:
         return []
-    tp = read_tree_pages(source, res.top_mfn, L)
+    # which frame holds each leaf: tree leaves from the mid pages; a list's
+    # pages are not named by tree pages (the finding names pfns and vaddrs)
+    leaf_mfn = parent = None
+    if res.representation == "tree":
+        tp = read_tree_pages(source, res.top_mfn, L)
+        leaf_mfn, parent = tp.leaf, tp.top
     mfn_max = np.uint64(min(MFN_MAX_64, L.identity_bit - 1))
     rest_mask = np.uint64(L.word_mask & ~L.flag_mask)
     bad_rows = []
@@ -214,14 +226,20 @@ def _garbage_leaves(source, res: WalkResult) -> list:
         return []
     ex = []
     for row, n in list(zip(bad_rows, bad_counts))[:EXAMPLES]:
-        ex.append({"leaf_slot": row, "mfn": int(tp.leaf[row]), "garbage_entries": int(n),
+        ex.append({"leaf_slot": row,
+                   "mfn": int(leaf_mfn[row]) if leaf_mfn is not None else None,
+                   "garbage_entries": int(n),
                    "pfns": [row * fpp, (row + 1) * fpp - 1]})
     row0 = bad_rows[0]
+    mfn0 = int(leaf_mfn[row0]) if leaf_mfn is not None else None
+    where = f"MFN {mfn0:#x}, " if mfn0 is not None else ""
+    what = "leaf" if res.representation == "tree" else "list"
     return [F.Finding(GARBAGE_LEAF, F.WARNING,
-                      f"{len(bad_rows)} leaf page(s) decode as mostly garbage (first: MFN "
-                      f"{int(tp.leaf[row0]):#x}, pfns {row0 * fpp:#x}-{(row0 + 1) * fpp - 1:#x}, "
+                      f"{len(bad_rows)} {what} page(s) decode as mostly garbage (first: {where}"
+                      f"pfns {row0 * fpp:#x}-{(row0 + 1) * fpp - 1:#x}, "
                       f"{bad_counts[0]} of {fpp} entries are not p2m entries)",
-                      level=LEVEL_LEAF, slot=row0 % fpp, mfn=int(tp.leaf[row0]),
-                      parent_mfn=int(tp.top[row0 // fpp]), count=len(bad_rows),
+                      level=LEVEL_LEAF, slot=row0 % fpp, mfn=mfn0,
+                      parent_mfn=int(parent[row0 // fpp]) if parent is not None else None,
+                      count=len(bad_rows),
                       pfn_first=row0 * fpp, pfn_last=(bad_rows[-1] + 1) * fpp - 1,
                       examples=ex)]

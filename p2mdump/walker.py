@@ -10,7 +10,6 @@ cannot be used at all raises :class:`~p2mdump.errors.TreeError`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -20,64 +19,10 @@ from . import wordsize
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, PAGE_SIZE, Layout, layout_for
 from .sources.base import FrameSource
+from .result import WalkResult, table_findings  # noqa: F401  (re-exported)
 from .table import P2MTable, empty_words
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class WalkResult:
-    table: P2MTable
-    layout: Layout
-    top_mfn: int
-    findings: list = field(default_factory=list)
-    #: "given" when max_pfn came from the caller, else "last-non-missing"
-    max_pfn_source: str = "given"
-    #: how the word size was chosen: "given" or "detected"
-    word_size_source: str = "given"
-    #: distinct frames read from the image
-    pages_read: int = 0
-    #: MFN of the shared mid placeholder (p2m_mid_missing_mfn), if seen
-    mid_placeholder: int | None = None
-    #: MFNs of shared all-INVALID leaf pages (p2m_missing, p2m_identity)
-    leaf_placeholders: list = field(default_factory=list)
-    source: str = ""
-    #: whether the whole-table checks ran (see :meth:`check_table`)
-    table_checked: bool = False
-
-    @property
-    def max_pfn(self) -> int:
-        return len(self.table)
-
-    @property
-    def word_size(self) -> int:
-        return self.layout.word_size
-
-    def check_table(self) -> None:
-        """Add the whole-table findings (once)."""
-        if not self.table_checked:
-            self.table_checked = True
-            self.findings.extend(table_findings(self.table))
-
-    def warnings(self) -> list:
-        return [f for f in self.findings if f.is_warning]
-
-    def summary(self) -> dict:
-        counts = self.table.counts()
-        return {
-            "source": self.source,
-            "word_size": self.layout.word_size,
-            "word_size_source": self.word_size_source,
-            "top_mfn": self.top_mfn,
-            "max_pfn": self.max_pfn,
-            "max_pfn_source": self.max_pfn_source,
-            "counts": counts,
-            "pages_read": self.pages_read,
-            "mid_placeholder": self.mid_placeholder,
-            "leaf_placeholders": list(self.leaf_placeholders),
-            "warnings": len(self.warnings()),
-            "findings": [f.to_dict() for f in self.findings],
-        }
 
 
 class PageCache:
@@ -558,20 +503,3 @@ class _Walk:
             self.add(F.CROSS_LEVEL, F.WARNING,
                      f"page MFN {mfn:#x} is used as a {' and a '.join(order)} page",
                      level=order[-1], mfn=mfn)
-
-
-
-def table_findings(table: P2MTable) -> list:
-    """Findings that need the whole table: duplicate machine frames."""
-    out = []
-    total, examples = table.duplicate_mfns()
-    if total:
-        ex = ", ".join(f"mfn {m:#x} <- pfns {a:#x} and {b:#x}" for m, a, b in examples)
-        out.append(F.Finding(
-            F.DUPLICATE_MFN, F.WARNING,
-            f"{total} pfns map to a machine frame another pfn already maps ({ex})",
-            level=LEVEL_LEAF, count=total,
-            mfn=examples[0][0] if examples else None,
-            pfn_first=min(examples[0][1:]) if examples else None,
-            examples=[{"mfn": m, "pfns": [a, b]} for m, a, b in examples]))
-    return out

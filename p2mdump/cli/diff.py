@@ -42,13 +42,15 @@ def _load(path, fmt, top_mfn, word_size, base, container):
     if fmt in ("npy", "raw"):
         ws = None if word_size == "auto" else int(word_size)
         return load_table(path, word_size=ws, fmt=fmt), path
-    from ..walker import walk
+    from ..autowalk import walk_resolved
     from .treeopts import open_source, resolve_tree
 
     with open_source(path, base, container) as source:
-        top, ws, mp, _ = resolve_tree(source, path, top_mfn, word_size, None)
-        res = walk(source, top, word_size=ws, max_pfn=mp)
-    return res.table, f"{path} @ top MFN {top:#x}"
+        r = resolve_tree(source, path, top_mfn, word_size, None)
+        res = walk_resolved(source, r)
+    if res.representation == "list":
+        return res.table, f"{path} @ list p2m_vaddr {res.list_info['p2m_vaddr']:#x}"
+    return res.table, f"{path} @ top MFN {res.top_mfn:#x}"
 
 
 @click.command(epilog=DIFF_HELP + "\n" + EXIT_CODES_HELP)

@@ -20,7 +20,7 @@ from .treeopts import tree_options
               help="Also write the report (counts, findings) as JSON ('-' for stdout).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, summary_json,
-            quiet):
+            quiet, **list_opts):
     """Write the memory of the guest whose p2m is in IMAGE to GUEST, in pfn order,
     so that tools knowing nothing about Xen (Volatility, crash, a hex editor)
     can read it: byte pfn*4096 of a raw GUEST holds the guest page of pfn.
@@ -45,9 +45,10 @@ def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, su
         side = read_sidecar(image) if top_mfn is None else None
         try:
             result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn,
-                                          sidecar=side)
+                                          sidecar=side, **list_opts)
         except TreeError as exc:
-            if top_mfn is not None or not hasattr(source, "pairs") or source.is_hvm:
+            if (top_mfn is not None or list_opts.get("p2m_cr3") is not None
+                    or not hasattr(source, "pairs") or source.is_hvm):
                 raise
             if not quiet:
                 click.echo(f"p2mdump: {exc}; using the dump's .xen_p2m pairs instead",

@@ -46,7 +46,7 @@ a list of those, each with "query".
               help="Many queries, one a line ('-' for stdin).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def lookup(image, top_mfn, word_size, max_pfn, base, container, pfn, mfn, paddr, maddr,
-           from_file, as_json):
+           from_file, as_json, **list_opts):
     """Translate between guest (pfn, physical address) and machine (mfn,
     machine address) through the p2m tree of IMAGE."""
     given = [n for n, v in (("--pfn", pfn), ("--mfn", mfn), ("--paddr", paddr),
@@ -61,8 +61,9 @@ def lookup(image, top_mfn, word_size, max_pfn, base, container, pfn, mfn, paddr,
     if from_file is not None:
         queries = _read_queries(from_file)
     with open_source(image, base, container) as source:
-        top, ws, mp, _where = resolve_tree(source, image, top_mfn, word_size, max_pfn)
-        if pfn is not None or paddr is not None:
+        r = resolve_tree(source, image, top_mfn, word_size, max_pfn, **list_opts)
+        top, ws, mp = r.top_mfn, r.word_size, r.max_pfn
+        if r.representation == "tree" and (pfn is not None or paddr is not None):
             from ..lookup import PathLookup
 
             path = PathLookup(source, top, word_size=ws, max_pfn=mp)
@@ -70,12 +71,19 @@ def lookup(image, top_mfn, word_size, max_pfn, base, container, pfn, mfn, paddr,
             result["pages_read"] = path.pages_read
             results = [result]
         else:
+            from ..autowalk import walk_resolved
             from ..lookup import TableLookup
             from ..walker import walk
 
-            walked = walk(source, top, word_size=ws, max_pfn=None)
+            walked = walk_resolved(source, r) if r.representation == "list" else \
+                walk(source, top, word_size=ws, max_pfn=None)
             tl = TableLookup(walked, max_pfn=mp)
-            if queries is None:
+            if queries is None and (pfn is not None or paddr is not None):
+                queries = [("pfn", pfn)] if pfn is not None else [("paddr", paddr)]
+                results = tl.many(queries)
+                del results[0]["query"]
+                queries = None
+            elif queries is None:
                 queries = [("mfn", mfn)] if mfn is not None else [("maddr", maddr)]
                 results = tl.many(queries)
                 del results[0]["query"]

@@ -27,7 +27,8 @@ the shared placeholders.  Only SVG is written: PNG would need a rasteriser
               help="The picture to write (.svg; written atomically; '-' for stdout).")
 @click.option("--title", default=None, help="Title of the picture [default: the image name].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, quiet):
+def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, quiet,
+         **list_opts):
     """Draw the p2m of IMAGE as an SVG picture."""
     ext = os.path.splitext(output)[1].lower()
     if output != "-" and ext != ".svg":
@@ -38,20 +39,24 @@ def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, qui
         raise CLIError(f"{output}: the picture must be a .svg file", 2)
     from ..mapsvg import render_map
     from ..treeinfo import read_tree_pages
-    from ..walker import walk
+    from ..autowalk import walk_resolved
 
     progress = Progress("walking leaves", enabled=not quiet)
     with open_source(image, base, container) as source:
-        top, ws, mp, _ = resolve_tree(source, image, top_mfn, word_size, max_pfn)
+        r = resolve_tree(source, image, top_mfn, word_size, max_pfn, **list_opts)
         try:
-            res = walk(source, top, word_size=ws, max_pfn=mp, progress=progress)
+            res = walk_resolved(source, r, progress=progress)
         finally:
             progress.close()
-        tree = read_tree_pages(source, top, res.layout)
+        top = res.top_mfn
+        tree = read_tree_pages(source, top, res.layout) if top is not None else None
         limit = source.frame_limit()
     leaf_ph = set(res.leaf_placeholders)
     svg = render_map(res.table, tree, frame_limit=limit,
-                     title=title or f"p2m of {os.path.basename(image)}, top MFN {top:#x}",
+                     title=title or (f"p2m of {os.path.basename(image)}, top MFN {top:#x}"
+                                     if top is not None else
+                                     f"p2m list of {os.path.basename(image)}, p2m_vaddr "
+                                     f"{res.list_info['p2m_vaddr']:#x}"),
                      placeholders=(res.mid_placeholder, leaf_ph))
     if output == "-":
         click.echo(svg)

@@ -16,8 +16,26 @@ from .common import NUMBER, word_size_option
 
 
 
+LIST_OPTION_NAMES = ("representation", "p2m_cr3", "p2m_vaddr", "five_level")
+
+
 def tree_options(f):
-    """--top-mfn, --word-size, --max-pfn, --base, --container."""
+    """--top-mfn, --word-size, --max-pfn, --base, --container, and the linear
+    list's --representation, --p2m-cr3, --p2m-vaddr, --five-level."""
+    f = click.option("--five-level", is_flag=True,
+                     help="The guest uses 5-level paging (LA57; 64-bit guests only).")(f)
+    f = click.option("--p2m-vaddr", type=NUMBER, default=None,
+                     help="Virtual address of the linear p2m list (shared_info "
+                          "arch.p2m_vaddr).  Default: the container's or sidecar's.")(f)
+    f = click.option("--p2m-cr3", type=NUMBER, default=None,
+                     help="cr3 of the page tables mapping the linear p2m list, as the "
+                          "register value (shared_info arch.p2m_cr3; folded on 32-bit "
+                          "guests).  With --p2m-vaddr and --max-pfn it names a list.")(f)
+    f = click.option("--representation", type=click.Choice(["auto", "tree", "list"]),
+                     default="auto", show_default=True,
+                     help="Which form of the p2m to walk: the three-level tree (top MFN), "
+                          "the linear list (p2m_cr3/p2m_vaddr), or auto: the list when one "
+                          "is named (as Xen's tools prefer it), else the tree.")(f)
     f = click.option("--container", type=click.Choice(["auto", "raw", "xc-core", "elf"]),
                      default="auto", show_default=True,
                      help="Image container: auto (detected from the first bytes), raw (frame M "
@@ -60,14 +78,13 @@ def _looks_like_container(image: str) -> bool:
     return head.startswith(b"\x7fELF")
 
 
-def resolve_tree(source, image: str, top_mfn, word_size: str, max_pfn):
-    """(top_mfn, word size ('auto'|4|8), max_pfn, where top_mfn came from):
-    the given options, else the container's hints, else the generator's
-    sidecar (:func:`p2mdump.autowalk.resolve` decides)."""
+def resolve_tree(source, image: str, top_mfn, word_size: str, max_pfn, **list_opts):
+    """A :class:`p2mdump.autowalk.Resolved`: which representation (tree or
+    list) to walk and where it is -- the given options, else the container's
+    hints, else the generator's sidecar."""
     from ..autowalk import resolve
     from ..sidecar import read_sidecar
 
     ws = "auto" if word_size == "auto" else int(word_size)
-    side = read_sidecar(image) if top_mfn is None else None
-    r = resolve(source, top_mfn, ws, max_pfn, side)
-    return r.top_mfn, r.word_size, r.max_pfn, r.top_mfn_source
+    side = read_sidecar(image) if top_mfn is None and list_opts.get("p2m_cr3") is None else None
+    return resolve(source, top_mfn, ws, max_pfn, side, **list_opts)

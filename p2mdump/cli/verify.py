@@ -32,15 +32,16 @@ Exit: 0 nothing is wrong (info findings only), 1 something is (warnings),
 @tree_options
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the verdict line (text mode).")
-def verify(image, top_mfn, word_size, max_pfn, base, container, as_json, quiet):
-    """Check the p2m tree of IMAGE and report everything that looks wrong."""
+def verify(image, top_mfn, word_size, max_pfn, base, container, as_json, quiet, **list_opts):
+    """Check the p2m of IMAGE (tree or linear list) and report everything that looks wrong."""
     from ..verify import verify as do_verify
 
     progress = Progress("verifying", enabled=not quiet and not as_json)
     with open_source(image, base, container) as source:
-        top, ws, mp, where = resolve_tree(source, image, top_mfn, word_size, max_pfn)
+        r = resolve_tree(source, image, top_mfn, word_size, max_pfn, **list_opts)
+        where = r.list_source if r.representation == "list" else r.top_mfn_source
         try:
-            report = do_verify(source, top, word_size=ws, max_pfn=mp, progress=progress)
+            report = do_verify(source, r, progress=progress)
         finally:
             progress.close()
     if as_json:
@@ -53,7 +54,12 @@ def verify(image, top_mfn, word_size, max_pfn, base, container, as_json, quiet):
         warn = report.warnings()
         info = len(report.findings) - len(warn)
         if not quiet:
-            click.echo(f"tree at top MFN {w.top_mfn:#x} ({where}), {w.word_size}-byte words, "
+            if w.representation == "list":
+                at = (f"list at p2m_vaddr {w.list_info['p2m_vaddr']:#x} (p2m_cr3 "
+                      f"{w.list_info['p2m_cr3']:#x}, {where})")
+            else:
+                at = f"tree at top MFN {w.top_mfn:#x} ({where})"
+            click.echo(f"{at}, {w.word_size}-byte words, "
                        f"max_pfn {w.max_pfn:#x} ({w.max_pfn_source})")
             for f in report.findings:
                 click.echo(f"  {f}")

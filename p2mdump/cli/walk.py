@@ -30,8 +30,20 @@ mfn is decoded like the kernel's pfn_to_mfn (both flag bits cleared).
 def summary_lines(result, limit: int = 20):
     s = result.summary()
     yield f"p2mdump: {s['source']}"
+    yield f"  representation {s['representation']}"
     yield f"  word size    {s['word_size']} ({s['word_size_source']})"
-    yield f"  top mfn      {s['top_mfn']:#x}"
+    if s["top_mfn"] is not None:
+        yield f"  top mfn      {s['top_mfn']:#x}"
+    lst = s.get("list")
+    if lst:
+        yield f"  p2m_cr3      {lst['p2m_cr3']:#x} (root table MFN {lst['root_mfn']:#x}, " \
+              f"{lst['paging']})"
+        yield f"  p2m_vaddr    {lst['p2m_vaddr']:#x} ({lst['list_pages']} list pages)"
+        if lst["p2m_generation"] is not None:
+            yield f"  generation   {lst['p2m_generation']}"
+        yield f"  table pages  {lst['page_table_pages']}"
+        if lst["shared_pte_pages"]:
+            yield "  shared PTE pages  " + ", ".join(f"{m:#x}" for m in lst["shared_pte_pages"])
     yield f"  max_pfn      {s['max_pfn']:#x} ({s['max_pfn']}, {s['max_pfn_source']})"
     for kind, n in s["counts"].items():
         yield f"  {kind:<12} {n}"
@@ -62,15 +74,20 @@ def summary_lines(result, limit: int = 20):
 @click.option("--strict", is_flag=True, help="Exit 1 when the walk has warnings.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summary_json, strict,
-         quiet):
-    """Walk the p2m tree at --top-mfn in IMAGE and print the pfn -> mfn table.
+         quiet, **list_opts):
+    """Walk the p2m of IMAGE (tree or linear list) and print the pfn -> mfn table.
 
     IMAGE is a raw machine-memory image (machine frame M at file offset
     BASE + M*4096; a sparse file is fine: only the tree's pages are read), an
     `xl dump-core` file (frames by MFN through .xen_p2m; top MFN, max_pfn and
     word size read from the file, and the tree cross-checked against
     .xen_p2m) or an ELF core whose PT_LOAD addresses are machine addresses.
-    Each distinct mid and leaf page is read once; damage below the top page
+    The tree is found at --top-mfn; the linear list (every modern PV domU
+    publishes only the list) through --p2m-cr3, --p2m-vaddr and --max-pfn,
+    walking the guest's own page tables.  An xl dump-core file names either
+    in its shared_info; when it names a list, the list is walked, as Xen's
+    tools do (--representation overrides).
+    Each distinct page is read once; damage below the top page
     (frames outside the image, MFN 0 pointers, shared pages that are not
     placeholders, duplicate machine frames, entries past max_pfn) is reported
     as findings and the rest of the table is still produced.  A summary goes
@@ -87,15 +104,17 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
         side = read_sidecar(image) if top_mfn is None else None
         try:
             result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn,
-                                          progress=progress, sidecar=side, check_table=False)
+                                          progress=progress, sidecar=side, check_table=False,
+                                          **list_opts)
         finally:
             progress.close()
         if not quiet:
             for line in resolved.notes():
                 click.echo(f"p2mdump: {line}", err=True)
     if result.word_size_source == "detected" and not quiet:
-        click.echo(f"p2mdump: word size {result.word_size} detected from the top and mid pages",
-                   err=True)
+        how = ("from p2m_vaddr" if result.representation == "list"
+               else "from the top and mid pages")
+        click.echo(f"p2mdump: word size {result.word_size} detected {how}", err=True)
     with output_stream(output, fmt in BINARY_FORMATS) as fh:
         write_table(result.table, fh, fmt)
     # after the output: the table is still warm in the cache for the checks
@@ -106,6 +125,7 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
         data["image"] = image
         data["container"] = source.container
         data["top_mfn_source"] = resolved.top_mfn_source
+        data["representation"] = result.representation
         data["format"] = fmt
         write_json_file(summary_json, data)
     if not quiet:

@@ -52,6 +52,11 @@ class FrameSource:
     top_mfn_problem = None
     #: the guest is HVM: there is no PV p2m tree to walk
     is_hvm = False
+    #: the linear p2m list (shared_info arch.p2m_cr3 as the register value,
+    #: arch.p2m_vaddr, arch.p2m_generation), when the container publishes one
+    p2m_cr3_hint = None
+    p2m_vaddr_hint = None
+    p2m_generation_hint = None
 
     def read_frames_into(self, mfn: int, buf) -> int:
         """Read frames ``mfn, mfn+1, ...`` into the writable buffer ``buf``
@@ -87,7 +92,8 @@ class FrameSource:
         """Header facts for ``p2mdump info``: reads headers only."""
         return {"container": self.container, "path": self.path,
                 "word_size": self.word_size_hint, "top_mfn": self.top_mfn_hint,
-                "max_pfn": self.max_pfn_hint, "frame_limit": self.frame_limit()}
+                "max_pfn": self.max_pfn_hint, "frame_limit": self.frame_limit(),
+                "p2m_cr3": self.p2m_cr3_hint, "p2m_vaddr": self.p2m_vaddr_hint}
 
     def describe(self) -> str:
         return f"{self.container} image {self.path}"

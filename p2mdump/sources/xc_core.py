@@ -189,14 +189,15 @@ class XcCoreSource(ElfFile, FrameSource):
         mask = (1 << (8 * ws)) - 1
         fll = self.arch.pfn_to_mfn_frame_list_list
         self.max_pfn_hint = self.arch.max_pfn
-        extra = []
         if self.arch.p2m_cr3:
-            extra.append(f"arch.p2m_cr3 {self.arch.p2m_cr3:#x} (MFN "
-                         f"{X.unfold_cr3(self.arch.p2m_cr3, ws):#x})")
-        if self.arch.p2m_vaddr:
-            extra.append(f"arch.p2m_vaddr {self.arch.p2m_vaddr:#x}")
-        tail = (f"; the guest publishes a linear p2m list instead ({', '.join(extra)}), which "
-                "this tool does not walk" if extra else "")
+            # a linear p2m list (Xen >= 4.6 headers): preferred, as Xen's own tools do
+            self.p2m_cr3_hint = int(self.arch.p2m_cr3)
+            self.p2m_vaddr_hint = int(self.arch.p2m_vaddr)
+            self.p2m_generation_hint = int(self.arch.p2m_generation)
+        tail = (f"; the guest publishes a linear p2m list instead (arch.p2m_cr3 "
+                f"{self.arch.p2m_cr3:#x}, MFN {X.unfold_cr3(self.arch.p2m_cr3, ws):#x}; "
+                f"arch.p2m_vaddr {self.arch.p2m_vaddr:#x})" if self.arch.p2m_cr3 else
+                "; nor does it publish a linear p2m list (arch.p2m_cr3 is 0)")
         if fll == 0:
             self.top_mfn_problem = ("arch.pfn_to_mfn_frame_list_list is 0: the guest had not "
                                     "set up its p2m tree" + tail)
@@ -364,7 +365,8 @@ class XcCoreSource(ElfFile, FrameSource):
     def info(self) -> dict:
         out = {"container": self.container, "path": self.path, "word_size": self.word_size,
                "top_mfn": self.top_mfn_hint, "max_pfn": self.max_pfn_hint,
-               "top_mfn_problem": self.top_mfn_problem}
+               "top_mfn_problem": self.top_mfn_problem, "p2m_cr3": self.p2m_cr3_hint,
+               "p2m_vaddr": self.p2m_vaddr_hint, "p2m_generation": self.p2m_generation_hint}
         out.update(self.header_info())
         h = self.header
         out["header"] = {"magic": h.xch_magic, "guest": X.MAGIC_NAMES[h.xch_magic],

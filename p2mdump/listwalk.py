@@ -1,0 +1,346 @@
+"""Walk a guest's *linear* p2m list through its page tables and rebuild the table.
+
+Since Linux 3.19 a PV guest keeps its p2m as one virtually mapped array of
+guest words, pfn-indexed, at ``p2m_vaddr``; since Xen 4.7 the domain builder
+tells a domU the tools understand that (SIF_VIRT_P2M_4TOOLS), so a modern
+domU publishes ``arch.pfn_to_mfn_frame_list_list = ~0`` and only
+``arch.p2m_cr3`` / ``arch.p2m_vaddr`` / ``arch.max_pfn``.  This module reads
+that list the way Xen's own save and dump-core code does: the page tables
+under ``p2m_cr3`` (machine frames in a PV guest) map the list's virtual
+pages onto machine frames, and those frames hold the entries.
+
+Sparse regions of the list are backed by shared frames (Linux
+``xen_rebuild_p2m_list``): whole missing / identity list pages map the
+all-INVALID frames ``p2m_missing`` / ``p2m_identity``, whole missing /
+identity 1 GiB (64-bit) or 4 GiB (PAE) regions use the shared PTE pages
+``p2m_missing_pte`` / ``p2m_identity_pte``.  Shared frames are read once and
+broadcast; the other list pages are read straight into the table, runs of
+consecutive MFNs with one ``preadv``, as the tree walk does.
+
+The result is a :class:`~p2mdump.result.WalkResult` with
+``representation == "list"``: the same table, outputs and findings as a
+tree walk.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import findings as F
+from .errors import LayoutError, TreeError
+from .layout import LEVEL_LEAF, PAGE_SHIFT, PAGE_SIZE, layout_for
+from .paging import PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, mode_for, unfold_cr3
+from .result import WalkResult
+from .table import P2MTable, empty_words
+
+#: the most pfns a list walk accepts: 2^32 pfns (16 TiB of guest memory) on
+#: 64-bit guests; a 32-bit guest's list must fit in its 4 GiB address space
+MAX_LIST_PFNS = {8: 1 << 32, 4: 1 << 30}
+
+
+def word_size_from_vaddr(p2m_vaddr: int) -> int:
+    """A 64-bit Linux kernel maps the list in the upper half of the address
+    space; a 32-bit (PAE) kernel below 4 GiB."""
+    return 8 if p2m_vaddr > 0xFFFFFFFF else 4
+
+
+def memory_available() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes, None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, *,
+              root_mfn: int | None = None, word_size: int | str | None = "auto",
+              max_pfn: int | None = None, five_level: bool = False,
+              generation: int | None = None, progress=None,
+              check_table: bool = True) -> WalkResult:
+    """Walk the linear p2m list at ``p2m_vaddr`` through the page tables
+    whose top table is named by ``p2m_cr3`` (the register value, folded on
+    32-bit guests) or ``root_mfn``.
+
+    ``max_pfn`` (shared_info ``arch.max_pfn``, a number of pfns) is required:
+    the list's length is not written anywhere else.  ``word_size`` 'auto'
+    takes 8 for a list above 4 GiB and 4 below.  ``generation`` (shared_info
+    ``arch.p2m_generation``) is reported; an odd value is a finding.
+    """
+    from .pagetable import PageTableWalker
+
+    if p2m_vaddr is None:
+        raise LayoutError("a list walk needs p2m_vaddr (shared_info arch.p2m_vaddr)")
+    if p2m_cr3 is None and root_mfn is None:
+        raise LayoutError("a list walk needs p2m_cr3 (shared_info arch.p2m_cr3) or the MFN "
+                          "of the top page table")
+    if max_pfn is None:
+        raise LayoutError("a list walk needs max_pfn (shared_info arch.max_pfn): the list's "
+                          "length is published nowhere else; give --max-pfn")
+    ws_source = "given"
+    if word_size in (None, "auto"):
+        ws = word_size_from_vaddr(p2m_vaddr)
+        ws_source = "detected"
+    else:
+        ws = int(word_size)
+    L = layout_for(ws)
+    try:
+        mode = mode_for(ws, five_level)
+    except ValueError as exc:
+        raise LayoutError(str(exc)) from None
+    if root_mfn is None:
+        if p2m_cr3 < 0:
+            raise LayoutError(f"p2m_cr3 must not be negative (got {p2m_cr3})")
+        if ws == 4 and p2m_cr3 >> 32:
+            raise LayoutError(f"p2m_cr3 {p2m_cr3:#x} has bits 32-63 set: not a 32-bit guest's "
+                              "cr3 (Xen's save code refuses it too)")
+        root_mfn = unfold_cr3(p2m_cr3, ws)
+    elif p2m_cr3 is None:
+        p2m_cr3 = fold_cr3(root_mfn, ws)
+    if max_pfn < 0:
+        raise LayoutError(f"max_pfn must not be negative (got {max_pfn})")
+    limit = MAX_LIST_PFNS[ws]
+    if max_pfn > limit:
+        raise LayoutError(f"max_pfn {max_pfn:#x} is beyond what a {ws * 8}-bit guest's list can "
+                          f"hold here ({limit:#x} pfns)")
+    fpp = L.per_page
+    n_pages = L.leaves_for(max_pfn)
+    end = p2m_vaddr + n_pages * PAGE_SIZE - 1 if n_pages else p2m_vaddr
+    if not mode.canonical(p2m_vaddr) or not mode.canonical(end) or end >= mode.va_limit:
+        raise TreeError(f"the list at p2m_vaddr {p2m_vaddr:#x} with {max_pfn:#x} pfns "
+                        f"({n_pages} pages, up to {end:#x}) does not fit in a "
+                        f"{mode.name} address space (not canonical or wraps)")
+    if ws == 8 and (p2m_vaddr >> 47) != (end >> 47):
+        raise TreeError(f"the list {p2m_vaddr:#x}-{end:#x} crosses the non-canonical gap")
+
+    walker = PageTableWalker(source, root_mfn, mode)
+    findings: list = []
+
+    def add(*args, **kw):
+        findings.append(F.Finding(*args, **kw))
+
+    hole_lo, hole_hi = mode.hypervisor_hole()
+    if n_pages and p2m_vaddr <= hole_hi and end >= hole_lo:
+        add(F.LIST_RANGE, F.WARNING,
+            f"the list {p2m_vaddr:#x}-{end:#x} overlaps the range Xen keeps for itself in a "
+            f"{ws * 8}-bit PV guest ({hole_lo:#x}-{hole_hi:#x}); Xen's tools refuse such a list",
+            vaddr_first=max(p2m_vaddr, hole_lo), vaddr_last=min(end, hole_hi))
+    if generation is not None and generation & 1:
+        add(F.LIST_GENERATION_ODD, F.WARNING,
+            f"arch.p2m_generation is odd ({generation}): the dump caught the guest in the middle "
+            "of changing its list mapping; entries may be inconsistent")
+
+    rmap = walker.map_range(p2m_vaddr, n_pages)
+    findings.extend(rmap.findings)
+    mapped = np.asarray(rmap.mapped, dtype=bool)
+    mfns = np.asarray(rmap.mfns, dtype=np.uint64)
+    # a list longer than what the page tables map: the table ends where the
+    # mapping ends (this also bounds the table by what the image holds)
+    if n_pages and not mapped[-1]:
+        have = np.flatnonzero(mapped)
+        last = int(have[-1]) + 1 if len(have) else 0
+        if last < n_pages:
+            add(F.LIST_SHORT, F.WARNING,
+                f"max_pfn {max_pfn:#x} needs {n_pages} list pages but the page tables map only "
+                f"{last} from p2m_vaddr {p2m_vaddr:#x}; the table ends at pfn {last * fpp:#x}",
+                level=LEVEL_LEAF, count=n_pages - last, pfn_first=last * fpp,
+                pfn_last=max_pfn - 1, vaddr_first=p2m_vaddr + last * PAGE_SIZE, vaddr_last=end)
+            n_pages = last
+            max_pfn = min(max_pfn, last * fpp)
+            mapped, mfns = mapped[:n_pages], mfns[:n_pages]
+    table_bytes = n_pages * PAGE_SIZE
+    avail = memory_available()
+    if avail is not None and table_bytes > avail:
+        raise LayoutError(f"the table of {max_pfn:#x} pfns needs {table_bytes >> 20} MiB, more "
+                          f"than the {avail >> 20} MiB of memory available")
+
+    fill = _ListFill(source, L, findings, progress)
+    buf = empty_words(n_pages * fpp, L.numpy_dtype)
+    table2d = buf.reshape(n_pages, fpp)
+    shared = fill.run(table2d, mfns, mapped, p2m_vaddr)
+    _check_tail(buf, max_pfn, L, add)
+    shared_ptes = _shared_pte_findings(walker, rmap, shared, source, add, L)
+    table = P2MTable(buf[:max_pfn], L)
+    if max_pfn and table.counts().get("missing") == max_pfn:
+        add(F.EMPTY_TREE, F.WARNING, "no pfn in the list maps to anything", level=LEVEL_LEAF)
+    info = {
+        "p2m_cr3": p2m_cr3,
+        "root_mfn": root_mfn,
+        "p2m_vaddr": p2m_vaddr,
+        "p2m_generation": generation,
+        "paging": mode.name,
+        "levels": mode.levels,
+        "list_pages": n_pages,
+        "page_table_pages": walker.pages_read,
+        "large_pages": int(getattr(rmap, "large_pages", 0)),
+        "list_placeholders": sorted(m for m, placeholder in shared.items() if placeholder),
+        "shared_pte_pages": shared_ptes,
+    }
+    result = WalkResult(
+        table=table, layout=L, top_mfn=None, findings=findings,
+        max_pfn_source="given", word_size_source=ws_source,
+        pages_read=walker.pages_read + fill.frames_read,
+        mid_placeholder=None, leaf_placeholders=info["list_placeholders"],
+        source=source.describe(), representation="list", list_info=info)
+    if check_table:
+        result.check_table()
+    return result
+
+
+class _ListFill:
+    """Reads the list's frames into the table: shared frames once, the rest
+    in runs of consecutive MFNs."""
+
+    def __init__(self, source, layout, findings, progress):
+        self.source = source
+        self.L = layout
+        self.findings = findings
+        self.progress = progress
+        self.frames_read = 0
+        self.unreadable: dict[int, list] = {}
+
+    def run(self, table2d, mfns, mapped, p2m_vaddr) -> dict:
+        """Fill the rows; returns {shared frame MFN: is an all-INVALID placeholder}."""
+        L = self.L
+        inv = table2d.dtype.type(L.invalid)
+        table2d[~mapped] = inv
+        rows = np.flatnonzero(mapped)
+        shared: dict[int, bool] = {}
+        if not len(rows):
+            return shared
+        uniq, inverse, counts = np.unique(mfns[rows], return_inverse=True, return_counts=True)
+        is_shared_row = counts[inverse] > 1
+        for u in np.flatnonzero(counts > 1).tolist():
+            mfn = int(uniq[u])
+            where = rows[inverse == u]
+            data = self.source.read_frame(mfn) if self.source.has_frame(mfn) else None
+            if data is None:
+                table2d[where] = inv
+                self._unreadable(mfn, where, p2m_vaddr)
+                continue
+            self.frames_read += 1
+            words = np.frombuffer(data, dtype=L.numpy_dtype)
+            table2d[where] = words
+            placeholder = bool(np.all(words == inv))
+            shared[mfn] = placeholder
+            r0 = int(where[0])
+            fpp = L.per_page
+            common = dict(level=LEVEL_LEAF, mfn=mfn, count=len(where), pfn_first=r0 * fpp,
+                          pfn_last=(int(where[-1]) + 1) * fpp - 1,
+                          vaddr_first=p2m_vaddr + r0 * PAGE_SIZE,
+                          vaddr_last=p2m_vaddr + (int(where[-1]) + 1) * PAGE_SIZE - 1)
+            if placeholder:
+                self.findings.append(F.Finding(
+                    F.SHARED_PAGE, F.INFO,
+                    f"list placeholder MFN {mfn:#x} (all INVALID: p2m_missing or p2m_identity) "
+                    f"backs {len(where)} list pages", **common))
+            else:
+                valid = int(np.count_nonzero(words != inv))
+                self.findings.append(F.Finding(
+                    F.SHARED_PAGE, F.WARNING,
+                    f"list frame MFN {mfn:#x} backs {len(where)} list pages but holds {valid} "
+                    f"non-missing entries: the same mappings appear at {len(where)} places",
+                    **common))
+        own = rows[~is_shared_row]
+        self._read_runs(table2d, own, mfns[own], p2m_vaddr)
+        return shared
+
+    def _read_runs(self, table2d, rows, mfns, p2m_vaddr):
+        if not len(rows):
+            return
+        inv = table2d.dtype.type(self.L.invalid)
+        brk = np.ones(len(rows), dtype=bool)
+        brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
+        starts = np.flatnonzero(brk)
+        ends = np.append(starts[1:], len(rows))
+        mem = memoryview(table2d.reshape(-1)).cast("B")
+        total = len(rows)
+        done = 0
+        step = max(1, total // 100)
+        next_report = step
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            row = int(rows[a])
+            mfn = int(mfns[a])
+            n = b - a
+            while n > 0:
+                got = self.source.read_frames_into(mfn, mem[row * PAGE_SIZE:(row + n) * PAGE_SIZE])
+                self.frames_read += got
+                row += got
+                mfn += got
+                n -= got
+                if n > 0:
+                    table2d[row] = inv
+                    self._unreadable(mfn, np.array([row]), p2m_vaddr)
+                    row += 1
+                    mfn += 1
+                    n -= 1
+            done += b - a
+            if self.progress is not None and done >= next_report:
+                self.progress(done, total)
+                next_report = done + step
+        if self.progress is not None:
+            self.progress(total, total)
+
+    def _unreadable(self, mfn, rows, p2m_vaddr):
+        fpp = self.L.per_page
+        r0, r1 = int(rows[0]), int(rows[-1])
+        self.findings.append(F.Finding(
+            F.UNREADABLE, F.WARNING,
+            f"list page frame MFN {mfn:#x} (pfns {r0 * fpp:#x}-{(r1 + 1) * fpp - 1:#x}"
+            + (f", {len(rows)} list pages" if len(rows) > 1 else "")
+            + ") is not in the image; its pfns are treated as missing",
+            level=LEVEL_LEAF, mfn=mfn, count=len(rows), pfn_first=r0 * fpp,
+            pfn_last=(r1 + 1) * fpp - 1, vaddr_first=p2m_vaddr + r0 * PAGE_SIZE,
+            vaddr_last=p2m_vaddr + (r1 + 1) * PAGE_SIZE - 1))
+
+
+def _check_tail(buf, max_pfn, L, add):
+    """Entries of the last list page past max_pfn should be missing."""
+    tail = buf[max_pfn:]
+    nz = np.flatnonzero(tail != tail.dtype.type(L.invalid))
+    if len(nz):
+        add(F.PAST_MAX_PFN, F.WARNING,
+            f"{len(nz)} entries of the last list page at or past max_pfn {max_pfn:#x} are not "
+            f"missing (first: pfn {max_pfn + int(nz[0]):#x}); they are not in the table",
+            level=LEVEL_LEAF, count=len(nz), pfn_first=max_pfn + int(nz[0]))
+
+
+def _shared_pte_findings(walker, rmap, shared, source, add, L) -> list:
+    """Level-1 tables named by several PMDs: Linux's p2m_missing_pte /
+    p2m_identity_pte, whose entries all map one all-INVALID frame."""
+    refs = getattr(rmap, "table_refs", {}).get(1, {})
+    out = []
+    placeholders = set()
+    for mfn, n in sorted(refs.items()):
+        if n < 2:
+            continue
+        words = walker.entries(mfn)
+        if words is None:
+            continue
+        frames = set(((words & np.uint64(PTE_FRAME_MASK)) >> np.uint64(PAGE_SHIFT)).tolist())
+        present = bool(np.all(words & np.uint64(PTE_PRESENT)))
+        target = next(iter(frames)) if len(frames) == 1 else None
+        if present and target is not None and shared.get(target,
+                                                          _is_placeholder(source, target, L)):
+            out.append(mfn)
+            placeholders.add(target)
+            add(F.SHARED_PAGE, F.INFO,
+                f"shared PTE page MFN {mfn:#x} (p2m_missing_pte or p2m_identity_pte: every entry "
+                f"maps placeholder {target:#x}) is named by {n} PMDs", level="pt-l1", mfn=mfn,
+                count=n)
+        else:
+            add(F.SHARED_PAGE, F.WARNING,
+                f"page table MFN {mfn:#x} is named by {n} PMDs but is not a shared placeholder "
+                "PTE page (its entries do not all map one all-INVALID frame)", level="pt-l1",
+                mfn=mfn, count=n)
+    return out
+
+
+def _is_placeholder(source, mfn, L) -> bool:
+    data = source.read_frame(mfn) if source.has_frame(mfn) else None
+    if data is None:
+        return False
+    words = np.frombuffer(data, dtype=L.numpy_dtype)
+    return bool(np.all(words == words.dtype.type(L.invalid)))
