@@ -136,6 +136,11 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
     findings.extend(rmap.findings)
     mapped = np.asarray(rmap.mapped, dtype=bool)
     mfns = np.asarray(rmap.mfns, dtype=np.uint64)
+    if n_pages and not mapped.any():
+        why = next((f.message for f in rmap.findings if f.is_warning), "")
+        raise TreeError(f"the page tables at root MFN {root_mfn:#x} (p2m_cr3 {p2m_cr3:#x}) map no "
+                        f"page of the list at p2m_vaddr {p2m_vaddr:#x}"
+                        + (f" ({why})" if why else "") + ": not this guest's list")
     # a list longer than what the page tables map: the table ends where the
     # mapping ends (this also bounds the table by what the image holds)
     if n_pages and not mapped[-1]:
