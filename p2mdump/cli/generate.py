@@ -1,4 +1,4 @@
-"""``p2mdump generate``: write a synthetic image holding a Linux-shaped p2m tree."""
+"""``p2mdump generate``: write a synthetic image holding a Linux-shaped p2m tree or list."""
 from __future__ import annotations
 
 import json
@@ -80,20 +80,57 @@ def parse_ranges(values, option: str):
               help="raw: machine frame M at BASE + M*4096; xc-core: an `xl dump-core` file "
                    "(the tree pages become guest pages: the last valid pfns are remapped to "
                    "them); elf: an ELF core with one PT_LOAD per run of machine frames.")
+@click.option("--representation", type=click.Choice(["tree", "list", "both"]), default=None,
+              help="How the guest publishes its p2m. tree: the 3-level MFN tree (Linux up to "
+                   "3.18). list: the virtually mapped linear list of Linux 3.19+ and the "
+                   "kernel page tables that map it; shared_info names it by p2m_cr3 and "
+                   "p2m_vaddr, FLL is ~0 (a domU booted with SIF_VIRT_P2M_4TOOLS); up to "
+                   "2^32 pfns on 64-bit. both: the list plus the MFN tree over it, whose leaves "
+                   "are the list pages (dom0, or a guest booted without the flag) "
+                   "[default: tree].")
+@click.option("--p2m-vaddr", type=NUMBER, default=None,
+              help="Virtual address of the list (list/both; page aligned, need not start a "
+                   "2 MiB PMD) [default: 0xFFFFC90000000000, the x86-64 vmalloc start; on "
+                   "32-bit a 4 MiB-aligned address below the hypervisor hole 0xF5800000].")
+@click.option("--p2m-generation", type=NUMBER, default=None,
+              help="shared_info arch.p2m_generation (list/both) [default: 0]. Odd values "
+                   "mean an update in progress and need --allow-odd-generation.")
+@click.option("--allow-odd-generation", is_flag=True, default=None,
+              help="Accept an odd --p2m-generation (a guest dumped while changing its list "
+                   "mapping).")
+@click.option("--no-other-mappings", "other_mappings", flag_value=False, default=None,
+              help="List/both: map nothing but the list. By default a few other kernel pages "
+                   "are mapped just before and after the list, in the same page tables, and a "
+                   "separate kernel region elsewhere, so a walker must pick the right entries.")
+@click.option("--xen-dumpcore-bug", is_flag=True, default=False,
+              help="xc-core of a list/both guest: size the dump as Xen 4.16+ `xl dump-core` "
+                   "does, bug included: when the list does not start at PMD index 0 of its "
+                   "page table, the pfns of its last 2 MiB PMD are left out (zero pages and "
+                   "{~0,~0} pairs instead, nr_pages unchanged). Off by default.")
 @click.option("--truth", default=None, metavar="PATH",
               help="Also write the expected walk output (--format raw, pfns 0..max_pfn-1).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, balloon, identity,
              foreign, mfn_order, mfn_base, placement, scatter_span, identity_leaf,
-             shuffle_leaves, data, seed, base, container, truth, quiet):
+             shuffle_leaves, data, seed, base, container, representation, p2m_vaddr,
+             p2m_generation, allow_odd_generation, other_mappings, xen_dumpcore_bug, truth,
+             quiet):
     """Write OUT: a raw machine-memory image (or, with --container, an xl
-    dump-core file or an ELF core) holding a p2m tree shaped like a
-    Linux PV guest's, plus OUT.json (word_size, page_size, top_mfn, max_pfn,
-    placeholder MFNs, the spec) and, with --truth, the expected table.
+    dump-core file or an ELF core) holding a p2m tree or linear list shaped
+    like a Linux PV guest's, plus OUT.json (word_size, page_size, top_mfn,
+    max_pfn, placeholder MFNs, the spec; for a list also p2m_cr3, p2m_vaddr,
+    root_mfn, paging, list_pfns and the shared frames) and, with --truth, the
+    expected table (the words memory holds for pfns 0..max_pfn-1).
 
-    Missing 1 GiB (4 GiB on 32-bit) regions name one shared mid placeholder;
-    missing and whole-identity leaves name shared all-INVALID leaf
-    placeholders; partly-identity leaves hold pfn | IDENTITY_FRAME_BIT.
+    Tree: missing 1 GiB (4 GiB on 32-bit) regions name one shared mid
+    placeholder; missing and whole-identity leaves name shared all-INVALID
+    leaf placeholders; partly-identity leaves hold pfn | IDENTITY_FRAME_BIT.
+
+    List: whole missing / identity mid regions are mapped by PMDs pointing
+    at the shared PTE pages p2m_missing_pte / p2m_identity_pte, whole missing
+    / identity list pages by PTEs mapping p2m_missing / p2m_identity
+    (read-only); every other list page is a page of its own.  Big sparse
+    guests are written piecewise into a sparse file.
     """
     from ..writer import GuestSpec, e820_example, generate as do_generate
 
@@ -112,7 +149,10 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
     cli = dict(word_size=int(word_size) if word_size else None, max_pfn=max_pfn,
                mfn_order=mfn_order, mfn_base=mfn_base, placement=placement,
                scatter_span=scatter_span, identity_leaf=identity_leaf,
-               shuffle_leaves=shuffle_leaves, data=data, seed=seed)
+               shuffle_leaves=shuffle_leaves, data=data, seed=seed,
+               representation=representation, p2m_vaddr=p2m_vaddr,
+               p2m_generation=p2m_generation, allow_odd_generation=allow_odd_generation,
+               other_mappings=other_mappings)
     fields.update({k: v for k, v in cli.items() if v is not None})
     for name, values, opt in (("ram", ram, "--ram"), ("holes", hole, "--hole"),
                               ("ballooned", balloon, "--balloon"),
@@ -127,20 +167,40 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
             spec = GuestSpec.from_dict(fields)
     except TypeError as exc:
         raise SpecError(f"bad spec: {exc}") from None
+    options = {}
+    if xen_dumpcore_bug:
+        if container != "xc-core" or spec.representation == "tree":
+            raise CLIError("--xen-dumpcore-bug applies to the xc-core container of a list or "
+                           "both guest", 2)
+        options["xen_dumpcore_bug"] = True
     if container == "raw":
-        tree = do_generate(spec, out, truth=truth, base=base)
+        built = do_generate(spec, out, truth=truth, base=base)
     else:
         if base:
             raise CLIError("--base applies to the raw container only", 2)
         from ..writer.containers import generate_container
 
-        tree = generate_container(spec, out, container=container, truth=truth)
+        built = generate_container(spec, out, container=container, truth=truth, **options)
     if not quiet:
-        click.echo(f"wrote {out}: {spec.word_size}-byte words, top MFN {tree.top_mfn:#x}, "
-                   f"max_pfn {spec.max_pfn:#x}, {tree.tree_pages} tree pages, "
-                   f"{tree.frame_count()} frames", err=True)
+        _report(out, spec, built, container)
+
+
+def _report(out, spec, built, container) -> None:
+    """Two lines on stderr: what was written, and how to walk it."""
+    if spec.representation == "tree":
+        click.echo(f"wrote {out}: {spec.word_size}-byte words, top MFN {built.top_mfn:#x}, "
+                   f"max_pfn {spec.max_pfn:#x}, {built.tree_pages} tree pages, "
+                   f"{built.frame_count()} frames", err=True)
         if container == "xc-core":
             click.echo(f"walk it: p2mdump walk {out}", err=True)
         else:
-            click.echo(f"walk it: p2mdump walk {out} --top-mfn {tree.top_mfn:#x} "
+            click.echo(f"walk it: p2mdump walk {out} --top-mfn {built.top_mfn:#x} "
                        f"--max-pfn {spec.max_pfn:#x}", err=True)
+        return
+    counts = built.counts
+    tree = "" if built.top_mfn is None else f", tree top MFN {built.top_mfn:#x}"
+    click.echo(f"wrote {out}: {spec.word_size}-byte words ({built.mode.name}), "
+               f"{spec.representation}: p2m_vaddr {built.vaddr:#x}, p2m_cr3 {built.p2m_cr3:#x} "
+               f"(root MFN {built.root_mfn:#x}), max_pfn {spec.max_pfn:#x}, list of "
+               f"{built.list_pfns:#x} pfns, {counts['list_pages']} list pages, "
+               f"{counts['table_pages']} page-table pages{tree}", err=True)

@@ -94,7 +94,7 @@ def _frames_for(pfns: np.ndarray, mfns: np.ndarray, tree_by_mfn: dict, data: boo
     frames = None
     if data:
         frames = stamped_frames(pfns, mfns)
-    for i, m in enumerate(mfns.tolist()):
+    for i, m in enumerate(mfns.tolist() if tree_by_mfn else ()):
         words = tree_by_mfn.get(int(m))
         if words is not None:
             if frames is None:
@@ -165,6 +165,64 @@ def shared_info(word_size: int, **arch) -> bytes:
 
 # -- xl dump-core ---------------------------------------------------------------------
 
+class XcCoreLayout:
+    """Where the parts of an ``xl dump-core`` file go (reference section 6.7)."""
+
+    def __init__(self, *, word_size: int, nr_vcpus: int, nr_pages: int, sinfo: bytes,
+                 version=DEFAULT_XEN_VERSION):
+        names = [b""] + [n.encode() for n in X.PV_SECTION_ORDER]
+        self.shstrtab = b"\0".join(names) + b"\0"
+        name_off = {}
+        pos = 0
+        for n in names:
+            name_off[n.decode()] = pos
+            pos += len(n) + 1
+        notes = xen_notes(word_size=word_size, nr_vcpus=nr_vcpus, nr_pages=nr_pages,
+                          version=version)
+        prstatus = bytes(nr_vcpus * X.VCPU_CONTEXT_SIZE)
+        nsec = len(names)
+        self.nr_pages = nr_pages
+        self.off_notes = E.EHDR_SIZE[E.ELFCLASS64] + nsec * E.SHDR_SIZE[E.ELFCLASS64]
+        off_prs = self.off_notes + len(notes)
+        self.off_si = off_prs + len(prstatus)
+        self.off_pages = _round_up(self.off_si + len(sinfo), PAGE_SIZE)
+        self.off_p2m = self.off_pages + nr_pages * PAGE_SIZE
+        self.off_str = self.off_p2m + nr_pages * X.P2M_PAIR_SIZE
+        self.size = self.off_str + len(self.shstrtab)
+        sh = [bytes(E.SHDR_SIZE[E.ELFCLASS64]),
+              elf64_shdr(name=name_off[X.SEC_SHSTRTAB], stype=E.SHT_STRTAB,
+                         offset=self.off_str, size=len(self.shstrtab)),
+              elf64_shdr(name=name_off[X.SEC_NOTE], stype=E.SHT_NOTE, offset=self.off_notes,
+                         size=len(notes)),
+              elf64_shdr(name=name_off[X.SEC_PRSTATUS], stype=E.SHT_PROGBITS, offset=off_prs,
+                         size=len(prstatus), addralign=X.PROGBITS_ALIGN,
+                         entsize=X.VCPU_CONTEXT_SIZE),
+              elf64_shdr(name=name_off[X.SEC_SHARED_INFO], stype=E.SHT_PROGBITS,
+                         offset=self.off_si, size=len(sinfo), addralign=X.PROGBITS_ALIGN,
+                         entsize=PAGE_SIZE),
+              elf64_shdr(name=name_off[X.SEC_PAGES], stype=E.SHT_PROGBITS,
+                         offset=self.off_pages, size=nr_pages * PAGE_SIZE,
+                         addralign=PAGE_SIZE, entsize=PAGE_SIZE),
+              elf64_shdr(name=name_off[X.SEC_P2M], stype=E.SHT_PROGBITS, offset=self.off_p2m,
+                         size=nr_pages * X.P2M_PAIR_SIZE, addralign=X.PROGBITS_ALIGN,
+                         entsize=X.P2M_PAIR_SIZE)]
+        self.machine = E.EM_X86_64 if word_size == 8 else E.EM_386
+        ehdr = elf64_header(machine=self.machine, shoff=E.EHDR_SIZE[E.ELFCLASS64], shnum=nsec,
+                            shstrndx=1, abiversion=E.EV_CURRENT)  # sic: Xen stores EV_CURRENT
+        self.head = ehdr + b"".join(sh) + notes + prstatus + sinfo
+
+    def write_skeleton(self, fd: int) -> None:
+        """Size the file and write everything but the pages and the pairs."""
+        os.ftruncate(fd, self.size)
+        pwrite_all(fd, self.head, 0)
+        pwrite_all(fd, self.shstrtab, self.off_str)
+
+    def describe(self) -> dict:
+        return {"nr_pages": self.nr_pages, "pages_offset": self.off_pages,
+                "p2m_offset": self.off_p2m, "shared_info_offset": self.off_si,
+                "notes_offset": self.off_notes, "size": self.size, "e_machine": self.machine}
+
+
 def write_xc_core(tree: BuiltTree, path, *, nr_vcpus: int = 1, padding: int = 0,
                   fll: int | None = None, max_pfn: int | None = None, p2m_cr3: int = 0,
                   p2m_vaddr: int = 0, version=DEFAULT_XEN_VERSION) -> dict:
@@ -189,57 +247,20 @@ def write_xc_core(tree: BuiltTree, path, *, nr_vcpus: int = 1, padding: int = 0,
         raise SpecError(f"tree page MFN {missing[0]:#x} is not a guest page; wrap the tree "
                         "with tree_pages_as_guest_pages() first")
     nr_pages = len(pfns) + padding
-    names = [b""] + [n.encode() for n in X.PV_SECTION_ORDER]
-    shstrtab = b"\0".join(names) + b"\0"
-    name_off = {}
-    pos = 0
-    for n in names:
-        name_off[n.decode()] = pos
-        pos += len(n) + 1
-    notes = xen_notes(word_size=ws, nr_vcpus=nr_vcpus, nr_pages=nr_pages)
-    prstatus = bytes(nr_vcpus * X.VCPU_CONTEXT_SIZE)
     sinfo = shared_info(ws, max_pfn=tree.max_pfn if max_pfn is None else max_pfn,
                         pfn_to_mfn_frame_list_list=tree.top_mfn if fll is None else fll,
                         p2m_cr3=p2m_cr3, p2m_vaddr=p2m_vaddr)
-    nsec = len(names)
-    off_notes = E.EHDR_SIZE[E.ELFCLASS64] + nsec * E.SHDR_SIZE[E.ELFCLASS64]
-    off_prs = off_notes + len(notes)
-    off_si = off_prs + len(prstatus)
-    off_pages = _round_up(off_si + len(sinfo), PAGE_SIZE)
-    off_p2m = off_pages + nr_pages * PAGE_SIZE
-    off_str = off_p2m + nr_pages * X.P2M_PAIR_SIZE
-    size = off_str + len(shstrtab)
-    sh = [bytes(E.SHDR_SIZE[E.ELFCLASS64]),
-          elf64_shdr(name=name_off[X.SEC_SHSTRTAB], stype=E.SHT_STRTAB, offset=off_str,
-                     size=len(shstrtab)),
-          elf64_shdr(name=name_off[X.SEC_NOTE], stype=E.SHT_NOTE, offset=off_notes,
-                     size=len(notes)),
-          elf64_shdr(name=name_off[X.SEC_PRSTATUS], stype=E.SHT_PROGBITS, offset=off_prs,
-                     size=len(prstatus), addralign=X.PROGBITS_ALIGN,
-                     entsize=X.VCPU_CONTEXT_SIZE),
-          elf64_shdr(name=name_off[X.SEC_SHARED_INFO], stype=E.SHT_PROGBITS, offset=off_si,
-                     size=len(sinfo), addralign=X.PROGBITS_ALIGN, entsize=PAGE_SIZE),
-          elf64_shdr(name=name_off[X.SEC_PAGES], stype=E.SHT_PROGBITS, offset=off_pages,
-                     size=nr_pages * PAGE_SIZE, addralign=PAGE_SIZE, entsize=PAGE_SIZE),
-          elf64_shdr(name=name_off[X.SEC_P2M], stype=E.SHT_PROGBITS, offset=off_p2m,
-                     size=nr_pages * X.P2M_PAIR_SIZE, addralign=X.PROGBITS_ALIGN,
-                     entsize=X.P2M_PAIR_SIZE)]
-    machine = E.EM_X86_64 if ws == 8 else E.EM_386
-    ehdr = elf64_header(machine=machine, shoff=E.EHDR_SIZE[E.ELFCLASS64], shnum=nsec,
-                        shstrndx=1, abiversion=E.EV_CURRENT)  # sic: Xen stores EV_CURRENT
+    lay = XcCoreLayout(word_size=ws, nr_vcpus=nr_vcpus, nr_pages=nr_pages, sinfo=sinfo,
+                       version=version)
     pairs = np.full((nr_pages, 2), X.INVALID_PFN, dtype="<u8")
     pairs[:len(pfns), 0] = pfns
     pairs[:len(pfns), 1] = mfns
     with atomic_output(path, "wb") as fh:
         fd = fh.fileno()
-        os.ftruncate(fd, size)
-        pwrite_all(fd, ehdr + b"".join(sh) + notes + prstatus + sinfo, 0)
-        _write_batches(fd, off_pages, pfns, mfns, tree_by_mfn, tree.spec.data)
-        pwrite_all(fd, pairs, off_p2m)
-        pwrite_all(fd, shstrtab, off_str)
-    return {"nr_pages": nr_pages, "pages_offset": off_pages, "p2m_offset": off_p2m,
-            "shared_info_offset": off_si, "notes_offset": off_notes, "size": size,
-            "e_machine": machine}
+        lay.write_skeleton(fd)
+        _write_batches(fd, lay.off_pages, pfns, mfns, tree_by_mfn, tree.spec.data)
+        pwrite_all(fd, pairs, lay.off_p2m)
+    return lay.describe()
 
 
 # -- ELF core with PT_LOAD ----------------------------------------------------------------
@@ -268,17 +289,10 @@ def write_elf_segments(path, segments, *, machine: int = E.EM_X86_64,
     return {"segments": n, "size": off, "data_offsets": offsets}
 
 
-def write_elf_core(tree: BuiltTree, path) -> dict:
-    """Write the frames of ``tree`` (as a raw image would hold them) as an ELF
-    core, one PT_LOAD per run of consecutive MFNs."""
-    tree_by_mfn = tree_pages(tree)
-    data = bool(tree.spec.data and len(tree.data_mfns))
-    mfns = np.array(sorted(tree_by_mfn), dtype=np.uint64)
-    tree_mfns = mfns
-    if data:
-        mfns = np.union1d(mfns, tree.data_mfns.astype(np.uint64))
-    order = np.argsort(tree.data_mfns, kind="stable")
-    dm, dp = tree.data_mfns[order].astype(np.uint64), tree.data_pfns[order].astype(np.uint64)
+def write_elf_frames(path, mfns: np.ndarray, frames_of) -> dict:
+    """Write machine frames ``mfns`` (sorted, distinct) as an ELF core, one
+    PT_LOAD per run of consecutive MFNs; ``frames_of(mfns)`` gives the content
+    of a batch ((k, 4096) uint8, or None when all zero)."""
     brk = np.ones(len(mfns), dtype=bool)
     brk[1:] = np.diff(mfns.astype(np.int64)) != 1
     starts = np.flatnonzero(brk).tolist()
@@ -288,27 +302,57 @@ def write_elf_core(tree: BuiltTree, path) -> dict:
 
     def fill(fd, i, offset, paddr, filesz):
         a, b = runs[i]
-        m = mfns[a:b]
-        if data:
-            j = np.minimum(np.searchsorted(dm, m), max(len(dm) - 1, 0))
-            p = np.where(dm[j] == m, dp[j], np.uint64(0)) if len(dm) else np.zeros_like(m)
-        else:
-            p = np.zeros_like(m)
-        for c in range(0, len(m), BATCH):
-            mm, pp = m[c:c + BATCH], p[c:c + BATCH]
-            frames = _frames_for(pp, mm, tree_by_mfn, False)
-            if data:
-                isdata = np.isin(mm, dm) & ~np.isin(mm, tree_mfns)
-                st = stamped_frames(pp, mm)
-                if frames is None:
-                    frames = np.zeros((len(mm), PAGE_SIZE), dtype=np.uint8)
-                frames[isdata] = st[isdata]
+        for c in range(a, b, BATCH):
+            frames = frames_of(mfns[c:min(c + BATCH, b)])
             if frames is not None:
-                pwrite_all(fd, frames, offset + c * PAGE_SIZE)
+                pwrite_all(fd, frames, offset + (c - a) * PAGE_SIZE)
 
     out = write_elf_segments(path, segments, fill=fill)
     out["frames"] = len(mfns)
     return out
+
+
+class DataStamps:
+    """The stamped data frames of a guest's own (pfn, mfn) pairs, looked up by MFN."""
+
+    def __init__(self, pfns: np.ndarray, mfns: np.ndarray):
+        order = np.argsort(mfns, kind="stable")
+        self.mfns = mfns[order].astype(np.uint64)
+        self.pfns = pfns[order].astype(np.uint64)
+
+    def overlay(self, frames, mm: np.ndarray, exclude: np.ndarray):
+        """``frames`` (or zeros if None) with the data frames among ``mm`` stamped,
+        except where ``exclude`` is set."""
+        if not len(self.mfns):
+            return frames
+        j = np.minimum(np.searchsorted(self.mfns, mm), len(self.mfns) - 1)
+        pp = np.where(self.mfns[j] == mm, self.pfns[j], np.uint64(0))
+        isdata = np.isin(mm, self.mfns) & ~exclude
+        st = stamped_frames(pp, mm)
+        if frames is None:
+            frames = np.zeros((len(mm), PAGE_SIZE), dtype=np.uint8)
+        frames[isdata] = st[isdata]
+        return frames
+
+
+def write_elf_core(tree: BuiltTree, path) -> dict:
+    """Write the frames of ``tree`` (as a raw image would hold them) as an ELF
+    core, one PT_LOAD per run of consecutive MFNs."""
+    tree_by_mfn = tree_pages(tree)
+    data = bool(tree.spec.data and len(tree.data_mfns))
+    mfns = np.array(sorted(tree_by_mfn), dtype=np.uint64)
+    tree_mfns = mfns
+    if data:
+        mfns = np.union1d(mfns, tree.data_mfns.astype(np.uint64))
+    stamps = DataStamps(tree.data_pfns, tree.data_mfns)
+
+    def frames_of(mm):
+        frames = _frames_for(np.zeros_like(mm), mm, tree_by_mfn, False)
+        if data:
+            frames = stamps.overlay(frames, mm, np.isin(mm, tree_mfns))
+        return frames
+
+    return write_elf_frames(path, mfns, frames_of)
 
 
 # -- generate ---------------------------------------------------------------------------
@@ -316,7 +360,15 @@ def write_elf_core(tree: BuiltTree, path) -> dict:
 def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar_file=None,
                        base: int = 0, **options) -> BuiltTree:
     """Build ``spec`` and write it as ``container`` (raw, xc-core or elf), with
-    its sidecar (``out + '.json'``) and, when asked, the truth table."""
+    its sidecar (``out + '.json'``) and, when asked, the truth table.
+    A list or both guest is written by
+    :func:`.listcontainers.generate_list_container` (and returned as a
+    :class:`~.listguest.ListGuest`)."""
+    if spec.representation != "tree":
+        from .listcontainers import generate_list_container
+
+        return generate_list_container(spec, out, container=container, truth=truth,
+                                       sidecar_file=sidecar_file, base=base, **options)
     if container not in CONTAINERS:
         raise SpecError(f"container must be one of {', '.join(CONTAINERS)}")
     if base and container != "raw":

@@ -51,21 +51,33 @@ def write_frames(fd: int, tree: BuiltTree, base: int = 0) -> int:
             r = int(rows[a])
             pwrite_all(fd, leaf2d[r:r + (b - a)], base + int(mfns[a]) * PAGE_SIZE)
     if tree.spec.data and len(tree.data_pfns):
-        if len(tree.data_pfns) > MAX_DATA_FRAMES:
-            raise SpecError(f"--data would write {len(tree.data_pfns)} frames; "
-                            f"at most {MAX_DATA_FRAMES} are allowed")
+        check_data_frames(len(tree.data_pfns))
         step = 4096
         for i in range(0, len(tree.data_pfns), step):
-            pf = tree.data_pfns[i:i + step]
-            mf = tree.data_mfns[i:i + step]
-            frames = stamped_frames(pf, mf)
-            mfl = mf.astype(np.int64)
-            brk = np.ones(len(mfl), dtype=bool)
-            brk[1:] = np.diff(mfl) != 1
-            st = np.flatnonzero(brk).tolist()
-            for a, b in zip(st, st[1:] + [len(mfl)]):
-                pwrite_all(fd, frames[a:b], base + int(mfl[a]) * PAGE_SIZE)
+            write_stamped(fd, tree.data_pfns[i:i + step], tree.data_mfns[i:i + step], base)
     return size
+
+
+def check_data_frames(count: int) -> None:
+    if count > MAX_DATA_FRAMES:
+        raise SpecError(f"--data would write {count} frames; "
+                        f"at most {MAX_DATA_FRAMES} are allowed")
+
+
+def write_runs(fd, frames, mfns: np.ndarray, base: int = 0) -> None:
+    """Write frame i of ``frames`` at machine frame ``mfns[i]``, one write per
+    run of consecutive MFNs."""
+    mfl = np.asarray(mfns).astype(np.int64)
+    brk = np.ones(len(mfl), dtype=bool)
+    brk[1:] = np.diff(mfl) != 1
+    st = np.flatnonzero(brk).tolist()
+    for a, b in zip(st, st[1:] + [len(mfl)]):
+        pwrite_all(fd, frames[a:b], base + int(mfl[a]) * PAGE_SIZE)
+
+
+def write_stamped(fd, pfns: np.ndarray, mfns: np.ndarray, base: int = 0) -> None:
+    """Write the stamped data frames of (pfn, mfn) pairs at their MFNs."""
+    write_runs(fd, stamped_frames(pfns, mfns), mfns, base)
 
 
 def write_raw_image(tree: BuiltTree, path, base: int = 0) -> int:
@@ -110,7 +122,12 @@ def write_truth(tree: BuiltTree, path) -> None:
 
 def generate(spec: GuestSpec, out, *, truth=None, sidecar_file=None, base: int = 0) -> BuiltTree:
     """Build ``spec``, write the raw image ``out``, its sidecar (default
-    ``out + '.json'``) and, when asked, the truth table in the raw format."""
+    ``out + '.json'``) and, when asked, the truth table in the raw format.
+    A list or both guest is written by :func:`.listimage.generate_list`."""
+    if spec.representation != "tree":
+        from .listimage import generate_list
+
+        return generate_list(spec, out, truth=truth, sidecar_file=sidecar_file, base=base)
     tree = build_tree(spec)
     write_raw_image(tree, out, base)
     write_json(sidecar_file or sidecar_path(out), sidecar(tree, "raw", base))

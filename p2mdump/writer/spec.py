@@ -1,9 +1,16 @@
-"""A guest layout spec: what the generated p2m should say.
+"""A guest layout spec: what the generated p2m should say, and how the guest publishes it.
 
 Ranges are half-open ``(start, end)`` pfn pairs.  Later rules win:
 ``ram`` (populated, valid MFNs) < ``holes`` and ``ballooned`` (missing) <
 ``identity`` (``pfn | IDENTITY_FRAME_BIT``) < ``foreign``
 (``FOREIGN_FRAME(mfn)`` of another domain's frame).
+
+``representation`` says how the guest publishes its p2m (reference
+sections 2 and 3): ``tree`` (the 3-level MFN tree of Linux up to 3.18),
+``list`` (the virtually mapped linear list of Linux 3.19+, reached through
+shared_info ``p2m_cr3`` / ``p2m_vaddr``; FLL = ~0 as with
+SIF_VIRT_P2M_4TOOLS) or ``both`` (the list plus the MFN tree built over it,
+as a guest booted without SIF_VIRT_P2M_4TOOLS, or dom0, keeps).
 """
 from __future__ import annotations
 
@@ -11,10 +18,16 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import SpecError
 from ..layout import WORD_SIZES, layout_for
+from . import listlayout
 
 MFN_ORDERS = ("linear", "chunked", "shuffled")
 PLACEMENTS = ("compact", "scattered")
 IDENTITY_LEAVES = ("identity", "missing")
+REPRESENTATIONS = ("tree", "list", "both")
+#: spec fields that only a list / both guest uses (left out of a tree
+#: guest's dict, so tree sidecars stay what they were)
+LIST_FIELDS = {"representation": "tree", "p2m_vaddr": None, "p2m_generation": 0,
+               "allow_odd_generation": False, "other_mappings": True}
 
 Range = tuple
 
@@ -52,11 +65,29 @@ class GuestSpec:
     #: write a stamped data frame (pfn, mfn) for every valid pfn
     data: bool = False
     seed: int = 0
+    #: how the guest publishes its p2m: "tree", "list" or "both"
+    representation: str = "tree"
+    #: virtual address of the list; None: where Linux puts it
+    #: (:func:`.listlayout.default_vaddr`)
+    p2m_vaddr: int | None = None
+    #: shared_info arch.p2m_generation (even; odd means "update in progress")
+    p2m_generation: int = 0
+    #: accept an odd p2m_generation (a guest dumped mid-update)
+    allow_odd_generation: bool = False
+    #: map a few other kernel pages beside the list (in its page tables, just
+    #: before and after it) and a separate region elsewhere
+    other_mappings: bool = True
 
     def __post_init__(self):
         if self.word_size not in WORD_SIZES:
             raise SpecError(f"word_size must be 4 or 8, not {self.word_size!r}")
+        if self.representation not in REPRESENTATIONS:
+            raise SpecError(f"representation must be one of {', '.join(REPRESENTATIONS)}")
         lay = layout_for(self.word_size)
+        if self.representation == "list":
+            capacity, what = listlayout.LIST_CAPACITY[self.word_size], "list"
+        else:
+            capacity, what = lay.capacity, "tree"
         if self.ram is None:
             self.ram = [(0, self.max_pfn)]
         for name in ("ram", "holes", "ballooned", "identity", "foreign"):
@@ -64,19 +95,52 @@ class GuestSpec:
             for a, b in ranges:
                 if not 0 <= a <= b:
                     raise SpecError(f"{name}: bad range {a:#x}-{b:#x}")
-                if b > lay.capacity:
+                if b > capacity:
                     raise SpecError(f"{name}: range end {b:#x} is past the capacity of a "
-                                    f"{self.word_size}-byte tree ({lay.capacity:#x} pfns)")
+                                    f"{self.word_size}-byte {what} ({capacity:#x} pfns)")
             setattr(self, name, ranges)
-        if not 0 <= self.max_pfn <= lay.capacity:
+        if not 0 <= self.max_pfn <= capacity:
             raise SpecError(f"max_pfn {self.max_pfn:#x} is past the capacity of a "
-                            f"{self.word_size}-byte tree ({lay.capacity:#x} pfns)")
+                            f"{self.word_size}-byte {what} ({capacity:#x} pfns)")
+        self._check_list_fields(lay)
         if self.mfn_order not in MFN_ORDERS:
             raise SpecError(f"mfn_order must be one of {', '.join(MFN_ORDERS)}")
         if self.placement not in PLACEMENTS:
             raise SpecError(f"placement must be one of {', '.join(PLACEMENTS)}")
         if self.identity_leaf not in IDENTITY_LEAVES:
             raise SpecError(f"identity_leaf must be one of {', '.join(IDENTITY_LEAVES)}")
+
+    def _check_list_fields(self, lay) -> None:
+        if self.representation == "tree":
+            for name, default in LIST_FIELDS.items():
+                if getattr(self, name) != default:
+                    raise SpecError(f"{name} applies to list and both representations only")
+            return
+        if self.max_pfn < 1:
+            raise SpecError("a list guest needs max_pfn of at least 1")
+        gen = self.p2m_generation
+        if not isinstance(gen, int) or not 0 <= gen <= lay.word_mask:
+            raise SpecError(f"p2m_generation must be a {self.word_size}-byte unsigned number")
+        if gen % 2 and not self.allow_odd_generation:
+            raise SpecError(f"p2m_generation {gen} is odd (the guest is changing its list "
+                            "mapping); allow_odd_generation (--allow-odd-generation) writes one on purpose")
+        nbytes = self.list_pfns * self.word_size
+        vaddr = self.list_vaddr
+        problem = listlayout.vaddr_problem(self.word_size, vaddr, nbytes)
+        if problem:
+            raise SpecError(f"{problem} (a list of {self.list_pfns:#x} pfns, {nbytes:#x} bytes)")
+
+    @property
+    def list_pfns(self) -> int:
+        """xen_p2m_size: the length of the guest's list (whole mid regions)."""
+        return listlayout.list_pfns(self.extent, self.word_size)
+
+    @property
+    def list_vaddr(self) -> int:
+        """Where the list starts: ``p2m_vaddr`` or the Linux-like default."""
+        if self.p2m_vaddr is not None:
+            return int(self.p2m_vaddr)
+        return listlayout.default_vaddr(self.word_size, self.list_pfns * self.word_size)
 
     @property
     def extent(self) -> int:
@@ -86,7 +150,11 @@ class GuestSpec:
         return max([self.max_pfn] + ends)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.representation == "tree":
+            for name in LIST_FIELDS:
+                del out[name]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "GuestSpec":

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import SpecError
 from ..layout import Layout, layout_for
+from .mfns import Numbering, check_fits, foreign_base, foreign_mfns, place_pages
 from .prng import Stream
 from .spec import GuestSpec
 
@@ -89,18 +89,6 @@ def _mask(n: int, ranges) -> np.ndarray:
     return m
 
 
-def _number(order: str, count: int, base: int, rng) -> np.ndarray:
-    ranks = np.arange(count, dtype=np.uint64)
-    if order == "shuffled":
-        ranks = rng.permutation(count).astype(np.uint64)
-    elif order == "chunked":
-        chunk = 512
-        nchunks = -(-count // chunk)
-        perm = rng.permutation(nchunks).astype(np.uint64)
-        ranks = perm[ranks // chunk] * chunk + ranks % chunk
-    return ranks + np.uint64(base)
-
-
 def build_tree(spec: GuestSpec) -> BuiltTree:
     L = layout_for(spec.word_size)
     fpp = L.per_page
@@ -130,25 +118,8 @@ def build_tree(spec: GuestSpec) -> BuiltTree:
     # -- tree page MFNs --------------------------------------------------------
     n_tree = 4 + len(real_regions) + len(real_rows)
     n_own = int(own.sum())
-    if spec.placement == "compact":
-        tree_mfns = np.arange(1, n_tree + 1, dtype=np.uint64)
-        base = spec.mfn_base if spec.mfn_base is not None else n_tree + 1
-        if base <= n_tree and n_own:
-            raise SpecError(f"mfn_base {base:#x} overlaps the tree pages (MFNs 1-{n_tree:#x})")
-        data_end = base + n_own
-        fixed = 4 + len(real_regions)
-        if spec.shuffle_leaves and len(real_rows):
-            tree_mfns[fixed:] = tree_mfns[fixed:][rng.permutation(len(real_rows))]
-    else:
-        # tree pages spread over MFNs [1, span]; guest RAM above them, or
-        # the tree above the RAM when mfn_base puts the RAM low
-        span = max(spec.scatter_span, 4 * n_tree)
-        base = spec.mfn_base if spec.mfn_base is not None else span + 1
-        data_end = base + n_own
-        tree_lo = 1 if base > span or not n_own else data_end
-        tree_mfns = rng.choice(span, n_tree).astype(np.uint64) + np.uint64(tree_lo)
-    if base < 1:
-        raise SpecError("mfn_base must be at least 1 (MFN 0 is never a guest frame here)")
+    tree_mfns, base, data_end = place_pages(spec, n_tree, n_own, rng,
+                                            shuffle_tail=len(real_rows))
     leaf_missing, leaf_identity_page, mid_missing, top_mfn = (int(x) for x in tree_mfns[:4])
     mid_mfn_of_region = dict(zip(real_regions.tolist(),
                                  tree_mfns[4:4 + len(real_regions)].tolist()))
@@ -161,19 +132,16 @@ def build_tree(spec: GuestSpec) -> BuiltTree:
     # -- entries ---------------------------------------------------------------
     entries = np.full(n, L.invalid, dtype=dtype)
     data_pfns = np.flatnonzero(own).astype(np.uint64)
-    data_mfns = _number(spec.mfn_order, n_own, base, rng)
+    data_mfns = Numbering(spec.mfn_order, n_own, base, rng)(np.arange(n_own, dtype=np.uint64))
     entries[own] = data_mfns.astype(dtype)
     entries[identity] = (pfns[identity] | np.uint64(L.identity_bit)).astype(dtype)
     nf = int(foreign.sum())
     if nf:
-        tree_top = int(tree_mfns.max()) if n_tree else 0
-        f_base = max(data_end, tree_top + 1) + 0x1000
-        fmfns = rng.choice(4 * nf, nf).astype(np.uint64) + np.uint64(f_base)
-        if int(fmfns.max()) & L.flag_mask:
-            raise SpecError("foreign MFNs do not fit below the flag bits of the word")
+        fmfns = foreign_mfns(nf, foreign_base(data_end, int(tree_mfns.max())), rng)
+        check_fits(L, int(fmfns.max()), "foreign MFNs")
         entries[foreign] = (fmfns | np.uint64(L.foreign_bit)).astype(dtype)
-    if n_own and (int(data_mfns.max()) & L.flag_mask or int(data_mfns.max()) > L.word_mask):
-        raise SpecError("guest MFNs do not fit below the flag bits of the word")
+    if n_own:
+        check_fits(L, int(data_mfns.max()), "guest MFNs")
 
     leaf_table = entries.copy()
     ident_rows = np.flatnonzero(row_state == ROW_IDENTITY)
