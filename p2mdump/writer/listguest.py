@@ -264,9 +264,12 @@ class ListGuest:
     def frame_count(self) -> int:
         """Frames a raw image of the guest needs (highest written MFN + 1)."""
         top = int(self.meta_mfns.max())
-        if self.spec.data:
-            for _, mfns in self.own_frames(self.list_pfns):
-                top = max(top, int(mfns.max()))
+        if self.spec.data and self.segments.n_own:
+            if not len(self.override_pfns):
+                top = max(top, self.numbering.end - 1)
+            else:
+                for _, mfns in self.own_frames(self.list_pfns):
+                    top = max(top, int(mfns.max()))
         return top + 1
 
     @property
@@ -325,7 +328,7 @@ def _kind(flags: np.ndarray) -> np.ndarray:
 
 
 def _windows(spec: GuestSpec, vaddr: int, nbytes: int) -> list:
-    """The other mappings that fit: each a valid range that stays clear of the list."""
+    """The other mappings that fit: each a valid range clear of the list and of each other."""
     if not spec.other_mappings:
         return []
     ws = spec.word_size
@@ -336,8 +339,10 @@ def _windows(spec: GuestSpec, vaddr: int, nbytes: int) -> list:
     out = []
     for name, start, pages in wanted:
         size = pages * PAGE_SIZE
-        if listlayout.vaddr_problem(ws, start, size) is None and (
-                start + size <= vaddr or start >= end):
+        taken = [(vaddr, end)] + [(w["vaddr"], w["vaddr"] + w["pages"] * PAGE_SIZE)
+                                  for w in out]
+        if listlayout.vaddr_problem(ws, start, size) is None and all(
+                start + size <= lo or start >= hi for lo, hi in taken):
             out.append({"name": name, "vaddr": start, "pages": pages})
     return out
 
@@ -387,8 +392,10 @@ def build_list(spec: GuestSpec) -> ListGuest:
 
     # -- placement ----------------------------------------------------------------
     table_keys = pt.table_keys()
-    tree_regions = np.flatnonzero(region_kind == 0) if spec.representation == "both" else []
-    n_tree = 2 + len(tree_regions) if spec.representation == "both" else 0
+    both = spec.representation == "both"
+    # both: p2m_mid_missing_mfn, p2m_top_mfn and a mid page per region not rebuilt whole
+    tree_regions = np.flatnonzero(region_kind == 0) if both else np.zeros(0, np.int64)
+    n_tree = 2 + len(tree_regions) if both else 0
     n_other = sum(w["pages"] for w in windows)
     private = np.flatnonzero(page_kind == PAGE_PRIVATE)
     n_meta = len(SHARED_FRAMES) + len(table_keys) + n_tree + n_other + len(private)
@@ -406,7 +413,7 @@ def build_list(spec: GuestSpec) -> ListGuest:
     mfn_of = {key: next(it) for key in table_keys}
     mid_missing = top_mfn = None
     mid_of_region = {}
-    if spec.representation == "both":
+    if both:
         mid_missing, top_mfn = next(it), next(it)
         mid_of_region = {int(t): next(it) for t in tree_regions}
     for w in windows:
@@ -453,7 +460,7 @@ def build_list(spec: GuestSpec) -> ListGuest:
     # -- both: the MFN tree over the list ----------------------------------------------
     top = None
     mids = {}
-    if spec.representation == "both":
+    if both:
         dtype = np.dtype(L.numpy_dtype)
         top = np.full(fpp, mid_missing, dtype=dtype)
         for t, mfn in mid_of_region.items():

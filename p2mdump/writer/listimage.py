@@ -23,6 +23,8 @@ from .listguest import CHUNK_PFNS, ListGuest, build_list
 def write_list_frames(fd: int, guest: ListGuest, base: int = 0) -> int:
     """Write every frame of ``guest`` into ``fd`` (frame m at base + m*4096);
     returns the file size."""
+    if guest.spec.data:
+        check_data_frames(guest.segments.n_own)
     size = base + guest.frame_count() * PAGE_SIZE
     os.ftruncate(fd, size)
     for mfn, words in guest.small_pages():
@@ -30,7 +32,6 @@ def write_list_frames(fd: int, guest: ListGuest, base: int = 0) -> int:
     for pages, words in guest.list_page_runs(guest.private_pages):
         write_runs(fd, words, guest.page_mfn[pages], base)
     if guest.spec.data:
-        check_data_frames(guest.segments.n_own)
         for pfns, mfns in guest.own_frames(guest.list_pfns, batch=4096):
             write_stamped(fd, pfns, mfns, base)
     return size

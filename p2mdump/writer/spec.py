@@ -116,6 +116,9 @@ class GuestSpec:
                 if getattr(self, name) != default:
                     raise SpecError(f"{name} applies to list and both representations only")
             return
+        if self.identity_leaf != "identity":
+            raise SpecError("identity_leaf applies to tree guests only (a list page of "
+                            "identity pfns maps p2m_identity)")
         if self.max_pfn < 1:
             raise SpecError("a list guest needs max_pfn of at least 1")
         gen = self.p2m_generation
