@@ -1,4 +1,4 @@
-"""The list writer shapes a Linux linear p2m list (arch/x86/xen/p2m.c) and the page tables that map it.
+"""The list writer shapes a Linux linear p2m list (arch/x86/xen/p2m.c) and its page tables.
 
 Every check reads the generated files by hand (struct / numpy, page tables
 followed from the root here): the list walker is written separately and is

@@ -75,6 +75,12 @@ KERNEL_VADDR = {8: 0xFFFFFFFF81000000, 4: 0xC0100000}
 
 @dataclass
 class ListGuest:
+    """A list guest shaped as Linux shapes it and placed in machine frames.
+
+    Holds one byte and one MFN per list page and the page-table pages; the
+    list's words are computed on demand (:meth:`words`, :meth:`memory_chunks`).
+    """
+
     spec: GuestSpec
     layout: Layout
     mode: PagingMode
@@ -100,10 +106,9 @@ class ListGuest:
     tables: dict
     #: other mappings: {"name", "vaddr", "pages", "mfns"}
     windows: list
+    #: MFNs of the own pfns by rank, and of the foreign pfns by rank
     numbering: Numbering
     foreign: np.ndarray
-    base: int
-    data_end: int
     #: MFNs of every structure page (shared frames, tables, tree, other
     #: frames, private list pages), in placement order
     meta_mfns: np.ndarray
@@ -322,6 +327,29 @@ def _page_types(seg: Segments, init_pfns: int, n_pages: int, fpp: int) -> np.nda
     return flags
 
 
+def _rebuild(seg: Segments, max_pfn: int, n_pages: int, n_regions: int, fpp: int):
+    """xen_rebuild_p2m_list's decisions: (initial array size, kind per list
+    page, kind per mid region rebuilt as a whole or 0)."""
+    init_pfns = -(-max(max_pfn, seg.last_end(OWN, FOREIGN)) // fpp) * fpp
+    flags = _page_types(seg, init_pfns, n_pages, fpp)
+    regions = np.bitwise_or.reduce(flags.reshape(n_regions, n_pages // n_regions), axis=1)
+    return init_pfns, _kind(flags), _kind(regions)
+
+
+def _pmd_kinds(region_kind: np.ndarray, vaddr: int, n_pages: int, pages_per_region: int):
+    """Per PMD of the list range: the shared PTE page's kind, or 0 for a private table.
+
+    A PMD points at a shared PTE page when it lies inside the list and all
+    its pages belong to regions rebuilt whole, of one kind (with the list
+    starting a PMD, exactly the PMDs of such regions)."""
+    off = (vaddr >> PAGE_SHIFT) % PTES_PER_PAGE
+    n_pmds = -(-(off + n_pages) // PTES_PER_PAGE)
+    per_page = np.zeros(n_pmds * PTES_PER_PAGE, dtype=np.uint8)
+    per_page[off:off + n_pages] = np.repeat(region_kind, pages_per_region)
+    per_pmd = per_page.reshape(n_pmds, PTES_PER_PAGE)
+    return np.where(per_pmd.min(axis=1) == per_pmd.max(axis=1), per_pmd[:, 0], 0)
+
+
 def _kind(flags: np.ndarray) -> np.ndarray:
     """PAGE_MISSING / PAGE_IDENTITY where one non-PFN type alone, else PAGE_PRIVATE."""
     return np.where((flags == _T_MISSING) | (flags == _T_IDENTITY), flags, 0).astype(np.uint8)
@@ -361,20 +389,8 @@ def build_list(spec: GuestSpec) -> ListGuest:
     n_pages, n_regions = list_pfns // fpp, list_pfns // region
     seg = Segments(spec, list_pfns)
 
-    # -- rebuild: page and region kinds --------------------------------------------
-    init_pfns = -(-max(spec.max_pfn, seg.last_end(OWN, FOREIGN)) // fpp) * fpp
-    flags = _page_types(seg, init_pfns, n_pages, fpp)
-    page_kind = _kind(flags)
-    region_kind = _kind(np.bitwise_or.reduce(flags.reshape(n_regions, region // fpp), axis=1))
-
-    # a PMD points at a shared PTE page when it lies inside the list and all
-    # its pages belong to regions rebuilt whole, of one type
-    off = (vaddr >> PAGE_SHIFT) % PTES_PER_PAGE
-    n_pmds = -(-(off + n_pages) // PTES_PER_PAGE)
-    per_page = np.zeros(n_pmds * PTES_PER_PAGE, dtype=np.uint8)
-    per_page[off:off + n_pages] = np.repeat(region_kind, region // fpp)
-    per_pmd = per_page.reshape(n_pmds, PTES_PER_PAGE)
-    pmd_kind = np.where(per_pmd.min(axis=1) == per_pmd.max(axis=1), per_pmd[:, 0], 0)
+    init_pfns, page_kind, region_kind = _rebuild(seg, spec.max_pfn, n_pages, n_regions, fpp)
+    pmd_kind = _pmd_kinds(region_kind, vaddr, n_pages, region // fpp)
     pmd0 = vaddr >> PMD_SHIFT
 
     pt = PageTables(mode)
@@ -471,6 +487,5 @@ def build_list(spec: GuestSpec) -> ListGuest:
         spec=spec, layout=L, mode=mode, segments=seg, vaddr=vaddr, list_pfns=list_pfns,
         init_pfns=init_pfns, page_kind=page_kind, page_mfn=page_mfn, region_kind=region_kind,
         pmd_table=pmd_table, placeholders=placeholders, root_mfn=mfn_of[table_keys[0]],
-        tables=tables, windows=windows, numbering=numbering, foreign=foreign, base=base,
-        data_end=data_end, meta_mfns=meta, top_mfn=top_mfn, top=top, mids=mids,
-        mid_missing=mid_missing)
+        tables=tables, windows=windows, numbering=numbering, foreign=foreign, meta_mfns=meta,
+        top_mfn=top_mfn, top=top, mids=mids, mid_missing=mid_missing)

@@ -100,6 +100,8 @@ def list_sidecar(guest: ListGuest, container: str = "raw", base: int = 0,
     out.update(guest.counts)
     if guest.top_mfn is not None:
         out["placeholders"] = guest.tree_placeholders
+    if guest.notes:
+        out["notes"] = list(guest.notes)
     if extra:
         out.update(extra)
     return out

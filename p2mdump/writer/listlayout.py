@@ -67,7 +67,8 @@ def vaddr_problem(word_size: int, vaddr: int, nbytes: int) -> str | None:
     if vaddr % PAGE_SIZE:
         return f"p2m_vaddr {vaddr:#x} is not page aligned"
     if end >= mode.va_limit:
-        return f"{where} wraps past the top of the {mode.va_limit.bit_length() - 1}-bit address space"
+        bits = mode.va_limit.bit_length() - 1
+        return f"{where} wraps past the top of the {bits}-bit address space"
     if not (mode.canonical(vaddr) and mode.canonical(end)) or (
             word_size == 8 and (vaddr >> 63) != (end >> 63)):
         return f"{where} is not canonical"

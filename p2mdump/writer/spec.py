@@ -121,12 +121,18 @@ class GuestSpec:
                             "identity pfns maps p2m_identity)")
         if self.max_pfn < 1:
             raise SpecError("a list guest needs max_pfn of at least 1")
+        if self.p2m_vaddr is not None:
+            try:
+                self.p2m_vaddr = int(self.p2m_vaddr)
+            except (TypeError, ValueError):
+                raise SpecError(f"p2m_vaddr {self.p2m_vaddr!r} is not a number") from None
         gen = self.p2m_generation
         if not isinstance(gen, int) or not 0 <= gen <= lay.word_mask:
             raise SpecError(f"p2m_generation must be a {self.word_size}-byte unsigned number")
         if gen % 2 and not self.allow_odd_generation:
             raise SpecError(f"p2m_generation {gen} is odd (the guest is changing its list "
-                            "mapping); allow_odd_generation (--allow-odd-generation) writes one on purpose")
+                            "mapping); allow_odd_generation (--allow-odd-generation) "
+                            "writes one on purpose")
         nbytes = self.list_pfns * self.word_size
         vaddr = self.list_vaddr
         problem = listlayout.vaddr_problem(self.word_size, vaddr, nbytes)
