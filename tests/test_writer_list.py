@@ -18,6 +18,7 @@ from p2mdump import paging as P
 from p2mdump.cli import main
 from p2mdump.errors import SpecError
 from p2mdump.layout import PAGE_SIZE, layout_for
+from p2mdump.schemas.pagetable import PageTableEntry, PageTablePage
 from p2mdump.writer import GuestSpec, build_list, e820_example, generate
 from p2mdump.writer.containers import generate_container
 
@@ -293,6 +294,14 @@ def test_page_table_upper_levels(tmp_path, ws):
         for level, _table, _idx, entry in path[:-1]:
             if not (ws == 4 and level == 3):
                 assert entry & 0xFFF == P.KERNPG_TABLE
+        # the level-1 page decodes with the Construct schema as written
+        l1 = PageTablePage.parse(fr.frame(path[-1][1]))["entries"]
+        first = path[-1][2]
+        pte = PageTableEntry.parse(struct.pack("<Q", l1[first]))
+        assert pte.present and pte.rw and pte.nx and pte.accessed and pte.dirty
+        assert not (pte.user or pte.pse) and pte.frame == frame_of(path[-1][3])
+        pmd = PageTableEntry.parse(struct.pack("<Q", path[-2][3]))
+        assert pmd.present and pmd.rw and not pmd.nx and pmd.frame == path[-1][1]
     finally:
         fr.close()
 

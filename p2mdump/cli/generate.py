@@ -204,3 +204,8 @@ def _report(out, spec, built, container) -> None:
                f"(root MFN {built.root_mfn:#x}), max_pfn {spec.max_pfn:#x}, list of "
                f"{built.list_pfns:#x} pfns, {counts['list_pages']} list pages, "
                f"{counts['table_pages']} page-table pages{tree}", err=True)
+    if container == "elf":
+        click.echo(f"walk it: p2mdump walk {out} --p2m-cr3 {built.p2m_cr3:#x} "
+                   f"--p2m-vaddr {built.vaddr:#x} --max-pfn {spec.max_pfn:#x}", err=True)
+    else:
+        click.echo(f"walk it: p2mdump walk {out}", err=True)
