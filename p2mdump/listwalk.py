@@ -313,33 +313,33 @@ def _check_tail(buf, max_pfn, L, add):
 
 
 def _shared_pte_findings(walker, rmap, shared, source, add, L) -> list:
-    """Level-1 tables named by several PMDs: Linux's p2m_missing_pte /
-    p2m_identity_pte, whose entries all map one all-INVALID frame."""
+    """Level-1 tables whose 512 entries all map one all-INVALID frame: Linux's
+    p2m_missing_pte / p2m_identity_pte, which back whole missing / identity
+    1 GiB (4 GiB on PAE) regions.  A level-1 table named by several PMDs that
+    is not such a page is a warning (the same list pages at several places)."""
     refs = getattr(rmap, "table_refs", {}).get(1, {})
+    tables = getattr(rmap, "tables", {}).get(1, [])
     out = []
-    placeholders = set()
-    for mfn, n in sorted(refs.items()):
-        if n < 2:
-            continue
+    for mfn in sorted(int(m) for m in tables):
+        n = int(refs.get(mfn, 1))
         words = walker.entries(mfn)
         if words is None:
             continue
-        frames = set(((words & np.uint64(PTE_FRAME_MASK)) >> np.uint64(PAGE_SHIFT)).tolist())
+        frames = np.unique((words & np.uint64(PTE_FRAME_MASK)) >> np.uint64(PAGE_SHIFT))
         present = bool(np.all(words & np.uint64(PTE_PRESENT)))
-        target = next(iter(frames)) if len(frames) == 1 else None
-        if present and target is not None and shared.get(target,
-                                                          _is_placeholder(source, target, L)):
+        target = int(frames[0]) if len(frames) == 1 else None
+        if present and target is not None and shared.get(
+                target, _is_placeholder(source, target, L)):
             out.append(mfn)
-            placeholders.add(target)
             add(F.SHARED_PAGE, F.INFO,
-                f"shared PTE page MFN {mfn:#x} (p2m_missing_pte or p2m_identity_pte: every entry "
-                f"maps placeholder {target:#x}) is named by {n} PMDs", level="pt-l1", mfn=mfn,
-                count=n)
-        else:
-            add(F.SHARED_PAGE, F.WARNING,
-                f"page table MFN {mfn:#x} is named by {n} PMDs but is not a shared placeholder "
-                "PTE page (its entries do not all map one all-INVALID frame)", level="pt-l1",
+                f"placeholder PTE page MFN {mfn:#x} (p2m_missing_pte or p2m_identity_pte: every "
+                f"entry maps placeholder {target:#x}) is named by {n} PMD(s)", level="pt-l1",
                 mfn=mfn, count=n)
+        elif n > 1:
+            add(F.SHARED_PAGE, F.WARNING,
+                f"page table MFN {mfn:#x} is named by {n} PMDs but is not a placeholder PTE page "
+                "(its entries do not all map one all-INVALID frame): the same list pages appear "
+                "at several places", level="pt-l1", mfn=mfn, count=n)
     return out
 
 
