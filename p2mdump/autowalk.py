@@ -191,8 +191,11 @@ def _sidecar_list(sidecar, source) -> bool:
             and isinstance(sidecar.get("p2m_vaddr"), int))
 
 
-def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True):
-    """Walk what :func:`resolve` chose; a :class:`~p2mdump.result.WalkResult`."""
+def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
+                  raw_fd: int | None = None):
+    """Walk what :func:`resolve` chose; a :class:`~p2mdump.result.WalkResult`.
+    ``raw_fd``: an empty file a list walk may build the raw table in
+    (``result.raw_written`` says whether it did)."""
     if r.representation == "list":
         from .listwalk import walk_list
 
@@ -200,7 +203,7 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True):
             result = walk_list(source, r.p2m_cr3, r.p2m_vaddr, word_size=r.word_size,
                                max_pfn=r.max_pfn, five_level=r.five_level,
                                generation=r.p2m_generation, progress=progress,
-                               check_table=check_table)
+                               check_table=check_table, raw_fd=raw_fd)
         except TreeError as exc:
             if r.list_source == "container":
                 raise type(exc)(f"{exc} (the list named by .xen_shared_info arch.p2m_cr3 "
@@ -225,12 +228,13 @@ def walk_image(source, top_mfn=None, word_size="auto", max_pfn=None, progress=No
                crosscheck: bool = True, sidecar: dict | None = None,
                check_table: bool = True, *, representation: str = "auto",
                p2m_cr3: int | None = None, p2m_vaddr: int | None = None,
-               five_level: bool = False):
+               five_level: bool = False, raw_fd: int | None = None):
     """(WalkResult, Resolved): the walk with the container's findings and,
     for an xl dump-core file, the cross-check against .xen_p2m."""
     r = resolve(source, top_mfn, word_size, max_pfn, sidecar, representation=representation,
                 p2m_cr3=p2m_cr3, p2m_vaddr=p2m_vaddr, five_level=five_level)
-    result = walk_resolved(source, r, progress=progress, check_table=check_table)
+    result = walk_resolved(source, r, progress=progress, check_table=check_table,
+                           raw_fd=raw_fd)
     result.findings.extend(source.container_findings())
     if crosscheck and hasattr(source, "pairs"):
         from .crosscheck import crosscheck as check

@@ -30,7 +30,8 @@ from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, PAGE_SHIFT, PAGE_SIZE, layout_for
 from .paging import PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, mode_for, unfold_cr3
 from .result import WalkResult
-from .table import P2MTable, empty_words
+from .table import P2MTable
+from .tablerows import FileRows, rows_for
 
 #: the most pfns a list walk accepts: 2^32 pfns (16 TiB of guest memory) on
 #: 64-bit guests; a 32-bit guest's list must fit in its 4 GiB address space
@@ -59,7 +60,7 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
               root_mfn: int | None = None, word_size: int | str | None = "auto",
               max_pfn: int | None = None, five_level: bool = False,
               generation: int | None = None, progress=None,
-              check_table: bool = True) -> WalkResult:
+              check_table: bool = True, raw_fd: int | None = None) -> WalkResult:
     """Walk the linear p2m list at ``p2m_vaddr`` through the page tables
     whose top table is named by ``p2m_cr3`` (the register value, folded on
     32-bit guests) or ``root_mfn``.
@@ -68,6 +69,9 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
     the list's length is not written anywhere else.  ``word_size`` 'auto'
     takes 8 for a list above 4 GiB and 4 below.  ``generation`` (shared_info
     ``arch.p2m_generation``) is reported; an odd value is a finding.
+    ``raw_fd``: an empty regular file to build the table in, as the
+    ``--format raw`` output (see :mod:`p2mdump.tablerows`); the result's
+    ``raw_written`` then says the output is complete.
     """
     from .pagetable import PageTableWalker
 
@@ -162,12 +166,12 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
                           f"than the {avail >> 20} MiB of memory available")
 
     fill = _ListFill(source, L, findings, progress)
-    buf = empty_words(n_pages * fpp, L.numpy_dtype)
-    table2d = buf.reshape(n_pages, fpp)
-    shared = fill.run(table2d, mfns, mapped, p2m_vaddr)
-    _check_tail(buf, max_pfn, L, add)
+    rows = rows_for(raw_fd, n_pages, L)
+    shared = fill.run(rows, mfns, mapped, p2m_vaddr)
+    words, past = rows.finish(max_pfn)
+    _check_tail(past, max_pfn, L, add)
     shared_ptes = _shared_pte_findings(walker, rmap, shared, source, add, L)
-    table = P2MTable(buf[:max_pfn], L)
+    table = P2MTable(words, L)
     if max_pfn and table.counts().get("missing") == max_pfn:
         add(F.EMPTY_TREE, F.WARNING, "no pfn in the list maps to anything", level=LEVEL_LEAF)
     info = {
@@ -189,6 +193,7 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
         pages_read=walker.pages_read + fill.frames_read,
         mid_placeholder=None, leaf_placeholders=info["list_placeholders"],
         source=source.describe(), representation="list", list_info=info)
+    result.raw_written = isinstance(rows, FileRows)
     if check_table:
         result.check_table()
     return result
@@ -206,11 +211,12 @@ class _ListFill:
         self.frames_read = 0
         self.unreadable: dict[int, list] = {}
 
-    def run(self, table2d, mfns, mapped, p2m_vaddr) -> dict:
-        """Fill the rows; returns {shared frame MFN: is an all-INVALID placeholder}."""
+    def run(self, sink, mfns, mapped, p2m_vaddr) -> dict:
+        """Fill the rows of ``sink`` (:mod:`p2mdump.tablerows`); returns
+        {shared frame MFN: is an all-INVALID placeholder}."""
         L = self.L
-        inv = table2d.dtype.type(L.invalid)
-        table2d[~mapped] = inv
+        inv = np.dtype(L.numpy_dtype).type(L.invalid)
+        sink.invalid(np.flatnonzero(~mapped))
         rows = np.flatnonzero(mapped)
         shared: dict[int, bool] = {}
         if not len(rows):
@@ -222,12 +228,12 @@ class _ListFill:
             where = rows[inverse == u]
             data = self.source.read_frame(mfn) if self.source.has_frame(mfn) else None
             if data is None:
-                table2d[where] = inv
+                sink.invalid(where)
                 self._unreadable(mfn, where, p2m_vaddr)
                 continue
             self.frames_read += 1
             words = np.frombuffer(data, dtype=L.numpy_dtype)
-            table2d[where] = words
+            sink.words(where, words)
             placeholder = bool(np.all(words == inv))
             shared[mfn] = placeholder
             r0 = int(where[0])
@@ -249,18 +255,16 @@ class _ListFill:
                     f"non-missing entries: the same mappings appear at {len(where)} places",
                     **common))
         own = rows[~is_shared_row]
-        self._read_runs(table2d, own, mfns[own], p2m_vaddr)
+        self._read_runs(sink, own, mfns[own], p2m_vaddr)
         return shared
 
-    def _read_runs(self, table2d, rows, mfns, p2m_vaddr):
+    def _read_runs(self, sink, rows, mfns, p2m_vaddr):
         if not len(rows):
             return
-        inv = table2d.dtype.type(self.L.invalid)
         brk = np.ones(len(rows), dtype=bool)
         brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
         starts = np.flatnonzero(brk)
         ends = np.append(starts[1:], len(rows))
-        mem = memoryview(table2d.reshape(-1)).cast("B")
         total = len(rows)
         done = 0
         step = max(1, total // 100)
@@ -270,13 +274,13 @@ class _ListFill:
             mfn = int(mfns[a])
             n = b - a
             while n > 0:
-                got = self.source.read_frames_into(mfn, mem[row * PAGE_SIZE:(row + n) * PAGE_SIZE])
+                got = sink.frames(self.source, row, mfn, n)
                 self.frames_read += got
                 row += got
                 mfn += got
                 n -= got
                 if n > 0:
-                    table2d[row] = inv
+                    sink.invalid([row])
                     self._unreadable(mfn, np.array([row]), p2m_vaddr)
                     row += 1
                     mfn += 1
@@ -301,9 +305,8 @@ class _ListFill:
             vaddr_last=p2m_vaddr + (r1 + 1) * PAGE_SIZE - 1))
 
 
-def _check_tail(buf, max_pfn, L, add):
+def _check_tail(tail, max_pfn, L, add):
     """Entries of the last list page past max_pfn should be missing."""
-    tail = buf[max_pfn:]
     nz = np.flatnonzero(tail != tail.dtype.type(L.invalid))
     if len(nz):
         add(F.PAST_MAX_PFN, F.WARNING,

@@ -38,6 +38,9 @@ class WalkResult:
     representation: str = "tree"
     #: the list's parameters (p2m_cr3, p2m_vaddr, generation, paging, ...)
     list_info: dict | None = None
+    #: the walk built the table in the raw output file it was given
+    #: (``raw_fd``), so that output is already complete
+    raw_written: bool = False
 
     @property
     def max_pfn(self) -> int:

@@ -1,6 +1,8 @@
 """``p2mdump walk``: rebuild the pfn -> mfn table from a memory image."""
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from .common import (EXIT_CODES_HELP, CLIError, Progress, output_stream, write_json_file,
@@ -97,26 +99,39 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
     from ..output import BINARY_FORMATS, write_table
 
     progress = Progress("walking leaves", enabled=not quiet)
-    with open_image(image, base=base, container=container) as source:
-        from ..autowalk import walk_image
-        from ..sidecar import read_sidecar
+    # --format raw into a file: a list walk builds the table right in the
+    # output (frames copied by the kernel, see p2mdump.tablerows)
+    direct = fmt == "raw" and output not in (None, "-")
+    with contextlib.ExitStack() as outputs:
+        out_fh = outputs.enter_context(output_stream(output, True)) if direct else None
+        raw_fd = None
+        if out_fh is not None:
+            out_fh.flush()
+            raw_fd = out_fh.fileno()
+        with open_image(image, base=base, container=container) as source:
+            from ..autowalk import walk_image
+            from ..sidecar import read_sidecar
 
-        side = read_sidecar(image) if top_mfn is None else None
-        try:
-            result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn,
-                                          progress=progress, sidecar=side, check_table=False,
-                                          **list_opts)
-        finally:
-            progress.close()
-        if not quiet:
-            for line in resolved.notes():
-                click.echo(f"p2mdump: {line}", err=True)
-    if result.word_size_source == "detected" and not quiet:
-        how = ("from p2m_vaddr" if result.representation == "list"
-               else "from the top and mid pages")
-        click.echo(f"p2mdump: word size {result.word_size} detected {how}", err=True)
-    with output_stream(output, fmt in BINARY_FORMATS) as fh:
-        write_table(result.table, fh, fmt)
+            side = read_sidecar(image) if top_mfn is None else None
+            try:
+                result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn,
+                                              progress=progress, sidecar=side,
+                                              check_table=False, raw_fd=raw_fd, **list_opts)
+            finally:
+                progress.close()
+            if not quiet:
+                for line in resolved.notes():
+                    click.echo(f"p2mdump: {line}", err=True)
+        if result.word_size_source == "detected" and not quiet:
+            how = ("from p2m_vaddr" if result.representation == "list"
+                   else "from the top and mid pages")
+            click.echo(f"p2mdump: word size {result.word_size} detected {how}", err=True)
+        if out_fh is not None:
+            if not result.raw_written:
+                write_table(result.table, out_fh, fmt)
+        else:
+            with output_stream(output, fmt in BINARY_FORMATS) as fh:
+                write_table(result.table, fh, fmt)
     # after the output: the table is still warm in the cache for the checks
     # (checking while a thread writes it out was measured slower: bench/)
     result.check_table()

@@ -64,6 +64,12 @@ class FrameSource:
         it stops at the first frame that is not (fully) in the image."""
         raise NotImplementedError
 
+    def file_extent(self, mfn: int, count: int):
+        """(fd, file offset, frames) when frames ``mfn, mfn+1, ...`` lie back to
+        back in one file, so they can be copied without reading them (the
+        ``--format raw`` fast path); None when the container cannot say."""
+        return None
+
     def read_frame(self, mfn: int) -> bytes | None:
         """One frame, or None when it is not (fully) in the image."""
         buf = bytearray(PAGE_SIZE)

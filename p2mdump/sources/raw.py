@@ -49,6 +49,11 @@ class RawImage(FrameSource):
     def frames_present(self, mfns):
         return mfns < self.frames  # works on numpy arrays without importing numpy
 
+    def file_extent(self, mfn: int, count: int):
+        if mfn < 0 or mfn >= self.frames or count <= 0:
+            return None
+        return self.fd, self.base + mfn * PAGE_SIZE, min(count, self.frames - mfn)
+
     def read_frames_into(self, mfn: int, buf) -> int:
         want = len(buf) // PAGE_SIZE
         if mfn < 0 or mfn >= self.frames or want == 0:

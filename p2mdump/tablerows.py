@@ -1,0 +1,150 @@
+"""Where a walk puts the table's rows: in memory, or straight into a raw output file.
+
+A walk fills the table one 4096-byte row (one leaf or list page) at a time:
+rows of INVALID, rows copied from a shared page read once, and runs of rows
+whose frames are consecutive in the image.  :class:`MemoryRows` does that in
+an anonymous mapping, as every output format needs.  :class:`FileRows` does
+it in the (temporary) file of a ``--format raw`` output: runs of frames are
+copied by the kernel from the image into the output (``copy_file_range``, no
+trip through this process's memory) and the finished file is mapped
+read-only as the table, so the summary and the findings read the very bytes
+written.  Both give the same table; a test checks them against each other.
+"""
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+
+import numpy as np
+
+from .layout import PAGE_SIZE, Layout
+from .table import empty_words
+
+#: bytes written per call when a row pattern repeats (256 pages)
+BLOCK_PAGES = 256
+
+
+def row_runs(rows: np.ndarray):
+    """(first row, count) of every run of consecutive row numbers."""
+    if not len(rows):
+        return []
+    brk = np.ones(len(rows), dtype=bool)
+    brk[1:] = np.diff(rows) != 1
+    starts = np.flatnonzero(brk)
+    ends = np.append(starts[1:], len(rows))
+    return [(int(rows[a]), int(b - a)) for a, b in zip(starts.tolist(), ends.tolist())]
+
+
+class MemoryRows:
+    """The table's rows in memory."""
+
+    def __init__(self, n_rows: int, layout: Layout):
+        self.L = layout
+        self.n_rows = n_rows
+        self.buf = empty_words(n_rows * layout.per_page, layout.numpy_dtype)
+        self.rows2d = self.buf.reshape(n_rows, layout.per_page)
+        self._mem = memoryview(self.buf).cast("B")
+
+    def invalid(self, rows) -> None:
+        self.rows2d[rows] = self.rows2d.dtype.type(self.L.invalid)
+
+    def words(self, rows, words: np.ndarray) -> None:
+        self.rows2d[rows] = words
+
+    def frames(self, source, row: int, mfn: int, n: int) -> int:
+        """Rows row.. from frames mfn..; the number of whole frames read."""
+        return source.read_frames_into(mfn, self._mem[row * PAGE_SIZE:(row + n) * PAGE_SIZE])
+
+    def finish(self, max_pfn: int):
+        """(table words 0..max_pfn-1, the words of the last row past max_pfn)."""
+        return self.buf[:max_pfn], self.buf[max_pfn:]
+
+
+class FileRows:
+    """The table's rows written into ``fd`` (a regular file, empty, at offset 0)."""
+
+    def __init__(self, fd: int, n_rows: int, layout: Layout):
+        self.fd = fd
+        self.L = layout
+        self.n_rows = n_rows
+        self._copy_ok = hasattr(os, "copy_file_range")
+        self._invalid = b"\xff" * (PAGE_SIZE * BLOCK_PAGES)   # INVALID is all ones
+        os.ftruncate(fd, 0)
+
+    def _pwrite_all(self, data, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def _repeat(self, rows, page: bytes) -> None:
+        block = page * BLOCK_PAGES if len(page) == PAGE_SIZE else page
+        for row, count in row_runs(np.asarray(rows)):
+            while count > 0:
+                k = min(count, BLOCK_PAGES)
+                self._pwrite_all(memoryview(block)[:k * PAGE_SIZE], row * PAGE_SIZE)
+                row += k
+                count -= k
+
+    def invalid(self, rows) -> None:
+        self._repeat(rows, self._invalid)
+
+    def words(self, rows, words: np.ndarray) -> None:
+        self._repeat(rows, np.ascontiguousarray(words).tobytes())
+
+    def frames(self, source, row: int, mfn: int, n: int) -> int:
+        extent = source.file_extent(mfn, n) if self._copy_ok else None
+        if extent is None:
+            buf = bytearray(n * PAGE_SIZE)
+            got = source.read_frames_into(mfn, memoryview(buf))
+            self._pwrite_all(memoryview(buf)[:got * PAGE_SIZE], row * PAGE_SIZE)
+            return got
+        src_fd, offset, avail = extent
+        want = min(n, avail) * PAGE_SIZE
+        done = 0
+        while done < want:
+            try:
+                k = os.copy_file_range(src_fd, self.fd, want - done, offset + done,
+                                       row * PAGE_SIZE + done)
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP) \
+                        and done == 0:
+                    self._copy_ok = False
+                    return self.frames(source, row, mfn, n)
+                break
+            if k <= 0:
+                break
+            done += k
+        return done // PAGE_SIZE
+
+    def finish(self, max_pfn: int):
+        """Cut the file to max_pfn words and map it: (table, the words past max_pfn)."""
+        ws = self.L.word_size
+        full = self.n_rows * PAGE_SIZE
+        size = max_pfn * ws
+        tail = b""
+        if full > size:
+            tail = os.pread(self.fd, full - size, size)
+        os.ftruncate(self.fd, size)
+        past = np.frombuffer(tail, dtype=self.L.numpy_dtype)
+        if size == 0:
+            return np.zeros(0, dtype=self.L.numpy_dtype), past
+        mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        return np.frombuffer(mapping, dtype=self.L.numpy_dtype), past
+
+
+def rows_for(fd: int | None, n_rows: int, layout: Layout):
+    """FileRows when ``fd`` is a regular file that can take the table, else MemoryRows."""
+    if fd is not None:
+        import stat
+
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return FileRows(fd, n_rows, layout)
+        except OSError:
+            pass
+    return MemoryRows(n_rows, layout)
