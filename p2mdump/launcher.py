@@ -3,7 +3,9 @@
 A single ``p2mdump lookup IMAGE --top-mfn N --pfn P`` must finish in about
 the time the interpreter takes to start, and importing click alone costs a
 good part of that.  So the simple forms of a single lookup are answered here
-without click; anything else (help, other options, other commands, any
+without click: ``--pfn`` / ``--paddr`` in the tree at ``--top-mfn``, or in
+the linear list named by ``--p2m-cr3``, ``--p2m-vaddr`` and ``--max-pfn``.
+Anything else (help, other options such as ``--vaddr``, other commands, any
 error in the arguments) goes to the click CLI, which gives the same answer
 and the same messages.
 """
@@ -12,7 +14,10 @@ from __future__ import annotations
 import sys
 
 _VALUE_OPTIONS = ("--top-mfn", "--word-size", "--max-pfn", "--base", "--container",
-                  "--pfn", "--paddr")
+                  "--pfn", "--paddr", "--p2m-cr3", "--p2m-vaddr")
+_FLAGS = ("--json", "--five-level")
+_NUMBERS = ("--top-mfn", "--max-pfn", "--base", "--pfn", "--paddr", "--p2m-cr3", "--p2m-vaddr")
+_LIST = ("--p2m-cr3", "--p2m-vaddr", "--max-pfn")
 
 
 def _number(text: str):
@@ -24,13 +29,13 @@ def _number(text: str):
 
 def _parse_lookup(argv):
     """Options of a simple single lookup, or None when click should decide."""
-    opts: dict = {"--json": False}
+    opts: dict = {}
     image = None
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--json":
-            opts["--json"] = True
+        if arg in _FLAGS:
+            opts[arg] = True
         elif arg.startswith("--"):
             name, eq, value = arg.partition("=")
             if name not in _VALUE_OPTIONS or name in opts:
@@ -46,10 +51,17 @@ def _parse_lookup(argv):
         else:
             image = arg
         i += 1
-    if image is None or ("--pfn" in opts) == ("--paddr" in opts) or "--top-mfn" not in opts:
+    if image is None or ("--pfn" in opts) == ("--paddr" in opts):
         return None
-    parsed = {"image": image, "json": opts["--json"]}
-    for name in ("--top-mfn", "--max-pfn", "--base", "--pfn", "--paddr"):
+    # the tree at --top-mfn, or a list named in full; nothing else (no hints here)
+    is_list = any(name in opts for name in _LIST[:2])
+    if is_list == ("--top-mfn" in opts) or (
+            is_list and not all(name in opts for name in _LIST)) or (
+            "--five-level" in opts and not is_list):
+        return None
+    parsed = {"image": image, "json": opts.get("--json", False), "list": is_list,
+              "five_level": opts.get("--five-level", False)}
+    for name in _NUMBERS:
         if name in opts:
             value = _number(opts[name])
             if value is None or value < 0:
@@ -76,13 +88,18 @@ def fast_lookup(argv) -> int | None:
         except OSError:
             return None
     from .errors import P2MDumpError
-    from .lookup import PathLookup, format_result
+    from .lookup import ListPathLookup, PathLookup, format_result
     from .sources.raw import RawImage
 
     try:
         with RawImage(args["image"], base=args.get("base", 0)) as source:
-            path = PathLookup(source, args["top_mfn"], word_size=args["word_size"],
-                              max_pfn=args.get("max_pfn"))
+            if args["list"]:
+                path = ListPathLookup(source, args["p2m_cr3"], args["p2m_vaddr"],
+                                      word_size=args["word_size"], max_pfn=args["max_pfn"],
+                                      five_level=args["five_level"])
+            else:
+                path = PathLookup(source, args["top_mfn"], word_size=args["word_size"],
+                                  max_pfn=args.get("max_pfn"))
             result = path.pfn(args["pfn"]) if "pfn" in args else path.paddr(args["paddr"])
             result["pages_read"] = path.pages_read
     except P2MDumpError as exc:

@@ -25,6 +25,8 @@ KINDS = (KIND_VALID, KIND_MISSING, KIND_IDENTITY, KIND_FOREIGN)
 LEVEL_TOP = "top"
 LEVEL_MID = "mid"
 LEVEL_LEAF = "leaf"
+#: a page of a linear p2m list (3.19+), as a lookup path names it
+LEVEL_LIST = "list"
 
 
 class Layout:

@@ -28,21 +28,11 @@ import numpy as np
 from . import findings as F
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, PAGE_SHIFT, PAGE_SIZE, layout_for
-from .paging import PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, mode_for, unfold_cr3
+from .paging import (MAX_LIST_PFNS, PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, list_end,
+                     mode_for, unfold_cr3, word_size_from_vaddr)
 from .result import WalkResult
 from .table import P2MTable
 from .tablerows import FileRows, rows_for
-
-#: the most pfns a list walk accepts: 2^32 pfns (16 TiB of guest memory) on
-#: 64-bit guests; a 32-bit guest's list must fit in its 4 GiB address space
-MAX_LIST_PFNS = {8: 1 << 32, 4: 1 << 30}
-
-
-def word_size_from_vaddr(p2m_vaddr: int) -> int:
-    """A 64-bit Linux kernel maps the list in the upper half of the address
-    space; a 32-bit (PAE) kernel below 4 GiB."""
-    return 8 if p2m_vaddr > 0xFFFFFFFF else 4
-
 
 def memory_available() -> int | None:
     """MemAvailable of /proc/meminfo in bytes, None where unknown."""
@@ -111,13 +101,7 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
                           f"hold here ({limit:#x} pfns)")
     fpp = L.per_page
     n_pages = L.leaves_for(max_pfn)
-    end = p2m_vaddr + n_pages * PAGE_SIZE - 1 if n_pages else p2m_vaddr
-    if not mode.canonical(p2m_vaddr) or not mode.canonical(end) or end >= mode.va_limit:
-        raise TreeError(f"the list at p2m_vaddr {p2m_vaddr:#x} with {max_pfn:#x} pfns "
-                        f"({n_pages} pages, up to {end:#x}) does not fit in a "
-                        f"{mode.name} address space (not canonical or wraps)")
-    if ws == 8 and (p2m_vaddr >> 47) != (end >> 47):
-        raise TreeError(f"the list {p2m_vaddr:#x}-{end:#x} crosses the non-canonical gap")
+    end = list_end(mode, p2m_vaddr, max_pfn, n_pages)
 
     walker = PageTableWalker(source, root_mfn, mode)
     findings: list = []

@@ -1,13 +1,17 @@
-"""Single lookups through the p2m tree: pfn -> mfn and guest -> machine address.
+"""Single lookups through the p2m: pfn -> mfn and guest -> machine address.
 
-A single lookup reads exactly the pages on its path (top, mid, leaf) with
+A single lookup reads exactly the pages on its path with
 :meth:`FrameSource.read_frame` and decodes the one word it needs with
-:func:`int.from_bytes`.  This module must stay free of heavy imports (no
-numpy, no construct): ``p2mdump lookup IMAGE --top-mfn N --pfn P`` is a
-whole process that has to start about as fast as the interpreter itself.
+:func:`int.from_bytes`: the top, mid and leaf page of the tree
+(:class:`PathLookup`), or the page-table path to the one list page holding
+the entry and that page for a linear list (:class:`ListPathLookup`).  This
+module must stay free of heavy imports (no numpy, no construct):
+``p2mdump lookup IMAGE --top-mfn N --pfn P`` is a whole process that has to
+start about as fast as the interpreter itself.
 
 Lookups that need the whole table (mfn -> pfns, many queries at once) live
-in :class:`TableLookup`, which walks the tree once and imports numpy lazily.
+in :class:`TableLookup`, which works on a walked table and imports numpy
+lazily.
 """
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ import struct
 from . import wordsize
 from .errors import LayoutError, TreeError
 from .layout import (KIND_FOREIGN, KIND_IDENTITY, KIND_MISSING, KIND_VALID, LEVEL_LEAF,
-                     LEVEL_MID, LEVEL_TOP, PAGE_SHIFT, PAGE_SIZE, Layout, layout_for)
+                     LEVEL_LIST, LEVEL_MID, LEVEL_TOP, PAGE_SHIFT, PAGE_SIZE, Layout,
+                     layout_for)
+from .paging import MAX_LIST_PFNS, list_end, word_size_from_vaddr
+from .ptlookup import PathTranslator, check_vaddr, root_for_cr3
 
 OFFSET_MASK = PAGE_SIZE - 1
 QUERY_KINDS = ("pfn", "mfn", "paddr", "maddr")
@@ -159,6 +166,143 @@ class PathLookup:
         return with_address(self.pfn(paddr >> PAGE_SHIFT), paddr)
 
 
+#: how a list lookup's problem starts for a pfn at or past max_pfn
+PAST_LIST_END = "past the end of the list"
+
+
+class ListPathLookup:
+    """Look pfns up in a guest's linear p2m list (Linux 3.19+), page by page.
+
+    The entry of pfn P is the guest word at virtual address ``p2m_vaddr +
+    P * word_size``.  A lookup translates that one address through the page
+    tables under ``p2m_cr3`` (the register value, folded on 32-bit guests)
+    and reads the one list page it leads to: the tables on the path and that
+    page, nothing else (:attr:`pages_read` counts distinct frames, the top
+    table included, which the constructor reads to check it is there).
+
+    ``word_size`` "auto" takes 8 for a list above 4 GiB and 4 below, as the
+    list walk does.  ``max_pfn`` (shared_info ``arch.max_pfn``): a pfn at or
+    past it has no entry (kind missing, ``problem`` says so, nothing is
+    read), as in the table the list walk builds.  Without ``max_pfn`` any
+    pfn whose entry has a canonical address is read.
+    """
+
+    def __init__(self, source, p2m_cr3: int, p2m_vaddr: int, *, word_size="auto",
+                 max_pfn: int | None = None, five_level: bool = False):
+        if word_size in (None, "auto"):
+            ws = word_size_from_vaddr(p2m_vaddr)
+            self.word_size_source = "detected"
+        else:
+            ws = int(word_size)
+            self.word_size_source = "given"
+        root, mode = root_for_cr3(p2m_cr3, ws, five_level, what="p2m_cr3")
+        self.layout: Layout = layout_for(ws)
+        self.p2m_cr3 = p2m_cr3
+        self.p2m_vaddr = p2m_vaddr
+        self.max_pfn = max_pfn
+        if max_pfn is not None:
+            if max_pfn < 0:
+                raise LayoutError(f"max_pfn must not be negative (got {max_pfn})")
+            if max_pfn > MAX_LIST_PFNS[ws]:
+                raise LayoutError(f"max_pfn {max_pfn:#x} is beyond what a {ws * 8}-bit guest's "
+                                  f"list can hold here ({MAX_LIST_PFNS[ws]:#x} pfns)")
+            list_end(mode, p2m_vaddr, max_pfn, self.layout.leaves_for(max_pfn))
+        if p2m_vaddr % PAGE_SIZE:
+            raise LayoutError(f"p2m_vaddr {p2m_vaddr:#x} is not page-aligned")
+        self.translator = PathTranslator(source, root, mode)
+
+    @property
+    def word_size(self) -> int:
+        return self.layout.word_size
+
+    @property
+    def pages_read(self) -> int:
+        return self.translator.pages_read
+
+    def pfn(self, pfn: int) -> dict:
+        """pfn -> {pfn, kind, mfn, raw, path, problem, past_max_pfn, entry_vaddr, ...}.
+
+        ``path``: the page-table steps ({"level": "pt-l4".., "mfn": table
+        MFN, "slot": entry index, "entry": the entry}) and then the list
+        page ({"level": "list", "mfn", "slot": index of the word in it}).
+        An unmapped entry address or a list page not in the image makes the
+        pfn missing, and ``problem`` says why."""
+        L = self.layout
+        ws = L.word_size
+        if pfn < 0:
+            raise LayoutError(f"pfn must not be negative (got {pfn})")
+        if pfn >= MAX_LIST_PFNS[ws]:
+            raise LayoutError(f"pfn {pfn:#x} is outside any list of a {ws * 8}-bit guest "
+                              f"(at most {MAX_LIST_PFNS[ws]:#x} pfns)")
+        vaddr = self.p2m_vaddr + pfn * ws
+        out = {"pfn": pfn, "kind": KIND_MISSING, "mfn": None, "raw": None,
+               "p2m_cr3": self.p2m_cr3, "p2m_vaddr": self.p2m_vaddr, "word_size": ws,
+               "entry_vaddr": vaddr, "path": [], "problem": None,
+               "past_max_pfn": self.max_pfn is not None and pfn >= self.max_pfn}
+        if out["past_max_pfn"]:
+            out["problem"] = f"{PAST_LIST_END} (max_pfn {self.max_pfn:#x})"
+            return out
+        tr = self.translator.translate(vaddr)
+        out["path"] = [step.as_dict() for step in tr.path]
+        if tr.maddr is None:
+            out["problem"] = f"the list entry at {vaddr:#x} is not mapped: {tr.problem}"
+            return out
+        frame = tr.mfn
+        slot = (vaddr & OFFSET_MASK) // ws
+        out["path"].append({"level": LEVEL_LIST, "mfn": frame, "slot": slot})
+        page = self.translator.page(frame)
+        if page is None:
+            first = pfn - slot
+            out["problem"] = (f"list page MFN {frame:#x} (pfns {first:#x}-"
+                              f"{first + L.per_page - 1:#x}) is not in the image")
+            return out
+        raw = int.from_bytes(page[slot * ws:(slot + 1) * ws], "little")
+        out["raw"] = raw
+        out["kind"] = L.kind_of(raw)
+        out["mfn"] = L.decode(raw)
+        return out
+
+    def paddr(self, paddr: int) -> dict:
+        """Guest physical address -> machine address (None when missing)."""
+        if paddr < 0:
+            raise LayoutError(f"address must not be negative (got {paddr:#x})")
+        return with_address(self.pfn(paddr >> PAGE_SHIFT), paddr)
+
+
+def vaddr_lookup(source, cr3: int, vaddr: int, word_size: int,
+                 five_level: bool = False) -> dict:
+    """Guest virtual address -> machine address through the guest's own page
+    tables under ``cr3`` (the register value, folded on 32-bit guests).
+
+    {"vaddr", "cr3", "root_mfn", "paging", "word_size", "maddr", "mfn",
+    "page_size", "frame_in_image", "path": [{"level", "mfn", "slot",
+    "entry"}...], "problem", "pages_read"} and the guest side, filled in by
+    :func:`add_pfns`: "pfns", "foreign_pfns", "paddrs" (None until then),
+    "p2m" (the representation used), "pfn_problem" (why the pfn is unknown).
+    An address that is not mapped has ``maddr`` None and ``problem`` says
+    why; a cr3 or address that cannot be the guest's is a LayoutError."""
+    root, mode = root_for_cr3(cr3, word_size, five_level)
+    check_vaddr(mode, vaddr)        # before anything is read
+    translator = PathTranslator(source, root, mode)
+    tr = translator.translate(vaddr)
+    return {"vaddr": tr.vaddr, "cr3": cr3, "root_mfn": translator.root_mfn,
+            "paging": translator.mode.name, "word_size": word_size, "maddr": tr.maddr,
+            "mfn": tr.mfn, "page_size": tr.page_size, "frame_in_image": tr.frame_in_image,
+            "path": [step.as_dict() for step in tr.path], "problem": tr.problem,
+            "pages_read": translator.pages_read, "pfns": None, "foreign_pfns": None,
+            "paddrs": None, "p2m": None, "pfn_problem": None}
+
+
+def add_pfns(out: dict, table: "TableLookup", representation: str) -> dict:
+    """Fill the guest side of a mapped :func:`vaddr_lookup` result from a
+    walked table: the pfns mapping its machine frame and their addresses."""
+    got = table.mfn(out["mfn"])
+    offset = out["maddr"] & OFFSET_MASK
+    out.update(pfns=got["pfns"], foreign_pfns=got["foreign_pfns"],
+               paddrs=[(p << PAGE_SHIFT) | offset for p in got["pfns"]], p2m=representation)
+    return out
+
+
 def parse_query_file(lines) -> list[tuple[str, int]]:
     """Queries, one a line: ``[pfn|mfn|paddr|maddr] NUMBER`` (a bare number
     is a pfn); blank lines and ``#`` comments are skipped.  Raises
@@ -281,15 +425,43 @@ class TableLookup:
         return out
 
 
+def _size_text(size: int) -> str:
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"
+
+
+def _foreign_note(r: dict) -> str:
+    if not r.get("foreign_pfns"):
+        return ""
+    return " (foreign-mapped at pfn " + ", ".join(f"{p:#x}" for p in r["foreign_pfns"]) + ")"
+
+
+def _format_vaddr(r: dict) -> str:
+    head = f"vaddr {r['vaddr']:#x}"
+    if r["maddr"] is None:
+        return f"{head} -> not mapped ({r['problem']})"
+    notes = [f"{_size_text(r['page_size'])} page"]
+    if not r["frame_in_image"]:
+        notes.append("frame not in the image")
+    if r["pfns"] is None:
+        notes.insert(0, f"mfn {r['mfn']:#x}; pfn unknown: {r['pfn_problem']}")
+        return f"{head} -> maddr {r['maddr']:#x} ({'; '.join(notes)})"
+    pf = ", ".join(f"{p:#x}" for p in r["pfns"]) or "none"
+    pa = ", ".join(f"{a:#x}" for a in r["paddrs"]) or "none"
+    notes.insert(0, f"mfn {r['mfn']:#x} -> pfn {pf}")
+    return f"{head} -> maddr {r['maddr']:#x} -> paddr {pa} ({'; '.join(notes)}){_foreign_note(r)}"
+
+
 def format_result(r: dict) -> str:
     """One human-readable line for a lookup result."""
+    if "vaddr" in r:
+        return _format_vaddr(r)
     q = r.get("query")
     if "pfns" in r:
         pf = ", ".join(f"{p:#x}" for p in r["pfns"]) or "none"
-        extra = ""
-        if r.get("foreign_pfns"):
-            extra = " (foreign-mapped at pfn " + ", ".join(
-                f"{p:#x}" for p in r["foreign_pfns"]) + ")"
+        extra = _foreign_note(r)
         if q == "maddr" or "maddr" in r:
             pa = ", ".join(f"{a:#x}" for a in r["paddrs"]) or "none"
             return f"maddr {r['maddr']:#x} -> paddr {pa} (mfn {r['mfn']:#x} -> pfn {pf}){extra}"
@@ -298,7 +470,7 @@ def format_result(r: dict) -> str:
     note = ""
     if r.get("problem"):
         note += f" ({r['problem']})"
-    if r.get("past_max_pfn"):
+    if r.get("past_max_pfn") and not (r.get("problem") or "").startswith(PAST_LIST_END):
         note += " (past max_pfn)"
     if "paddr" in r:
         if r["maddr"] is None:
@@ -310,5 +482,6 @@ def format_result(r: dict) -> str:
     return f"pfn {r['pfn']:#x} -> mfn {r['mfn']:#x} ({kind}){note}"
 
 
-__all__ = ["PathLookup", "TableLookup", "parse_query_file", "format_result",
+__all__ = ["PathLookup", "ListPathLookup", "TableLookup", "vaddr_lookup", "add_pfns",
+           "parse_query_file", "format_result",
            "KIND_VALID", "KIND_MISSING", "KIND_IDENTITY", "KIND_FOREIGN"]

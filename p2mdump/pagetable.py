@@ -33,10 +33,12 @@ from typing import Callable
 import numpy as np
 
 from . import findings as F
-from .errors import LayoutError, TreeError
+from .errors import LayoutError
 from .layout import PAGE_SHIFT, PAGE_SIZE
 from .paging import (BITS_PER_LEVEL, PTE_FRAME_MASK, PTE_NX, PTE_PRESENT, PTE_PSE,
-                     PagingMode, level_span, mode_for, pte_frame, unfold_cr3)
+                     PagingMode, level_name)
+from .ptlookup import (Translation, check_root_mfn, check_vaddr, root_for_cr3,
+                       root_not_in_image, translate_path)
 from .sources.base import FrameSource
 
 Progress = Callable[[int, int], None]
@@ -73,42 +75,7 @@ def pte_frames(words: np.ndarray) -> np.ndarray:
     return (words & _FRAME_MASK) >> _PAGE_SHIFT
 
 
-def level_name(level: int) -> str:
-    """The ``Finding.level`` of an entry at page-table ``level`` ("pt-l1" .. "pt-l5")."""
-    return f"pt-l{level}"
-
-
-# -- results ------------------------------------------------------------------------
-
-@dataclass
-class Step:
-    """One entry read on a translation path."""
-
-    level: int
-    table_mfn: int
-    index: int
-    entry: int
-
-
-@dataclass
-class Translation:
-    """Where one virtual address leads."""
-
-    vaddr: int
-    #: machine address, None when the address is not mapped
-    maddr: int | None
-    #: 4096, 2 MiB or 1 GiB; 0 when not mapped
-    page_size: int
-    path: list
-    #: why the address is not mapped (None when it is)
-    problem: str | None
-    #: whether the final machine frame is in the image
-    frame_in_image: bool
-
-    @property
-    def mfn(self) -> int | None:
-        return None if self.maddr is None else self.maddr >> PAGE_SHIFT
-
+# -- results (a Translation of one address: p2mdump.ptlookup) ------------------------
 
 @dataclass
 class RangeMap:
@@ -147,12 +114,9 @@ class PageTableWalker:
         self.mode = mode
         self.pages_read = 0
         self._cache: dict[int, np.ndarray | None] = {}
-        if root_mfn <= 0:
-            raise TreeError(f"top page-table MFN must be positive (got {root_mfn:#x})")
+        check_root_mfn(root_mfn)
         if self.entries(root_mfn) is None:
-            limit = source.frame_limit()
-            where = f" (the image holds {limit:#x} frames)" if limit is not None else ""
-            raise TreeError(f"top page-table MFN {root_mfn:#x} is not in the image{where}")
+            raise root_not_in_image(source, root_mfn)
 
     def entries(self, mfn: int) -> np.ndarray | None:
         """Table page ``mfn`` as 512 ``<u8`` words, None when it is not in the image."""
@@ -172,13 +136,7 @@ class PageTableWalker:
     # -- addresses -------------------------------------------------------------
     def _check_vaddr(self, vaddr, what: str = "virtual address") -> int:
         """``vaddr`` as a Python int, or LayoutError when it is not a canonical address."""
-        try:
-            vaddr = operator.index(vaddr)
-        except TypeError:
-            raise LayoutError(f"{what} must be an integer (got {vaddr!r})") from None
-        if not self.mode.canonical(vaddr):
-            raise LayoutError(f"{what} {vaddr:#x} is not a canonical {self.mode.name} address")
-        return vaddr
+        return check_vaddr(self.mode, vaddr, what)
 
     def _linear_page(self, vaddr: int) -> int:
         """Page number of ``vaddr`` with the sign-extension bits dropped, so
@@ -194,42 +152,16 @@ class PageTableWalker:
         return va
 
     # -- one address -----------------------------------------------------------
+    def _entry(self, table_mfn: int, index: int) -> int | None:
+        words = self.entries(table_mfn)
+        return None if words is None else int(words[index])
+
     def translate(self, vaddr: int) -> Translation:
-        """Follow ``vaddr`` from the top table down, entry by entry."""
+        """Follow ``vaddr`` from the top table down, entry by entry (the walk
+        of :func:`p2mdump.ptlookup.translate_path`, on this walker's cache)."""
         vaddr = self._check_vaddr(vaddr)
-        mode = self.mode
-        path: list[Step] = []
-
-        def unmapped(problem: str) -> Translation:
-            return Translation(vaddr, None, 0, path, problem, False)
-
-        table = self.root_mfn
-        for level in range(mode.levels, 0, -1):
-            words = self.entries(table)
-            if words is None:
-                step = path[-1]
-                return unmapped(f"level-{level} table MFN {table:#x} (named by level-{step.level} "
-                                f"entry {step.index} of table MFN {step.table_mfn:#x}) "
-                                "is not in the image")
-            index = mode.index(vaddr, level)
-            entry = int(words[index])
-            path.append(Step(level, table, index, entry))
-            where = f"level-{level} entry {index} of table MFN {table:#x}"
-            if not entry & PTE_PRESENT:
-                return unmapped(f"{where} is not present")
-            frame = pte_frame(entry)
-            large = level in mode.large_levels and bool(entry & PTE_PSE)
-            if large:
-                frame &= ~((level_span(level) >> PAGE_SHIFT) - 1)
-            if frame == 0:
-                return unmapped(f"{where} names frame 0")
-            if large or level == 1:
-                size = level_span(level)
-                maddr = (frame << PAGE_SHIFT) | (vaddr & (size - 1))
-                return Translation(vaddr, maddr, size, path, None,
-                                   self.source.has_frame(maddr >> PAGE_SHIFT))
-            table = frame
-        raise AssertionError("unreachable: level 1 always ends the walk")
+        return translate_path(self._entry, self.source.has_frame, self.root_mfn, self.mode,
+                              vaddr)
 
     # -- a range ---------------------------------------------------------------
     def _check_range(self, vaddr, npages) -> tuple[int, int, int]:
@@ -490,15 +422,5 @@ def walker_for_cr3(source: FrameSource, cr3: int, word_size: int,
                    five_level: bool = False) -> PageTableWalker:
     """The walker of the page tables a PV guest's ``cr3`` value names
     (``arch.p2m_cr3``: folded on 32-bit guests, see :func:`~p2mdump.paging.unfold_cr3`)."""
-    try:
-        mode = mode_for(word_size, five_level)
-    except ValueError as exc:
-        raise LayoutError(str(exc)) from None
-    if not isinstance(cr3, int) or not 0 <= cr3 < 1 << 64:
-        raise LayoutError(f"cr3 must be a 64-bit value (got {cr3!r})")
-    if word_size == 4 and cr3 >> 32:
-        raise LayoutError(f"cr3 {cr3:#x} of a 32-bit guest has bits 32-63 set "
-                          "(Xen's save code refuses it)")
-    if cr3 == 0:
-        raise TreeError("cr3 is 0: no page tables to walk")
-    return PageTableWalker(source, unfold_cr3(cr3, word_size), mode)
+    root, mode = root_for_cr3(cr3, word_size, five_level)
+    return PageTableWalker(source, root, mode)

@@ -31,6 +31,7 @@ Light on purpose (no numpy, no construct): single lookups import it.
 """
 from __future__ import annotations
 
+from .errors import TreeError
 from .layout import PAGE_SHIFT, PAGE_SIZE
 
 #: a page-table entry is always 8 bytes (x86-64 and PAE)
@@ -67,6 +68,11 @@ KERNPG_TABLE = PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY
 
 #: level numbers and their Linux names
 LEVEL_NAMES = {1: "pte", 2: "pmd", 3: "pud", 4: "p4d/pgd", 5: "pgd"}
+
+
+def level_name(level: int) -> str:
+    """How findings and lookup paths name page-table ``level`` ("pt-l1" .. "pt-l5")."""
+    return f"pt-l{level}"
 
 
 def level_shift(level: int) -> int:
@@ -143,6 +149,19 @@ HYPERVISOR_HOLE = {8: (0xFFFF800000000000, 0xFFFF87FFFFFFFFFF),
                    4: (0xF5800000, 0xFFFFFFFF)}
 
 
+#: the most pfns a linear p2m list may have here: 2^32 pfns (16 TiB of guest
+#: memory) on 64-bit guests; a 32-bit guest's list must fit in its 4 GiB
+#: address space
+MAX_LIST_PFNS = {8: 1 << 32, 4: 1 << 30}
+
+
+def word_size_from_vaddr(vaddr: int) -> int:
+    """The word size of a guest guessed from a kernel virtual address: a
+    64-bit Linux kernel maps its data (the p2m list among it) in the upper
+    half of the address space, a 32-bit (PAE) kernel below 4 GiB."""
+    return 8 if vaddr > 0xFFFFFFFF else 4
+
+
 def mode_for(word_size: int, five_level: bool = False) -> PagingMode:
     """The paging mode of a PV guest of ``word_size`` (8: x86-64, 4: PAE)."""
     if word_size == 8:
@@ -152,6 +171,21 @@ def mode_for(word_size: int, five_level: bool = False) -> PagingMode:
             raise ValueError("a 32-bit (PAE) guest has no 5-level paging")
         return PAE
     raise ValueError(f"word size must be 4 or 8, not {word_size!r}")
+
+
+def list_end(mode: PagingMode, p2m_vaddr: int, max_pfn: int, n_pages: int) -> int:
+    """The last byte address of a linear p2m list of ``n_pages`` pages (for
+    ``max_pfn`` pfns) at ``p2m_vaddr``; TreeError unless the whole list lies
+    in the canonical addresses of one half of ``mode``'s address space."""
+    end = p2m_vaddr + n_pages * PAGE_SIZE - 1 if n_pages else p2m_vaddr
+    if not mode.canonical(p2m_vaddr) or not mode.canonical(end) or end >= mode.va_limit:
+        raise TreeError(f"the list at p2m_vaddr {p2m_vaddr:#x} with {max_pfn:#x} pfns "
+                        f"({n_pages} pages, up to {end:#x}) does not fit in a "
+                        f"{mode.name} address space (not canonical or wraps)")
+    half = mode.va_bits - 1
+    if mode.word_size == 8 and (p2m_vaddr >> half) != (end >> half):
+        raise TreeError(f"the list {p2m_vaddr:#x}-{end:#x} crosses the non-canonical gap")
+    return end
 
 
 # -- cr3 (xen-x86_32.h / xen-x86_64.h) -----------------------------------------------

@@ -1,8 +1,8 @@
 """The x86 page-table walker, on page tables built by hand in raw images.
 
-The images are written here word by word, with index math of their own (not
-the walker's), and the bulk path (map_range) is checked against the
-entry-by-entry path (translate) on random ranges.
+The images are written word by word (tests/ptimage.py), with index math of
+their own (not the walker's), and the bulk path (map_range) is checked
+against the entry-by-entry path (translate) on random ranges.
 """
 import struct
 import time
@@ -15,119 +15,21 @@ from p2mdump import findings as F
 from p2mdump.errors import LayoutError, TreeError
 from p2mdump.pagetable import (PageTableWalker, pte_frames, pte_nx, pte_present, pte_pse,
                                walker_for_cr3)
-from p2mdump.paging import (KERNPG_TABLE, PAE, PAGE_KERNEL, PAGE_KERNEL_RO, PTE_ACCESSED,
-                            PTE_DIRTY, PTE_FRAME_MASK, PTE_GLOBAL, PTE_NX, PTE_PAT_LARGE,
-                            PTE_PCD, PTE_PRESENT, PTE_PSE, PTE_PWT, PTE_RW, PTE_USER, X86_64,
-                            X86_64_LA57, fold_cr3)
+from p2mdump.paging import (PAE, PAGE_KERNEL, PAGE_KERNEL_RO, PTE_ACCESSED, PTE_DIRTY,
+                            PTE_FRAME_MASK, PTE_GLOBAL, PTE_NX, PTE_PCD, PTE_PRESENT, PTE_PSE,
+                            PTE_PWT, PTE_RW, PTE_USER, X86_64, X86_64_LA57, fold_cr3)
+from p2mdump.ptlookup import PathTranslator, translator_for_cr3
 from p2mdump.schemas.pagetable import PageTableEntry, PageTablePage
-from p2mdump.sources.raw import RawImage
+from ptimage import (GIB, KIB4, MIB2, CountingImage, Memory, index, install, large, levels_of,
+                     page, table, table_of)
 
-KIB4 = 4096
-MIB2 = 2 << 20
-GIB = 1 << 30
 FLAG_BITS = {"present": PTE_PRESENT, "rw": PTE_RW, "user": PTE_USER, "pwt": PTE_PWT,
              "pcd": PTE_PCD, "accessed": PTE_ACCESSED, "dirty": PTE_DIRTY, "pse": PTE_PSE,
              "global": PTE_GLOBAL, "nx": PTE_NX}
 
 
-# -- building page tables by hand -------------------------------------------------------------
-
-class Memory:
-    """Machine memory written by hand: 64-bit words in 4 KiB frames, saved as a
-    sparse raw image of ``nframes`` frames (frames at or past it are not in the image)."""
-
-    def __init__(self, nframes: int, first_free: int = 1):
-        self.nframes = nframes
-        self.frames: dict[int, np.ndarray] = {}
-        self.next = first_free
-
-    def alloc(self) -> int:
-        """A new all-zero frame (a fresh page-table page)."""
-        while self.next in self.frames:
-            self.next += 1
-        self.frames[self.next] = np.zeros(512, dtype="<u8")
-        return self.next
-
-    def put(self, mfn: int, index: int, value: int) -> None:
-        self.frames.setdefault(mfn, np.zeros(512, dtype="<u8"))[index] = value
-
-    def get(self, mfn: int, index: int) -> int:
-        return int(self.frames[mfn][index])
-
-    def image(self, path) -> RawImage:
-        with open(path, "wb") as fh:
-            fh.truncate(self.nframes * KIB4)
-            for mfn, words in sorted(self.frames.items()):
-                if mfn < self.nframes:
-                    fh.seek(mfn * KIB4)
-                    fh.write(words.tobytes())
-        return RawImage(path)
-
-
-def table(mfn):
-    return (mfn << 12) | KERNPG_TABLE
-
-
-def page(mfn):
-    return (mfn << 12) | PAGE_KERNEL
-
-
-def large(mfn, pat=False):
-    return (mfn << 12) | PAGE_KERNEL | PTE_PSE | (PTE_PAT_LARGE if pat else 0)
-
-
-def levels_of(mode):
-    return {"x86-64": 4, "x86-64-5level": 5, "pae": 3}[mode.name]
-
-
-def index(mode, va, level):
-    """Entry index of ``va`` at ``level``, written out for the tests."""
-    shift = 12 + 9 * (level - 1)
-    bits = 2 if (mode is PAE and level == 3) else 9
-    return (va >> shift) & ((1 << bits) - 1)
-
-
-def install(mem, mode, root, va, leaf_level, entry):
-    """Write ``entry`` as the level-``leaf_level`` entry of ``va``, making the
-    tables above it on the way."""
-    tbl = root
-    for level in range(levels_of(mode), leaf_level, -1):
-        i = index(mode, va, level)
-        e = mem.get(tbl, i)
-        if e & PTE_PRESENT:
-            child = (e & PTE_FRAME_MASK) >> 12
-        else:
-            child = mem.alloc()
-            mem.put(tbl, i, table(child))
-        tbl = child
-    mem.put(tbl, index(mode, va, leaf_level), entry)
-    return tbl
-
-
-def table_of(mem, mode, root, va, level):
-    """MFN of the level-``level`` table on ``va``'s path (written by install)."""
-    tbl = root
-    for lv in range(levels_of(mode), level, -1):
-        tbl = (mem.get(tbl, index(mode, va, lv)) & PTE_FRAME_MASK) >> 12
-    return tbl
-
-
 def kinds(rm, kind):
     return [f for f in rm.findings if f.kind == kind]
-
-
-class CountingImage(RawImage):
-    """A raw image that counts how often each frame is read."""
-
-    def __init__(self, path):
-        super().__init__(path)
-        self.reads = {}
-
-    def read_frames_into(self, mfn, buf):
-        got = super().read_frames_into(mfn, buf)
-        for m in range(mfn, mfn + got):
-            self.reads[m] = self.reads.get(m, 0) + 1
-        return got
 
 
 # -- the schema and the numpy fast path -------------------------------------------------------
@@ -584,6 +486,50 @@ def test_map_range_agrees_with_translate(scene, data):
         assert unmapped_by_findings[p] == (tr.maddr is None)
     # every table page read once, whichever path read it first (the root: by the constructor)
     assert w.pages_read == len(set().union({root}, *(set(t.tolist()) for t in rm.tables.values())))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_path_translator_agrees_with_the_walker(scene, data):
+    """The struct-based single translation (what single lookups use) gives the
+    walker's Translation and the bulk map's frame for random addresses around
+    every kind of entry: 4 KiB, 2 MiB and 1 GiB pages, non-present entries,
+    tables outside the image, frame 0, shared tables, loops."""
+    mode, src, root, marks = scene
+    mark = data.draw(st.sampled_from(marks))
+    va = mark + data.draw(st.integers(-3 * MIB2, 3 * MIB2))
+    if mode is PAE:
+        va = min(max(va, 0), (1 << 32) - 1)
+    elif va < BASE[mode.name]:
+        va = BASE[mode.name]
+    counting = CountingImage(src.path)
+    light = PathTranslator(counting, root, mode)
+    walker = PageTableWalker(src, root, mode)
+    got, want = light.translate(va), walker.translate(va)
+    assert got == want
+    assert int(walker.map_range(va & ~(KIB4 - 1), 1).mfns[0]) == (got.mfn or 0)
+    # only the path was read, each page once
+    tables = {s.table_mfn for s in got.path} | {root}
+    assert set(counting.reads) == tables and light.pages_read == len(tables)
+    assert all(n == 1 for n in counting.reads.values())
+    counting.close()
+
+
+def test_translator_for_cr3_checks_like_the_walker(tmp_path):
+    mem = Memory(8)
+    root = mem.alloc()
+    with mem.image(tmp_path / "m.img") as src:
+        for args in [((1 << 32) | fold_cr3(root, 4), 4), (root << 12, 2), (0, 8),
+                     (100 << 12, 8), (root << 12, 4, True)]:
+            with pytest.raises((LayoutError, TreeError)) as light:
+                translator_for_cr3(src, *args)
+            with pytest.raises(type(light.value)) as bulk:
+                walker_for_cr3(src, *args)
+            assert str(light.value) == str(bulk.value)
+        t = translator_for_cr3(src, fold_cr3(root, 4), 4)
+        assert (t.root_mfn, t.mode, t.pages_read) == (root, PAE, 1)
+        with pytest.raises(LayoutError, match="canonical"):
+            t.translate(1 << 32)
 
 
 def test_scene_findings_and_single_reads(scene, tmp_path):
