@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import findings as F
+from .arrays import unique
 from .layout import PAGE_SIZE
 from .paging import PTES_PER_PAGE, level_shift
 from .table import VALID, P2MTable
@@ -90,7 +91,7 @@ def crosscheck(table: P2MTable, pair_pfns, pair_gmfns, list_info: dict | None = 
     # pages the tree does not know
     unknown = np.flatnonzero(~known)
     if len(unknown):
-        up = np.unique(pp[unknown])
+        up = unique(pp[unknown])
         why = []
         past = int(np.count_nonzero(~inside))
         if past:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import findings as F
+from .arrays import unique
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, PAGE_SHIFT, PAGE_SIZE, layout_for
 from .paging import (MAX_LIST_PFNS, PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, list_end,
@@ -205,7 +206,7 @@ class _ListFill:
         shared: dict[int, bool] = {}
         if not len(rows):
             return shared
-        uniq, inverse, counts = np.unique(mfns[rows], return_inverse=True, return_counts=True)
+        uniq, inverse, counts = unique(mfns[rows], return_inverse=True, return_counts=True)
         is_shared_row = counts[inverse] > 1
         for u in np.flatnonzero(counts > 1).tolist():
             mfn = int(uniq[u])
@@ -312,7 +313,7 @@ def _shared_pte_findings(walker, rmap, shared, source, add, L) -> list:
         words = walker.entries(mfn)
         if words is None:
             continue
-        frames = np.unique((words & np.uint64(PTE_FRAME_MASK)) >> np.uint64(PAGE_SHIFT))
+        frames = unique((words & np.uint64(PTE_FRAME_MASK)) >> np.uint64(PAGE_SHIFT))
         present = bool(np.all(words & np.uint64(PTE_PRESENT)))
         target = int(frames[0]) if len(frames) == 1 else None
         if present and target is not None and shared.get(

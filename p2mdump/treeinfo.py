@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import unique
 from .layout import Layout
 
 
@@ -25,19 +26,19 @@ class TreePages:
 
     def leaf_ref_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(distinct leaf MFNs, slots naming each), usable slots only."""
-        return np.unique(self.leaf[self.leaf_usable], return_counts=True)
+        return unique(self.leaf[self.leaf_usable], return_counts=True)
 
     def levels(self) -> dict:
         """{"top": [mfn], "mid": distinct mid MFNs, "leaf": distinct leaf MFNs}
         (MFN 0 left out)."""
-        mids = np.unique(self.top[self.mid_ok])
-        leaves = np.unique(self.leaf[self.leaf_usable])
+        mids = unique(self.top[self.mid_ok])
+        leaves = unique(self.leaf[self.leaf_usable])
         return {"top": np.array([self.top_mfn], dtype=np.uint64),
                 "mid": mids[mids != 0], "leaf": leaves[leaves != 0]}
 
     def placeholders(self) -> tuple[int | None, set]:
         """(mid placeholder MFN or None, leaf MFNs named by more than one slot)."""
-        mids, counts = np.unique(self.top[self.mid_ok], return_counts=True)
+        mids, counts = unique(self.top[self.mid_ok], return_counts=True)
         mid_ph = int(mids[np.argmax(counts)]) if len(counts) and counts.max() > 1 else None
         lv, lc = self.leaf_ref_counts()
         return mid_ph, {int(m) for m in lv[lc > 1].tolist()}
@@ -52,7 +53,7 @@ def read_tree_pages(source, top_mfn: int, layout: Layout) -> TreePages:
         top = np.frombuffer(data, dtype=layout.numpy_dtype).astype(np.uint64)
     mid_ok = np.zeros(fpp, dtype=bool)
     leaf = np.zeros((fpp, fpp), dtype=np.uint64)
-    for mfn in np.unique(top).tolist():
+    for mfn in unique(top).tolist():
         if mfn == 0 or not source.has_frame(mfn):
             continue
         page = source.read_frame(mfn)

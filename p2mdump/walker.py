@@ -16,6 +16,7 @@ import numpy as np
 
 from . import findings as F
 from . import wordsize
+from .arrays import unique
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, PAGE_SIZE, Layout, layout_for
 from .sources.base import FrameSource
@@ -60,7 +61,7 @@ def _pointer_score(cache: PageCache, top_mfn: int, layout: Layout) -> float:
         return 0.0
     present = cache.source.frames_present
     good = total = 0
-    mids, counts = np.unique(top, return_counts=True)
+    mids, counts = unique(top, return_counts=True)
     for mfn, n in zip(mids.tolist(), counts.tolist()):
         total += n
         if mfn == 0:
@@ -160,7 +161,7 @@ class _Walk:
         leaf_mfn = np.zeros((fpp, fpp), dtype=np.uint64)
         usable = np.zeros(fpp, dtype=bool)
         self.mid_refs = {}
-        mids, inverse, counts = np.unique(top, return_inverse=True, return_counts=True)
+        mids, inverse, counts = unique(top, return_inverse=True, return_counts=True)
         for u, mfn in enumerate(mids.tolist()):
             slots = np.flatnonzero(inverse == u)
             self.mid_refs[mfn] = slots
@@ -191,7 +192,7 @@ class _Walk:
         self.flat, self.usable = flat, usable
         # distinct leaf pages over the whole capacity
         slots = np.flatnonzero(usable)
-        leaves, inverse, counts = np.unique(flat[slots], return_inverse=True, return_counts=True)
+        leaves, inverse, counts = unique(flat[slots], return_inverse=True, return_counts=True)
         self.leaf_refs_slots = slots
         self.leaf_inverse = inverse
         self.leaves = leaves

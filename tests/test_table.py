@@ -92,3 +92,21 @@ def test_lookup_inverse_and_pfns_of():
     assert t.lookup(2)["kind"] == "missing" and t.lookup(2)["mfn"] is None
     assert t.lookup(100)["kind"] == "missing"
     assert t.lookup(4) == {"pfn": 4, "raw": L.identity_entry(4), "kind": "identity", "mfn": 4}
+
+
+def test_unique_helper_agrees_with_numpy():
+    """p2mdump.arrays.unique (used to avoid numpy.unique's numpy.ma import)
+    gives numpy.unique's answers."""
+    from p2mdump.arrays import unique
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 17, 1000):
+        for hi in (1, 3, 1 << 40):
+            v = rng.integers(0, hi, size=n, dtype=np.uint64)
+            assert np.array_equal(unique(v), np.unique(v))
+            u, inv, cnt = unique(v, return_inverse=True, return_counts=True)
+            nu, ninv, ncnt = np.unique(v, return_inverse=True, return_counts=True)
+            assert np.array_equal(u, nu) and np.array_equal(inv, ninv.reshape(-1))
+            assert np.array_equal(cnt, ncnt)
+            u2, c2 = unique(v, return_counts=True)
+            assert np.array_equal(u2, nu) and np.array_equal(c2, ncnt)
