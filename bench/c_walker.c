@@ -233,17 +233,8 @@ int main(int argc, char **argv)
     if (max_pfn > capacity)
         die("max_pfn is larger than the tree's capacity");
 
-    img_fd = open(argv[1], O_RDONLY);
-    if (img_fd < 0) {
-        perror(argv[1]);
+    if (!open_image(argv[1]))
         return 3;
-    }
-    struct stat st;
-    if (fstat(img_fd, &st) != 0) {
-        perror(argv[1]);
-        return 3;
-    }
-    img_frames = (uint64_t)st.st_size / PAGE_SIZE;
 
     unsigned char top[PAGE_SIZE];
     if (!read_frame(top_mfn, top))
@@ -289,29 +280,9 @@ int main(int argc, char **argv)
     }
 
     /* output: the first max_pfn words */
-    int out = open(argv[5], O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (out < 0) {
-        perror(argv[5]);
-        return 5;
-    }
-    size_t total = (size_t)max_pfn * ws, done = 0;
-    while (done < total) {
-        size_t chunk = total - done;
-        if (chunk > ((size_t)1 << 30))
-            chunk = (size_t)1 << 30;
-        ssize_t n = write(out, table + done, chunk);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            perror(argv[5]);
-            return 5;
-        }
-        done += (size_t)n;
-    }
-    if (close(out) != 0) {
-        perror(argv[5]);
-        return 5;
-    }
+    int rc = write_out(argv[5], table, (size_t)max_pfn * ws);
+    if (rc)
+        return rc;
     free(table);
     free(mids);
     free(mid_ok);

@@ -33,7 +33,7 @@ from .paging import (MAX_LIST_PFNS, PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, list_
                      mode_for, unfold_cr3, word_size_from_vaddr)
 from .result import WalkResult
 from .table import P2MTable
-from .tablerows import FileRows, rows_for
+from .tablerows import FileRows, read_runs, rows_for
 
 def memory_available() -> int | None:
     """MemAvailable of /proc/meminfo in bytes, None where unknown."""
@@ -244,38 +244,9 @@ class _ListFill:
         return shared
 
     def _read_runs(self, sink, rows, mfns, p2m_vaddr):
-        if not len(rows):
-            return
-        brk = np.ones(len(rows), dtype=bool)
-        brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
-        starts = np.flatnonzero(brk)
-        ends = np.append(starts[1:], len(rows))
-        total = len(rows)
-        done = 0
-        step = max(1, total // 100)
-        next_report = step
-        for a, b in zip(starts.tolist(), ends.tolist()):
-            row = int(rows[a])
-            mfn = int(mfns[a])
-            n = b - a
-            while n > 0:
-                got = sink.frames(self.source, row, mfn, n)
-                self.frames_read += got
-                row += got
-                mfn += got
-                n -= got
-                if n > 0:
-                    sink.invalid([row])
-                    self._unreadable(mfn, np.array([row]), p2m_vaddr)
-                    row += 1
-                    mfn += 1
-                    n -= 1
-            done += b - a
-            if self.progress is not None and done >= next_report:
-                self.progress(done, total)
-                next_report = done + step
-        if self.progress is not None:
-            self.progress(total, total)
+        self.frames_read += read_runs(
+            sink, self.source, rows, mfns,
+            lambda row, mfn: self._unreadable(mfn, np.array([row]), p2m_vaddr), self.progress)
 
     def _unreadable(self, mfn, rows, p2m_vaddr):
         fpp = self.L.per_page

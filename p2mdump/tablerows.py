@@ -36,14 +36,60 @@ def row_runs(rows: np.ndarray):
     return [(int(rows[a]), int(b - a)) for a, b in zip(starts.tolist(), ends.tolist())]
 
 
-class MemoryRows:
-    """The table's rows in memory."""
+def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
+              progress=None) -> int:
+    """Fill ``rows`` of ``sink`` from frames ``mfns`` (one per row): runs of
+    consecutive rows whose frames are consecutive take one read (or copy)
+    each.  A frame not in the image makes its row INVALID and is reported as
+    ``unreadable(row, mfn)``.  Returns the number of frames read."""
+    if not len(rows):
+        return 0
+    brk = np.ones(len(rows), dtype=bool)
+    brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
+    starts = np.flatnonzero(brk)
+    ends = np.append(starts[1:], len(rows))
+    total = len(rows)
+    done = read = 0
+    step = max(1, total // 100)
+    next_report = step
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        row = int(rows[a])
+        mfn = int(mfns[a])
+        n = b - a
+        while n > 0:
+            got = sink.frames(source, row, mfn, n)
+            read += got
+            row += got
+            mfn += got
+            n -= got
+            if n > 0:  # the frame at `mfn` is not in the image
+                sink.invalid([row])
+                unreadable(row, mfn)
+                row += 1
+                mfn += 1
+                n -= 1
+        done += b - a
+        if progress is not None and done >= next_report:
+            progress(done, total)
+            next_report = done + step
+    if progress is not None:
+        progress(total, total)
+    return read
 
-    def __init__(self, n_rows: int, layout: Layout):
+
+class MemoryRows:
+    """The table's rows in memory (``rows2d``: an existing (n, per_page) array
+    to fill, or None for a new one)."""
+
+    def __init__(self, n_rows: int, layout: Layout, rows2d: np.ndarray | None = None):
         self.L = layout
         self.n_rows = n_rows
-        self.buf = empty_words(n_rows * layout.per_page, layout.numpy_dtype)
-        self.rows2d = self.buf.reshape(n_rows, layout.per_page)
+        if rows2d is None:
+            self.buf = empty_words(n_rows * layout.per_page, layout.numpy_dtype)
+            self.rows2d = self.buf.reshape(n_rows, layout.per_page)
+        else:
+            self.rows2d = rows2d
+            self.buf = rows2d.reshape(-1)
         self._mem = memoryview(self.buf).cast("B")
 
     def invalid(self, rows) -> None:

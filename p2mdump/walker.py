@@ -18,10 +18,11 @@ from . import findings as F
 from . import wordsize
 from .arrays import unique
 from .errors import LayoutError, TreeError
-from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, PAGE_SIZE, Layout, layout_for
+from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, Layout, layout_for
 from .sources.base import FrameSource
 from .result import WalkResult, table_findings  # noqa: F401  (re-exported)
 from .table import P2MTable, empty_words
+from .tablerows import MemoryRows, read_runs
 
 Progress = Callable[[int, int], None]
 
@@ -348,41 +349,9 @@ class _Walk:
         rows = np.flatnonzero(~bad & ~shared_rows)
         if not len(rows):
             return
-        mfns = flat[rows]
-        # runs: consecutive rows whose leaf MFNs step by one -> one read
-        brk = np.ones(len(rows), dtype=bool)
-        brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
-        run_starts = np.flatnonzero(brk)
-        run_ends = np.append(run_starts[1:], len(rows))
-        total = len(rows)
-        done = 0
-        mem = memoryview(table2d.reshape(-1)).cast("B")
-        rowbytes = PAGE_SIZE
-        step = max(1, total // 100)
-        next_report = step
-        for a, b in zip(run_starts.tolist(), run_ends.tolist()):
-            row = int(rows[a])
-            mfn = int(mfns[a])
-            n = b - a
-            while n > 0:
-                got = self.source.read_frames_into(
-                    mfn, mem[row * rowbytes:(row + n) * rowbytes])
-                self.bulk_frames += got
-                row += got
-                mfn += got
-                n -= got
-                if n > 0:  # the frame at `mfn` is not in the image
-                    table2d[row] = inv
-                    self._unreadable_leaf(row, mfn)
-                    row += 1
-                    mfn += 1
-                    n -= 1
-            done += b - a
-            if self.progress is not None and done >= next_report:
-                self.progress(done, total)
-                next_report = done + step
-        if self.progress is not None:
-            self.progress(total, total)
+        sink = MemoryRows(n_leaves, L, table2d)
+        self.bulk_frames += read_runs(sink, self.source, rows, flat[rows],
+                                      self._unreadable_leaf, self.progress)
 
     def _unreadable_shared(self, mfn):
         slots = self._slots_of_leaf(mfn)
