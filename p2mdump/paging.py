@@ -59,6 +59,11 @@ PTE_FRAME_MASK = 0x000FFFFFFFFFF000
 #: is the address aligned to the page size
 PTE_PAT_LARGE = 1 << 12
 
+#: bits a PAE PDPTE (an entry of the 4-entry top table) must leave clear:
+#: 1-2, 5-8 and 52-63 (Intel SDM vol. 3, "Format of a PAE
+#: Page-Directory-Pointer-Table Entry"; 52 is the widest MAXPHYADDR)
+PDPTE_RESERVED = 0x1E6 | (0xFFF << 52)
+
 #: what Linux writes for kernel data (PAGE_KERNEL: present, rw, accessed,
 #: dirty, NX; global left out) and read-only data (PAGE_KERNEL_RO), and for a
 #: page-table page (_KERNPG_TABLE: present, rw, accessed, dirty)

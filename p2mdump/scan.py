@@ -1,6 +1,8 @@
-"""Find p2m trees in an image without being told where they are.
+"""Find p2m trees and linear p2m lists in an image without being told where they are.
 
-Three stages, each bounded by the size of the image:
+Lists are found by their guest's shared_info page (:mod:`p2mdump.listscan`),
+scored in bulk during the same sequential pass; trees by their pages, in
+three stages, each bounded by the size of the image:
 
 1. **One sequential pass** over the image in large blocks (holes of a sparse
    raw file are skipped with SEEK_DATA).  For each word size, every page is
@@ -27,6 +29,8 @@ Three stages, each bounded by the size of the image:
    words), and the placeholders are checked (a mid placeholder whose every
    slot names one all-INVALID leaf).  Confirmed candidates are then walked
    in full (:func:`p2mdump.walker.walk`) for their max_pfn and counts.
+   The tree a list guest's shared_info names (FLL: a ``both`` guest) is
+   given a trial too, and the two are linked.
 """
 from __future__ import annotations
 
@@ -75,6 +79,14 @@ class ScanCandidate:
     #: what the trial walk saw (fractions in 0..1)
     evidence: dict = field(default_factory=dict)
     warnings: int = 0
+    #: a list guest's shared_info page that names this tree as its FLL
+    #: (a ``both`` guest), when the scan found one
+    shared_info_mfn: int | None = None
+    representation: str = "tree"
+
+    def walk_args(self) -> list[str]:
+        """The options of ``p2mdump walk`` that name this tree."""
+        return ["--top-mfn", f"{self.top_mfn:#x}", "--word-size", str(self.word_size)]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +99,9 @@ class ScanStats:
     pointer_pages: dict = field(default_factory=dict)
     candidates: dict = field(default_factory=dict)
     trials: int = 0
+    #: pages whose arch_shared_info words passed the bulk test, by word size
+    shared_info_pages: dict = field(default_factory=dict)
+    list_trials: int = 0
 
 
 # -- stage 1: the sequential pass ------------------------------------------------
@@ -293,7 +308,7 @@ class _Pages:
         return data
 
 
-def _leaf_quality(words: np.ndarray, first_pfn: int, L) -> tuple[float, int]:
+def leaf_quality(words: np.ndarray, first_pfn: int, L) -> tuple[float, int]:
     """(fraction of entries that decode sanely, entries that are not INVALID)."""
     w = words.astype(np.uint64)
     inv = w == np.uint64(L.invalid)
@@ -310,7 +325,7 @@ def _leaf_quality(words: np.ndarray, first_pfn: int, L) -> tuple[float, int]:
     return good / len(w), int((~inv).sum())
 
 
-def _has_frames(source, mfns: np.ndarray) -> np.ndarray:
+def has_frames(source, mfns: np.ndarray) -> np.ndarray:
     """Per element: a frame of the image other than MFN 0."""
     from .sources.raw import RawImage
 
@@ -343,7 +358,7 @@ def trial_walk(source, top_mfn: int, word_size: int, pages: _Pages | None = None
         if data is None:
             continue
         mw = np.frombuffer(data, dtype=L.numpy_dtype).astype(np.uint64)
-        ptrs = int(np.count_nonzero(_has_frames(source, mw)))
+        ptrs = int(np.count_nonzero(has_frames(source, mw)))
         if ptrs >= fpp - fpp // BAD_DIV:
             mid_pages[m] = mw
             mid_ok[u] = True
@@ -355,7 +370,7 @@ def trial_walk(source, top_mfn: int, word_size: int, pages: _Pages | None = None
     leaf = np.concatenate([mid_pages[int(T[t])] for t in slots_t])
     rows = (slots_t[:, None] * fpp + np.arange(fpp)[None, :]).reshape(-1)
     lu, l_inv, l_counts = np.unique(leaf, return_inverse=True, return_counts=True)
-    in_img = _has_frames(source, lu)
+    in_img = has_frames(source, lu)
     ev["mid_ptr"] = float(in_img[l_inv].mean())
     if ev["mid_ptr"] < 0.9:
         return ev
@@ -393,7 +408,7 @@ def trial_walk(source, top_mfn: int, word_size: int, pages: _Pages | None = None
             q.append(0.0)
             continue
         lw = np.frombuffer(data, dtype=L.numpy_dtype)
-        quality, n = _leaf_quality(lw, int(rows[i]) * fpp, L)
+        quality, n = leaf_quality(lw, int(rows[i]) * fpp, L)
         q.append(quality)
         mapped += n
         valid.append(lw[(lw.astype(np.uint64) & np.uint64(L.flag_mask)) == 0])
@@ -409,23 +424,16 @@ def trial_walk(source, top_mfn: int, word_size: int, pages: _Pages | None = None
 
 # -- the public function ----------------------------------------------------------
 
-def scan(source, *, word_sizes=WORD_SIZES, progress: Progress | None = None,
-         max_trials: int = MAX_TRIALS, max_results: int = MAX_RESULTS,
-         stats: ScanStats | None = None) -> list[ScanCandidate]:
-    """Candidate p2m trees in ``source``, best first (an empty list if none)."""
+#: what scan looks for: p2m trees (by their pages) and linear lists (by shared_info)
+REPRESENTATIONS = ("tree", "list")
+
+
+def _find_trees(source, states, *, max_trials: int, max_results: int, stats: ScanStats,
+                hints=()) -> list[ScanCandidate]:
+    """Stages 2 and 3 for trees: candidates from the pass (and ``hints``:
+    (top MFN, word size) named elsewhere), trial walks, full walks."""
     from .walker import walk
 
-    stats = stats if stats is not None else ScanStats()
-    for ws in word_sizes:
-        layout_for(ws)
-    limit = source.frame_limit()
-    extents = _extents(source)
-    if limit is None:
-        limit = max((a + n for a, n in extents), default=0)
-    states = [_WordState(ws, int(limit)) for ws in word_sizes]
-    for mfn0, block in _blocks(source, extents, progress, stats):
-        for st in states:
-            st.feed(block, mfn0)
     pages = _Pages(source)
     found: list[ScanCandidate] = []
     tried = set()
@@ -437,6 +445,7 @@ def scan(source, *, word_sizes=WORD_SIZES, progress: Progress | None = None,
         stats.candidates[st.ws] = len(cands)
         if hint is not None:
             trials.append((int(hint), st.ws, 1.0))
+        trials += [(int(top), ws, 1.0) for top, ws in hints if ws == st.ws]
         trials += [(m, st.ws, tl) for m, tl, _ in cands]
     confirmed = []
     for top, ws, toplike in trials:
@@ -466,3 +475,49 @@ def scan(source, *, word_sizes=WORD_SIZES, progress: Progress | None = None,
             warnings=len(res.warnings())))
     found.sort(key=lambda c: (-c.score, -c.pfns_mapped, c.word_size == 4, c.top_mfn))
     return found
+
+
+def scan(source, *, word_sizes=WORD_SIZES, progress: Progress | None = None,
+         max_trials: int = MAX_TRIALS, max_results: int = MAX_RESULTS,
+         stats: ScanStats | None = None, representations=REPRESENTATIONS,
+         full_walk_bytes: int | None = None) -> list:
+    """Candidate p2m trees and linear p2m lists in ``source``, best first (an
+    empty list if none).
+
+    Trees are :class:`ScanCandidate`, lists
+    :class:`~p2mdump.listscan.ListCandidate`; both have ``representation``,
+    ``word_size``, ``score``, ``walk_args()`` and ``to_dict()``.  At most
+    ``max_results`` of each representation are returned.  A list's table is
+    walked in full only up to ``full_walk_bytes`` (default
+    :data:`p2mdump.listscan.FULL_WALK_BYTES`)."""
+    from . import listscan
+
+    stats = stats if stats is not None else ScanStats()
+    for ws in word_sizes:
+        layout_for(ws)
+    unknown = set(representations) - set(REPRESENTATIONS)
+    if unknown:
+        raise ValueError(f"unknown representation(s): {', '.join(sorted(unknown))}")
+    limit = source.frame_limit()
+    extents = _extents(source)
+    if limit is None:
+        limit = max((a + n for a, n in extents), default=0)
+    states = ([_WordState(ws, int(limit)) for ws in word_sizes]
+              if "tree" in representations else [])
+    filters = ([listscan.SharedInfoFilter(ws, int(limit)) for ws in word_sizes]
+               if "list" in representations else [])
+    for mfn0, block in _blocks(source, extents, progress, stats):
+        for st in states:
+            st.feed(block, mfn0)
+        for flt in filters:
+            flt.feed(block, mfn0)
+    lists = listscan.find_lists(
+        source, filters, max_results=max_results, stats=stats,
+        full_walk_bytes=listscan.FULL_WALK_BYTES if full_walk_bytes is None
+        else full_walk_bytes) if filters else []
+    trees = _find_trees(source, states, max_trials=max_trials, max_results=max_results,
+                        stats=stats, hints=[(c.tree_top_mfn, c.word_size) for c in lists
+                                            if c.tree_top_mfn is not None]) if states else []
+    listscan.link_trees(trees, lists)
+    # equal scores: the list first, as Xen's tools prefer it
+    return sorted(trees + lists, key=lambda c: (-c.score, c.representation != "list"))

@@ -573,7 +573,9 @@ def test_elf_core(tmp_path, ws):
     fr = Frames(tmp_path / "g.elf", "elf")
     try:
         assert hand_table(fr, side).tobytes() == truth_of(tmp_path / "g.truth", ws).tobytes()
-        assert len(fr.where) == side["elf"]["frames"] == side["meta_pages"] + 0x800 - 0x20
+        # structure pages, data frames and the shared_info frame
+        assert len(fr.where) == side["elf"]["frames"] == side["meta_pages"] + 0x800 - 0x20 + 1
+        assert arch_fields(fr.frame(side["shared_info_mfn"]), ws)["p2m_cr3"] == side["p2m_cr3"]
     finally:
         fr.close()
 

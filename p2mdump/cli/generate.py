@@ -60,6 +60,10 @@ def parse_ranges(values, option: str):
               help="Numbering of the guest's MFNs in pfn order [default: linear].")
 @click.option("--mfn-base", type=NUMBER, default=None,
               help="First MFN of guest RAM [default: after the tree pages].")
+@click.option("--mfn-offset", type=NUMBER, default=None,
+              help="Add N to every machine frame of the guest (structure pages, RAM, foreign "
+                   "frames, shared_info; --mfn-base counts from it) [default: 0].  Guests "
+                   "generated at disjoint offsets fit in one host image.")
 @click.option("--placement", type=click.Choice(["compact", "scattered"]), default=None,
               help="Tree pages at MFNs 1.. (small file) or scattered over --scatter-span "
                    "frames (large sparse file) [default: compact].")
@@ -111,7 +115,7 @@ def parse_ranges(values, option: str):
               help="Also write the expected walk output (--format raw, pfns 0..max_pfn-1).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, balloon, identity,
-             foreign, mfn_order, mfn_base, placement, scatter_span, identity_leaf,
+             foreign, mfn_order, mfn_base, mfn_offset, placement, scatter_span, identity_leaf,
              shuffle_leaves, data, seed, base, container, representation, p2m_vaddr,
              p2m_generation, allow_odd_generation, other_mappings, xen_dumpcore_bug, truth,
              quiet):
@@ -147,7 +151,8 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
             raise CLIError("give --memory or --max-pfn, not both", 2)
         max_pfn = memory // 4096
     cli = dict(word_size=int(word_size) if word_size else None, max_pfn=max_pfn,
-               mfn_order=mfn_order, mfn_base=mfn_base, placement=placement,
+               mfn_order=mfn_order, mfn_base=mfn_base, mfn_offset=mfn_offset,
+               placement=placement,
                scatter_span=scatter_span, identity_leaf=identity_leaf,
                shuffle_leaves=shuffle_leaves, data=data, seed=seed,
                representation=representation, p2m_vaddr=p2m_vaddr,
@@ -203,7 +208,9 @@ def _report(out, spec, built, container) -> None:
                f"{spec.representation}: p2m_vaddr {built.vaddr:#x}, p2m_cr3 {built.p2m_cr3:#x} "
                f"(root MFN {built.root_mfn:#x}), max_pfn {spec.max_pfn:#x}, list of "
                f"{built.list_pfns:#x} pfns, {counts['list_pages']} list pages, "
-               f"{counts['table_pages']} page-table pages{tree}", err=True)
+               f"{counts['table_pages']} page-table pages{tree}"
+               + ("" if container == "xc-core" else
+                  f", shared_info at MFN {built.shared_info_mfn:#x}"), err=True)
     if container == "elf":
         click.echo(f"walk it: p2mdump walk {out} --p2m-cr3 {built.p2m_cr3:#x} "
                    f"--p2m-vaddr {built.vaddr:#x} --max-pfn {spec.max_pfn:#x}", err=True)

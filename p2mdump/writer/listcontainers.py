@@ -21,7 +21,8 @@ of the dump (no page, no pair) and the dump is padded with zero pages and
 {~0, ~0} pairs up to the same nr_pages.
 
 ``elf``: an ELF core with one PT_LOAD per run of machine frames holding
-something, p_paddr being the machine address, as for a tree guest.
+something, p_paddr being the machine address, as for a tree guest; like a
+raw image it holds the guest's shared_info frame too.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from ..paging import PTES_PER_PAGE, level_shift
 from ..schemas import xen_core as X
 from ..sidecar import sidecar_path
 from .containers import (BATCH, CONTAINERS, DEFAULT_XEN_VERSION, DataStamps, XcCoreLayout,
-                         _frames_for, shared_info, write_elf_frames)
+                         _frames_for, write_elf_frames)
 from .image import check_data_frames, write_json
 from .listguest import ListGuest, build_list
 from .listimage import list_sidecar, write_list_raw_image, write_list_truth
@@ -73,10 +74,8 @@ def write_list_xc_core(guest: ListGuest, path, *, nr_vcpus: int = 1, padding: in
     ws = guest.layout.word_size
     limit = xen_dump_p2m_size(guest) if xen_dumpcore_bug else guest.max_pfn
     nr_pages = guest.segments.own_count(guest.max_pfn) + padding
-    sinfo = shared_info(ws, max_pfn=guest.max_pfn, pfn_to_mfn_frame_list_list=guest.fll,
-                        p2m_cr3=guest.p2m_cr3, p2m_vaddr=guest.vaddr,
-                        p2m_generation=guest.spec.p2m_generation)
-    lay = XcCoreLayout(word_size=ws, nr_vcpus=nr_vcpus, nr_pages=nr_pages, sinfo=sinfo,
+    lay = XcCoreLayout(word_size=ws, nr_vcpus=nr_vcpus, nr_pages=nr_pages,
+                       sinfo=guest.shared_info_page(),
                        version=version)
     written = 0
     with atomic_output(path, "wb") as fh:
@@ -98,8 +97,10 @@ def write_list_xc_core(guest: ListGuest, path, *, nr_vcpus: int = 1, padding: in
 
 
 def write_list_elf_core(guest: ListGuest, path) -> dict:
-    """Write the frames of ``guest`` (as a raw image holds them) as an ELF core."""
-    mfns = np.unique(guest.meta_mfns)
+    """Write the frames of ``guest`` (as a raw image holds them, shared_info
+    included) as an ELF core."""
+    sinfo = np.frombuffer(guest.shared_info_page(), dtype=np.uint8)
+    mfns = np.union1d(guest.meta_mfns, [guest.shared_info_mfn]).astype(np.uint64)
     stamps = None
     if guest.spec.data:
         check_data_frames(guest.segments.n_own)
@@ -110,7 +111,10 @@ def write_list_elf_core(guest: ListGuest, path) -> dict:
             mfns = np.union1d(mfns, stamps.mfns)
 
     def frames_of(mm):
-        frames = _frames_for(np.zeros_like(mm), mm, guest.page_words(mm), False)
+        words = guest.page_words(mm)
+        if guest.shared_info_mfn in mm:
+            words[guest.shared_info_mfn] = sinfo
+        frames = _frames_for(np.zeros_like(mm), mm, words, False)
         if stamps is not None:
             frames = stamps.overlay(frames, mm, guest.is_meta(mm))
         return frames

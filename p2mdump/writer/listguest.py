@@ -45,6 +45,7 @@ from ..errors import SpecError
 from ..layout import PAGE_SHIFT, PAGE_SIZE, Layout, layout_for
 from ..paging import PAGE_KERNEL, PAGE_KERNEL_RO, PTES_PER_PAGE, PagingMode, fold_cr3, mode_for
 from . import listlayout
+from .containers import shared_info
 from .mfns import Numbering, check_fits, foreign_base, foreign_mfns, place_pages
 from .pagetables import PMD_SHIFT, PageTables
 from .prng import Stream
@@ -112,6 +113,9 @@ class ListGuest:
     #: MFNs of every structure page (shared frames, tables, tree, other
     #: frames, private list pages), in placement order
     meta_mfns: np.ndarray
+    #: the machine frame of the guest's shared_info page (a Xen page, not a
+    #: guest page: in a host image, never mapped by a pfn)
+    shared_info_mfn: int
     #: ``both``: the MFN tree over the list (None for ``list``)
     top_mfn: int | None = None
     top: np.ndarray | None = None
@@ -143,6 +147,19 @@ class ListGuest:
         """shared_info arch.pfn_to_mfn_frame_list_list: ~0 for a list-only
         guest (SIF_VIRT_P2M_4TOOLS), the top MFN of the tree with ``both``."""
         return self.layout.word_mask if self.top_mfn is None else self.top_mfn
+
+    def shared_info_page(self) -> bytes:
+        """The 4096 bytes of the shared_info frame: ``arch`` as the guest
+        publishes it (reference section 3.3), everything else zero."""
+        return shared_info(self.layout.word_size, max_pfn=self.max_pfn,
+                           pfn_to_mfn_frame_list_list=self.fll, p2m_cr3=self.p2m_cr3,
+                           p2m_vaddr=self.vaddr, p2m_generation=self.spec.p2m_generation)
+
+    def host_frames(self):
+        """(MFN, 4096 bytes or words) of the frames a host image holds besides
+        the private list pages and data: every structure page and shared_info."""
+        yield self.shared_info_mfn, np.frombuffer(self.shared_info_page(), dtype=np.uint8)
+        yield from self.small_pages()
 
     @property
     def private_pages(self) -> np.ndarray:
@@ -268,7 +285,7 @@ class ListGuest:
 
     def frame_count(self) -> int:
         """Frames a raw image of the guest needs (highest written MFN + 1)."""
-        top = int(self.meta_mfns.max())
+        top = max(int(self.meta_mfns.max()), self.shared_info_mfn)
         if self.spec.data and self.segments.n_own:
             if not len(self.override_pfns):
                 top = max(top, self.numbering.end - 1)
@@ -423,7 +440,10 @@ def build_list(spec: GuestSpec) -> ListGuest:
     if seg.n_foreign > FOREIGN_LIMIT:
         raise SpecError(f"at most {FOREIGN_LIMIT:#x} foreign pfns are allowed "
                         f"(the spec has {seg.n_foreign:#x})")
-    meta, base, data_end = place_pages(spec, n_meta, n_own, rng, shuffle_tail=len(private))
+    # one more frame, first: the shared_info page
+    placed, base, data_end = place_pages(spec, n_meta + 1, n_own, rng,
+                                         shuffle_tail=len(private))
+    shared_info_mfn, meta = int(placed[0]), placed[1:]
     it = iter(meta.tolist())
     placeholders = {name: next(it) for name in SHARED_FRAMES}
     mfn_of = {key: next(it) for key in table_keys}
@@ -444,7 +464,7 @@ def build_list(spec: GuestSpec) -> ListGuest:
         check_fits(L, data_end - 1, "guest MFNs")
     foreign = np.zeros(0, dtype=np.uint64)
     if seg.n_foreign:
-        foreign = foreign_mfns(seg.n_foreign, foreign_base(data_end, int(meta.max())), rng)
+        foreign = foreign_mfns(seg.n_foreign, foreign_base(data_end, int(placed.max())), rng)
         check_fits(L, int(foreign.max()), "foreign MFNs")
 
     # -- page tables ----------------------------------------------------------------
@@ -488,4 +508,5 @@ def build_list(spec: GuestSpec) -> ListGuest:
         init_pfns=init_pfns, page_kind=page_kind, page_mfn=page_mfn, region_kind=region_kind,
         pmd_table=pmd_table, placeholders=placeholders, root_mfn=mfn_of[table_keys[0]],
         tables=tables, windows=windows, numbering=numbering, foreign=foreign, meta_mfns=meta,
+        shared_info_mfn=shared_info_mfn,
         top_mfn=top_mfn, top=top, mids=mids, mid_missing=mid_missing)

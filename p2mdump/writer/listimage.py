@@ -1,5 +1,10 @@
 """Write a list guest (:mod:`.listguest`) as a raw machine-memory image, plus sidecar and truth.
 
+The image holds what a host's memory holds of the guest: its structure
+pages (list pages, page tables, shared frames, the tree with ``both``), its
+data frames with ``data``, and its shared_info page (a Xen page at
+``shared_info_mfn``, which names the list: ``p2mdump scan`` finds guests by it).
+
 Everything is written piecewise: the image is a sparse file (ftruncate, then
 only the frames that hold something), the list pages are produced a batch
 at a time, and the truth (the expected ``walk --format raw`` output: the
@@ -27,7 +32,7 @@ def write_list_frames(fd: int, guest: ListGuest, base: int = 0) -> int:
         check_data_frames(guest.segments.n_own)
     size = base + guest.frame_count() * PAGE_SIZE
     os.ftruncate(fd, size)
-    for mfn, words in guest.small_pages():
+    for mfn, words in guest.host_frames():
         pwrite_all(fd, np.ascontiguousarray(words), base + int(mfn) * PAGE_SIZE)
     for pages, words in guest.list_page_runs(guest.private_pages):
         write_runs(fd, words, guest.page_mfn[pages], base)
@@ -87,6 +92,7 @@ def list_sidecar(guest: ListGuest, container: str = "raw", base: int = 0,
         "top_mfn": guest.top_mfn,
         "paging": guest.mode.name,
         "root_mfn": guest.root_mfn,
+        "shared_info_mfn": guest.shared_info_mfn,
         "p2m_cr3": guest.p2m_cr3,
         "p2m_vaddr": guest.vaddr,
         "p2m_generation": guest.spec.p2m_generation,

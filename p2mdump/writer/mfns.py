@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SpecError
+from ..layout import layout_for
 
 #: pfns per chunk of the ``chunked`` order (2 MiB of guest RAM)
 CHUNK_PFNS = 512
@@ -73,6 +74,8 @@ def place_pages(spec, n_pages: int, n_own: int, rng, shuffle_tail: int = 0):
     Returns (page MFNs in the caller's order, RAM base, RAM end).  With
     ``compact`` placement and ``spec.shuffle_leaves`` the last
     ``shuffle_tail`` pages (the leaf / list pages) are put in random order.
+    Everything is then shifted by ``spec.mfn_offset`` (the RAM numbering and
+    the foreign frames follow from the base and the pages).
     """
     if spec.placement == "compact":
         mfns = np.arange(1, n_pages + 1, dtype=np.uint64)
@@ -94,7 +97,11 @@ def place_pages(spec, n_pages: int, n_own: int, rng, shuffle_tail: int = 0):
         mfns = rng.choice(span, n_pages).astype(np.uint64) + np.uint64(lo)
     if base < 1:
         raise SpecError("mfn_base must be at least 1 (MFN 0 is never a guest frame here)")
-    return mfns, base, data_end
+    off = spec.mfn_offset
+    if off:
+        mfns = mfns + np.uint64(off)
+        check_fits(layout_for(spec.word_size), int(mfns.max()), "structure page MFNs")
+    return mfns, base + off, data_end + off
 
 
 def check_fits(layout, top_mfn: int, what: str) -> None:

@@ -77,6 +77,10 @@ class GuestSpec:
     #: map a few other kernel pages beside the list (in its page tables, just
     #: before and after it) and a separate region elsewhere
     other_mappings: bool = True
+    #: added to every machine frame of the guest (structure pages, RAM,
+    #: foreign frames, shared_info; mfn_base counts from it), so that guests
+    #: generated at disjoint offsets can share one host image
+    mfn_offset: int = 0
 
     def __post_init__(self):
         if self.word_size not in WORD_SIZES:
@@ -103,6 +107,8 @@ class GuestSpec:
             raise SpecError(f"max_pfn {self.max_pfn:#x} is past the capacity of a "
                             f"{self.word_size}-byte {what} ({capacity:#x} pfns)")
         self._check_list_fields(lay)
+        if not isinstance(self.mfn_offset, int) or self.mfn_offset < 0:
+            raise SpecError(f"mfn_offset must be a non-negative integer (got {self.mfn_offset!r})")
         if self.mfn_order not in MFN_ORDERS:
             raise SpecError(f"mfn_order must be one of {', '.join(MFN_ORDERS)}")
         if self.placement not in PLACEMENTS:
@@ -163,6 +169,8 @@ class GuestSpec:
         if self.representation == "tree":
             for name in LIST_FIELDS:
                 del out[name]
+        if not self.mfn_offset:
+            del out["mfn_offset"]     # sidecars of unshifted guests stay as they were
         return out
 
     @classmethod
