@@ -112,8 +112,6 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
         raise TreeError(f"the list at p2m_vaddr {p2m_vaddr:#x} with {max_pfn:#x} pfns "
                         f"({n_pages} pages, up to {end:#x}) does not fit in a "
                         f"{mode.name} address space (not canonical or wraps)")
-    if ws == 8 and (p2m_vaddr >> 47) != (end >> 47):
-        raise TreeError(f"the list {p2m_vaddr:#x}-{end:#x} crosses the non-canonical gap")
 
     walker = PageTableWalker(source, root_mfn, mode)
     findings: list = []
