@@ -65,7 +65,7 @@ def verify(image, top_mfn, word_size, max_pfn, base, container, as_json, quiet, 
         if not quiet:
             for w in report.walks():
                 click.echo(_walk_line(w, where[w.representation]))
-            both = report.other is not None
+            both = len(todo) > 1
             for i, f in enumerate(report.findings):
                 click.echo(f"  [{report.origin(i)}] {f}" if both else f"  {f}")
         verdict = "OK" if report.ok else "PROBLEMS"
