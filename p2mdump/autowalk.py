@@ -285,10 +285,16 @@ def walk_image(source, top_mfn=None, word_size="auto", max_pfn=None, progress=No
     r = resolve(source, top_mfn, word_size, max_pfn, sidecar, representation=representation,
                 p2m_cr3=p2m_cr3, p2m_vaddr=p2m_vaddr, five_level=five_level)
     result = walk_resolved(source, r, progress=progress, check_table=check_table)
+    add_container_findings(source, result, crosscheck=crosscheck)
+    return result, r
+
+
+def add_container_findings(source, result, crosscheck: bool = True) -> None:
+    """Add the container's own findings to a walk and, for an xl dump-core
+    file, the cross-check of the walked table against .xen_p2m."""
     result.findings.extend(source.container_findings())
     if crosscheck and hasattr(source, "pairs"):
         from .crosscheck import crosscheck as check
 
         result.findings.extend(check(result.table, *source.pairs(),
                                      list_info=result.list_info))
-    return result, r

@@ -5,8 +5,9 @@ The walk already reports pointers to MFN 0 or to frames outside the image,
 shared pages that are not placeholders (a mid or leaf page reachable from two
 slots, a placeholder whose content is not all INVALID / not all one leaf
 placeholder), pages used at two levels, duplicate machine frames and
-non-missing entries past a given max_pfn.  On top of that verify checks, in
-bulk over the table:
+non-missing entries past a given max_pfn; as ``walk`` does, the container's
+own findings and, for an ``xl dump-core`` file, the cross-check against
+.xen_p2m are added.  On top of that verify checks, in bulk over the table:
 
 * ``identity-mismatch`` — identity entries whose value is not their own pfn;
 * ``bad-flags`` — entries with both the IDENTITY and FOREIGN bit (but not
@@ -102,11 +103,12 @@ def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
     names, tree or list -- and check it; see the module doc.  ``also``: a
     second Resolved (the other representation of the same guest, see
     :func:`p2mdump.autowalk.resolve_all`), walked, checked and compared."""
-    from .autowalk import Resolved, walk_resolved
+    from .autowalk import Resolved, add_container_findings, walk_resolved
 
     if isinstance(top_mfn, Resolved):
         max_pfn = top_mfn.max_pfn
         res = walk_resolved(source, top_mfn, progress=progress)
+        add_container_findings(source, res)
     else:
         res = walk(source, top_mfn, word_size=word_size, max_pfn=max_pfn, progress=progress)
     out = _checks(source, res, max_pfn)
@@ -145,11 +147,12 @@ def _same(f) -> tuple:
 
 def _other_walk(source, also, first: WalkResult, progress):
     """([(origin, finding)], WalkResult or None) of the second representation."""
-    from .autowalk import walk_resolved
+    from .autowalk import add_container_findings, walk_resolved
     from .compare import compare_tables
 
     try:
         other = walk_resolved(source, also, progress=progress)
+        add_container_findings(source, other)
     except P2MDumpError as exc:
         return [(also.representation, F.Finding(
             WALK_FAILED, F.WARNING,

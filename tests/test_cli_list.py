@@ -371,6 +371,11 @@ def test_xen_dumpcore_bug_is_named(tmp_path, bug):
     assert r.exit_code == 0
     assert table.tobytes() == truth.tobytes()         # the list in the dump is whole
     lacks = [f for f in s["findings"] if f["kind"] == "dump-lacks-pfn"]
+    # verify reports the cross-check as walk does
+    code, rep = verify(core)
+    assert code == (1 if bug else 0)
+    assert [f["message"] for f in rep["findings"] if f["kind"] == "dump-lacks-pfn"] == \
+        [f["message"] for f in lacks]
     if not bug:
         assert not lacks and s["warnings"] == 0
         return
