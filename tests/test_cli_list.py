@@ -530,3 +530,33 @@ def test_map_of_a_list_in_an_elf_core(tmp_path):
     root = svg_of(out)
     assert by_class(root, "list-page") and not by_class(root, "tree-strip")
     assert any(t.text and "p2m list of g.elf" in t.text for t in root.iter(NS + "text"))
+
+
+def test_verify_table_checks_on_a_list(tmp_path):
+    """verify's checks of the table run on a list walk as on a tree walk."""
+    img = tmp_path / "g.img"
+    side, truth = generate(img, "--representation", "list", *GUEST)
+    L = layout_for(8)
+    data = bytearray(img.read_bytes())
+
+    def set_word(pfn, value):
+        frame = (pte_of(data, side, pfn // 512)[3] & PTE_FRAME_MASK) >> 12
+        struct.pack_into("<Q", data, frame * PAGE_SIZE + pfn % 512 * 8, value)
+
+    set_word(0xA5, 0xA6 | L.identity_bit)                          # identity-mismatch
+    set_word(0x209, L.identity_bit | L.foreign_bit | 5)             # bad-flags
+    set_word(0x2001, int(truth[0x10]) | L.foreign_bit)              # foreign-own-mfn
+    set_word(0x300, int(truth[0x301]))                              # duplicate-mfn
+    frame = (pte_of(data, side, 0x1800 // 512)[3] & PTE_FRAME_MASK) >> 12
+    data[frame * PAGE_SIZE:(frame + 1) * PAGE_SIZE] = np.random.default_rng(3).bytes(PAGE_SIZE)
+    img.write_bytes(bytes(data))
+    code, rep = verify(img)
+    assert code == 1 and rep["representation"] == "list"
+    warn = {f["kind"]: f for f in rep["findings"] if f["severity"] == "warning"}
+    assert {"identity-mismatch", "bad-flags", "foreign-own-mfn", "duplicate-mfn",
+            "garbage-leaf"} <= set(warn)
+    assert warn["identity-mismatch"]["pfn_first"] == 0xA5
+    assert warn["bad-flags"]["pfn_first"] == 0x209
+    assert warn["foreign-own-mfn"]["pfn_first"] == 0x2001
+    g = warn["garbage-leaf"]
+    assert (g["pfn_first"], g["pfn_last"]) == (0x1800, 0x19FF) and "list page" in g["message"]

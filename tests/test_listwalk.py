@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from p2mdump.autowalk import resolve_all, walk_image
 from p2mdump.layout import PAGE_SIZE, layout_for
 from p2mdump.listwalk import memory_available, walk_list
-from p2mdump.paging import X86_64_LA57
+from p2mdump.paging import PTE_FRAME_MASK, X86_64_LA57
 from p2mdump.sidecar import read_sidecar
 from p2mdump.sources import open_image
 from p2mdump.sources.raw import RawImage
@@ -206,3 +206,58 @@ def test_one_tib_list_guest_walks_within_its_table(tmp_path):
     side = read_sidecar(img)
     assert side["truth_counts"]["valid"] == sum(b - a for a, b in BIG_REGIONS) - 0x60 - 4
 
+
+
+# -- where the list's own pages are (map's second strip) ---------------------------------------
+
+@pytest.mark.parametrize("ws", [8, 4])
+def test_list_pages_in_machine_memory(tmp_path, ws):
+    from p2mdump.listinfo import read_list_pages
+
+    L = layout_for(ws)
+    region = region_pfns(ws)
+    spec = GuestSpec(word_size=ws, representation="list", max_pfn=3 * region,
+                     ram=[(0, 0x2000), (2 * region, 2 * region + 0x1000)],
+                     identity=[(0x1000, 0x1000 + 2 * L.per_page)], seed=ws)
+    img = tmp_path / "l.img"
+    guest = generate_list_container(spec, img)
+    res = walk_generated(img)
+    with RawImage(img) as src:
+        pages = read_list_pages(src, res.list_info, res.layout)
+    assert pages.root_mfn == guest.root_mfn
+    private = guest.page_mfn[guest.page_kind == PAGE_PRIVATE]
+    assert sorted(pages.list_mfns.tolist()) == sorted(int(m) for m in private)
+    ph = guest.placeholders
+    # the missing region in the middle: its PMD(s) name p2m_missing_pte; a
+    # private table that maps only p2m_missing (a whole missing PMD of a PAE
+    # region that is not) cannot be told from it and is listed too
+    assert ph["p2m_missing_pte"] in pages.shared_ptes.tolist()
+    for m in set(pages.shared_ptes.tolist()) - {ph["p2m_missing_pte"]}:
+        frames = (guest.tables[m] & np.uint64(PTE_FRAME_MASK)) >> np.uint64(12)
+        assert set(frames.tolist()) == {ph["p2m_missing"]}
+    assert set(pages.placeholders.tolist()) == {ph["p2m_missing"], ph["p2m_identity"]}
+    tables = set(pages.table_mfns().tolist())
+    assert tables <= set(guest.tables) and guest.root_mfn not in tables
+    private_l1 = {int(m) for m in guest.pmd_table.tolist()} - {ph["p2m_missing_pte"],
+                                                                 ph["p2m_identity_pte"]}
+    assert private_l1 <= tables | set(pages.shared_ptes.tolist())
+
+
+def test_a_table_of_whole_missing_pages_is_not_called_the_shared_one(tmp_path):
+    """PAE: a mid region is two PMDs; a region whose second PMD has only missing
+    pages keeps a table of its own mapping p2m_missing 512 times, which reads
+    like p2m_missing_pte: the finding says it may be either."""
+    region = region_pfns(4)
+    spec = GuestSpec(word_size=4, representation="list", max_pfn=2 * region,
+                     ram=[(0, 0x1000)], seed=1)
+    img = tmp_path / "l.img"
+    guest = generate_list_container(spec, img)
+    res = walk_generated(img)
+    ph = guest.placeholders
+    found = {f.mfn: f for f in res.findings if f.kind == "shared-page" and f.level == "pt-l1"}
+    own = [m for m in found if m != ph["p2m_missing_pte"]]
+    assert own and all(found[m].severity == "info" for m in found)
+    for m in own:
+        assert found[m].count == 1 and "or a table of whole missing" in found[m].message
+    shared = found[ph["p2m_missing_pte"]]
+    assert shared.count == 2 and "or a table of" not in shared.message
