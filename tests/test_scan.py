@@ -37,6 +37,9 @@ def test_finds_every_fixture(path):
     side = _side(path)
     with open_image(path, base=side.get("base", 0)) as src:
         found = scan(src)
+    if side["top_mfn"] is None:     # a linear list only: there is no tree to find
+        assert not found, found[0]
+        return
     assert found, "no tree found"
     best = found[0]
     assert (best.top_mfn, best.word_size) == (side["top_mfn"], side["word_size"])
