@@ -114,12 +114,14 @@ def resolve_all(source, top_mfn=None, word_size="auto", max_pfn=None,
 
     The tree is walked to the list's max_pfn, or to the most pfns a tree
     holds (2^27 on 64-bit) when the list is longer."""
-    first = resolve(source, top_mfn, word_size, max_pfn, sidecar,
+    both_given = representation == "auto" and top_mfn is not None and (
+        p2m_cr3 is not None or p2m_vaddr is not None)
+    first = resolve(source, None if both_given else top_mfn, word_size, max_pfn, sidecar,
                     representation=representation, p2m_cr3=p2m_cr3, p2m_vaddr=p2m_vaddr,
                     five_level=five_level)
     if representation != "auto" or first.representation != "list":
         return [first]
-    if top_mfn is not None:
+    if both_given:
         top, top_source = top_mfn, "given"
     elif first.list_source == "container" and _container_tree(source):
         top, top_source = int(source.top_mfn_hint), "container"
@@ -128,7 +130,6 @@ def resolve_all(source, top_mfn=None, word_size="auto", max_pfn=None,
         top, top_source = sidecar["top_mfn"], "sidecar"
     else:
         return [first]
-    first.extra_notes = [n for n in first.extra_notes if not n.startswith("--top-mfn")]
     ws = first.word_size
     if ws in (None, "auto"):
         from .listwalk import word_size_from_vaddr
