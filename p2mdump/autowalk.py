@@ -7,14 +7,16 @@ decides which representation to walk and with which parameters, from (in this
 order) the caller's options, the container's shared_info (an ``xl dump-core``
 file) and the sidecar ``IMAGE.json`` that ``p2mdump generate`` writes.  Like
 Xen's own save and dump-core code, a published list (p2m_cr3 != 0) is
-preferred over the tree; ``representation`` forces one.
+preferred over the tree; ``representation`` forces one.  :func:`resolve_all`
+names every representation the guest publishes (``verify`` walks both and
+compares them).
 
 After the walk the container's own findings are added and, for an ``xl
 dump-core`` file, the cross-check of the table against ``.xen_p2m``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from .errors import EXIT_USAGE, LayoutError, P2MDumpError, TreeError
 from .layout import layout_for
@@ -45,9 +47,11 @@ class Resolved:
     p2m_generation: int | None = None
     five_level: bool = False
     list_source: str = "given"
+    #: further lines for :meth:`notes` (a --top-mfn left unused, a clamped max_pfn)
+    extra_notes: list = field(default_factory=list)
 
     def notes(self) -> list:
-        out = []
+        out = list(self.extra_notes)
         if self.representation == "list":
             where = {"container": "from .xen_shared_info arch.p2m_cr3/p2m_vaddr",
                      "sidecar": "from the generator's sidecar IMAGE.json",
@@ -80,17 +84,68 @@ def resolve(source, top_mfn=None, word_size="auto", max_pfn=None,
     if getattr(source, "is_hvm", False):
         raise TreeError(source.top_mfn_problem or f"{source.describe()}: HVM guest, no PV "
                         "p2m tree")
-    want_list = representation == "list" or (
-        representation == "auto" and top_mfn is None
-        and (p2m_cr3 is not None or p2m_vaddr is not None or _container_list(source)
-             or (not _container_tree(source) and _sidecar_list(sidecar, source))))
+    given_list = p2m_cr3 is not None or p2m_vaddr is not None
+    want_list = representation == "list" or (representation == "auto" and (
+        given_list or (top_mfn is None and (
+            _container_list(source)
+            or (not _container_tree(source) and _sidecar_list(sidecar, source))))))
     if want_list:
-        return _resolve_list(source, word_size, max_pfn, sidecar, p2m_cr3, p2m_vaddr,
-                             five_level)
-    if p2m_cr3 is not None or p2m_vaddr is not None:
+        r = _resolve_list(source, word_size, max_pfn, sidecar, p2m_cr3, p2m_vaddr, five_level)
+        if top_mfn is not None:
+            r.extra_notes.append(f"--top-mfn {top_mfn:#x} not used: the linear list is walked "
+                                 "(as Xen's tools prefer it; --representation tree walks the "
+                                 "tree, verify walks both)")
+        return r
+    if given_list:
         raise LayoutError("--p2m-cr3/--p2m-vaddr name a linear list; they do not go with "
                           "--representation tree")
     return _resolve_tree(source, top_mfn, word_size, max_pfn, sidecar)
+
+
+def resolve_all(source, top_mfn=None, word_size="auto", max_pfn=None,
+                sidecar: dict | None = None, *, representation: str = "auto",
+                p2m_cr3: int | None = None, p2m_vaddr: int | None = None,
+                five_level: bool = False) -> list:
+    """Every representation to walk, preferred first: [list, tree] when
+    ``representation`` is auto and the guest publishes both -- the
+    container's shared_info names a top MFN and a p2m_cr3, the sidecar's
+    representation is "both", or --top-mfn is given with --p2m-cr3 /
+    --p2m-vaddr -- else the one :func:`resolve` picks.
+
+    The tree is walked to the list's max_pfn, or to the most pfns a tree
+    holds (2^27 on 64-bit) when the list is longer."""
+    both_given = representation == "auto" and top_mfn is not None and (
+        p2m_cr3 is not None or p2m_vaddr is not None)
+    first = resolve(source, None if both_given else top_mfn, word_size, max_pfn, sidecar,
+                    representation=representation, p2m_cr3=p2m_cr3, p2m_vaddr=p2m_vaddr,
+                    five_level=five_level)
+    if representation != "auto" or first.representation != "list":
+        return [first]
+    if both_given:
+        top, top_source = top_mfn, "given"
+    elif first.list_source == "container" and _container_tree(source):
+        top, top_source = int(source.top_mfn_hint), "container"
+    elif (first.list_source == "sidecar" and sidecar.get("representation") == "both"
+          and isinstance(sidecar.get("top_mfn"), int)):
+        top, top_source = sidecar["top_mfn"], "sidecar"
+    else:
+        return [first]
+    ws = first.word_size
+    if ws in (None, "auto"):
+        from .listwalk import word_size_from_vaddr
+
+        ws = word_size_from_vaddr(first.p2m_vaddr)
+    capacity = layout_for(int(ws)).capacity
+    tree_max = first.max_pfn
+    notes = []
+    if tree_max is not None and tree_max > capacity:
+        tree_max = capacity
+        notes.append(f"the tree is walked to pfn {capacity:#x}, the most a {int(ws) * 8}-bit "
+                     f"tree holds (the list goes on to {first.max_pfn:#x})")
+    tree = replace(first, top_mfn=top, top_mfn_source=top_source, max_pfn=tree_max,
+                   representation="tree", p2m_cr3=None, p2m_vaddr=None, p2m_generation=None,
+                   extra_notes=notes)
+    return [first, tree]
 
 
 def _container_list(source) -> bool:
@@ -235,10 +290,16 @@ def walk_image(source, top_mfn=None, word_size="auto", max_pfn=None, progress=No
                 p2m_cr3=p2m_cr3, p2m_vaddr=p2m_vaddr, five_level=five_level)
     result = walk_resolved(source, r, progress=progress, check_table=check_table,
                            raw_fd=raw_fd)
+    add_container_findings(source, result, crosscheck=crosscheck)
+    return result, r
+
+
+def add_container_findings(source, result, crosscheck: bool = True) -> None:
+    """Add the container's own findings to a walk and, for an xl dump-core
+    file, the cross-check of the walked table against .xen_p2m."""
     result.findings.extend(source.container_findings())
     if crosscheck and hasattr(source, "pairs"):
         from .crosscheck import crosscheck as check
 
         result.findings.extend(check(result.table, *source.pairs(),
                                      list_info=result.list_info))
-    return result, r

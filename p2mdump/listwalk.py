@@ -290,10 +290,14 @@ def _shared_pte_findings(walker, rmap, shared, source, add, L) -> list:
         if present and target is not None and shared.get(
                 target, _is_placeholder(source, target, L)):
             out.append(mfn)
+            # named by one PMD it may also be a table of the guest's own whose
+            # 512 list pages are all missing (or all identity): same content
+            what = ("p2m_missing_pte or p2m_identity_pte" if n > 1 else
+                    "p2m_missing_pte or p2m_identity_pte, or a table of whole missing or "
+                    "identity list pages")
             add(F.SHARED_PAGE, F.INFO,
-                f"placeholder PTE page MFN {mfn:#x} (p2m_missing_pte or p2m_identity_pte: every "
-                f"entry maps placeholder {target:#x}) is named by {n} PMD(s)", level="pt-l1",
-                mfn=mfn, count=n)
+                f"placeholder PTE page MFN {mfn:#x} ({what}: every entry maps placeholder "
+                f"{target:#x}) is named by {n} PMD(s)", level="pt-l1", mfn=mfn, count=n)
         elif n > 1:
             add(F.SHARED_PAGE, F.WARNING,
                 f"page table MFN {mfn:#x} is named by {n} PMDs but is not a placeholder PTE page "

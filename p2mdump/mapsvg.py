@@ -6,13 +6,17 @@ missing / identity / foreign).  The boundaries between kinds are ticked and
 the longest-lived ones labelled with their pfn and their guest physical
 address in MB; an axis in MB/GB runs below.
 
-Strip 2: machine memory (MFN 0 to the end of the image, or the highest tree
-page), with a row each for the top page, the mid pages, the leaf pages and
-the shared placeholders: where the tree's own pages sit.
+Strip 2: machine memory (MFN 0 to the end of the image, or the highest page
+drawn), with a row each for the top page, the mid pages, the leaf pages and
+the shared placeholders: where the tree's own pages sit.  For a linear list
+the rows are the top page table (p2m_cr3), the page tables below it on the
+list's path, the list's own pages and the shared frames (p2m_missing /
+p2m_identity and the shared PTE pages).  A guest with both gets both strips.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -24,6 +28,9 @@ COLOURS = {"valid": "#3f9c5a", "missing": "#d4d4d4", "identity": "#4a78c8",
            "foreign": "#e07b39"}
 TREE_COLOURS = {"top": "#c0392b", "mid": "#8e44ad", "leaf": "#2c7fb8",
                 "placeholder": "#7f7f7f"}
+#: the list's rows take the colours of the tree rows of the same role
+LIST_COLOURS = {"root": TREE_COLOURS["top"], "table": TREE_COLOURS["mid"],
+                "page": TREE_COLOURS["leaf"], "placeholder": TREE_COLOURS["placeholder"]}
 WIDTH = 1200
 LEFT = 110
 PLOT_W = 1040
@@ -122,10 +129,12 @@ class _Svg:
                  f'fill="{fill}"{w}{c}>{escape(s)}</text>')
 
 
-def render_map(table, tree=None, *, frame_limit: int | None = None, title: str = "",
-               placeholders=None) -> str:
-    """The SVG text of the map of ``table`` (and of ``tree``'s pages, a
-    :class:`p2mdump.treeinfo.TreePages`, in machine memory)."""
+def render_map(table, tree=None, *, list_pages=None, frame_limit: int | None = None,
+               title: str = "", placeholders=None) -> str:
+    """The SVG text of the map of ``table``, and of where the p2m's own pages
+    are in machine memory: ``tree``'s (a :class:`p2mdump.treeinfo.TreePages`;
+    ``placeholders`` = (mid placeholder, leaf placeholders) overrides what it
+    guesses) and ``list_pages``' (a :class:`p2mdump.listinfo.ListPages`)."""
     n = len(table)
     svg = _Svg()
     y = 30
@@ -150,8 +159,10 @@ def render_map(table, tree=None, *, frame_limit: int | None = None, title: str =
         y = _draw_axis(svg, n, y)
         y = _draw_legend(svg, table, y)
     svg.add(f'<desc id="binning">pfns per bin: {bin_size}</desc>')
+    if list_pages is not None:
+        y = _draw_memory_strip(svg, _list_strip(list_pages), frame_limit, y + 10)
     if tree is not None:
-        y = _draw_tree_strip(svg, tree, frame_limit, y + 10, placeholders)
+        y = _draw_memory_strip(svg, _tree_strip(tree, placeholders), frame_limit, y + 10)
     height = y + 20
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
             f'viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Arial, sans-serif">'
@@ -256,30 +267,72 @@ def _draw_legend(svg, table, y):
     return y + 26
 
 
-def _draw_tree_strip(svg, tree, frame_limit, y, placeholders=None):
+@dataclass
+class _Strip:
+    """What a machine-memory strip shows."""
+
+    #: "tree" or "list": the prefix of the CSS classes
+    kind: str
+    heading: str
+    detail: str
+    #: (row name, MFNs, colour, legend text)
+    rows: list
+    #: (MFN, label) of the pages named on the strip
+    labels: list
+
+
+def _tree_strip(tree, placeholders=None) -> _Strip:
     levels = tree.levels()
     mid_ph, leaf_ph = tree.placeholders() if placeholders is None else placeholders
     ph = set(leaf_ph) | ({mid_ph} if mid_ph is not None else set())
-    all_mfns = np.concatenate([v for v in levels.values()]) if levels else np.zeros(0)
+
+    def own(mfns):
+        return np.array([m for m in mfns.tolist() if m not in ph], dtype=np.uint64)
+
+    rows = [("top", levels["top"], TREE_COLOURS["top"], "top page"),
+            ("mid", own(levels["mid"]), TREE_COLOURS["mid"], "mid pages"),
+            ("leaf", own(levels["leaf"]), TREE_COLOURS["leaf"], "leaf pages"),
+            ("placeholder", np.array(sorted(ph), dtype=np.uint64),
+             TREE_COLOURS["placeholder"], "placeholder pages")]
+    return _Strip("tree", "tree pages in machine memory",
+                  f"{len(levels['mid'])} mid, {len(levels['leaf'])} leaf pages", rows,
+                  [(int(tree.top_mfn), "top")] + [(m, "placeholder") for m in sorted(ph)])
+
+
+def _list_strip(pages) -> _Strip:
+    tables = pages.table_mfns()
+    shared = np.union1d(pages.placeholders, pages.shared_ptes).astype(np.uint64)
+    rows = [("root", np.array([pages.root_mfn], dtype=np.uint64), LIST_COLOURS["root"],
+             "top page table"),
+            ("table", tables, LIST_COLOURS["table"], "page tables"),
+            ("page", pages.list_mfns, LIST_COLOURS["page"], "list pages"),
+            ("placeholder", shared, LIST_COLOURS["placeholder"], "shared frames")]
+    labels = ([(int(pages.root_mfn), "root")]
+              + [(int(m), "placeholder") for m in pages.placeholders.tolist()]
+              + [(int(m), "PTE placeholder") for m in pages.shared_ptes.tolist()])
+    return _Strip("list", "list and page-table pages in machine memory",
+                  f"{len(tables)} page tables, {len(pages.list_mfns)} list pages, "
+                  f"{len(shared)} shared frames", rows, labels)
+
+
+def _draw_memory_strip(svg, strip: _Strip, frame_limit, y):
+    rows = strip.rows
+    all_mfns = np.concatenate([m for _, m, _, _ in rows])
     top_end = int(all_mfns.max()) + 1 if len(all_mfns) else 1
     span = max(frame_limit or 0, top_end)
-    svg.text(LEFT, y, "tree pages in machine memory", size=12, weight="bold")
-    svg.text(LEFT + 230, y, f"(MFN 0 to {span - 1:#x}, {_fmt_bytes(span * PAGE_SIZE)}; "
-             f"{len(levels['mid'])} mid, {len(levels['leaf'])} leaf pages)", size=10,
-             fill="#555")
+    svg.text(LEFT, y, strip.heading, size=12, weight="bold")
+    svg.text(LEFT + 8 * len(strip.heading) + 6, y,
+             f"(MFN 0 to {span - 1:#x}, {_fmt_bytes(span * PAGE_SIZE)}; {strip.detail})",
+             size=10, fill="#555")
     y += 8
     row_h = 14
-    names = [("top", levels["top"]), ("mid", np.array([m for m in levels["mid"].tolist()
-                                                        if m not in ph], dtype=np.uint64)),
-             ("leaf", np.array([m for m in levels["leaf"].tolist() if m not in ph],
-                               dtype=np.uint64)),
-             ("placeholder", np.array(sorted(ph), dtype=np.uint64))]
-    svg.add('<g class="tree-strip">')
-    svg.add(f'<rect x="{LEFT}" y="{y}" width="{PLOT_W}" height="{row_h * 4}" fill="#fafafa" '
-            'stroke="#444" stroke-width="1"/>')
-    for r, (name, mfns) in enumerate(names):
+    n_rows = len(rows)
+    svg.add(f'<g class="{strip.kind}-strip">')
+    svg.add(f'<rect x="{LEFT}" y="{y}" width="{PLOT_W}" height="{row_h * n_rows}" '
+            'fill="#fafafa" stroke="#444" stroke-width="1"/>')
+    for r, (name, mfns, colour, legend) in enumerate(rows):
         ry = y + r * row_h
-        svg.text(LEFT - 8, ry + 11, name, size=10, anchor="end", cls="tree-row-label")
+        svg.text(LEFT - 8, ry + 11, name, size=10, anchor="end", cls=f"{strip.kind}-row-label")
         if not len(mfns):
             continue
         bins = np.unique((mfns.astype(np.float64) / span * PLOT_W).astype(np.int64))
@@ -291,22 +344,23 @@ def _draw_tree_strip(svg, tree, frame_limit, y, placeholders=None):
             x0, x1 = int(bins[a]), int(bins[b - 1]) + 1
             lo = int(x0 * span / PLOT_W)
             hi = int(x1 * span / PLOT_W)
-            svg.rect(LEFT + x0, ry + 2, max(x1 - x0, PLOT_W / span, 1.5), row_h - 4, TREE_COLOURS[name],
-                     cls=f"tree-{name}", title=f"{name} pages in MFNs {lo:#x}-{hi:#x}")
+            svg.rect(LEFT + x0, ry + 2, max(x1 - x0, PLOT_W / span, 1.5), row_h - 4, colour,
+                     cls=f"{strip.kind}-{name}", title=f"{legend} in MFNs {lo:#x}-{hi:#x}")
     svg.add("</g>")
-    y += row_h * 4
-    # labels: the top page and the placeholders
-    lab = [(int(tree.top_mfn), "top")] + [(m, "placeholder") for m in sorted(ph)]
-    placed: list[float] = []
-    ly = y + 14
-    for m, what in lab:
+    y += row_h * n_rows
+    # labels: the top page and the placeholders, in up to two rows
+    placed: list[list[float]] = [[], []]
+    for m, what in strip.labels:
         x = LEFT + m / span * PLOT_W
-        if any(abs(x - p) < LABEL_GAP for p in placed):
+        row = next((r for r, xs in enumerate(placed)
+                    if all(abs(x - p) >= LABEL_GAP for p in xs)), None)
+        if row is None:
             continue
-        placed.append(x)
+        placed[row].append(x)
+        ly = y + 14 + row * 12
         svg.line(x, y, x, ly - 10, stroke="#222", width=0.8)
-        svg.text(x, ly, f"{what} {m:#x}", size=9, anchor="middle", cls="tree-label")
-    y += 22
+        svg.text(x, ly, f"{what} {m:#x}", size=9, anchor="middle", cls=f"{strip.kind}-label")
+    y += 22 + (12 if placed[1] else 0)
     total = span * PAGE_SIZE
     step = _nice_step(total)
     svg.line(LEFT, y, LEFT + PLOT_W, y, stroke="#888")
@@ -319,8 +373,8 @@ def _draw_tree_strip(svg, tree, frame_limit, y, placeholders=None):
     svg.text(LEFT - 24, y + 16, "mfn", size=9, anchor="end", fill="#666")
     y += 28
     x = LEFT
-    for name, _ in names:
-        svg.rect(x, y, 12, 12, TREE_COLOURS[name])
-        svg.text(x + 16, y + 10, name + (" pages" if name != "top" else " page"), size=11)
+    for name, _, colour, legend in rows:
+        svg.rect(x, y, 12, 12, colour)
+        svg.text(x + 16, y + 10, legend, size=11)
         x += 160
-    return y + 16
+    return y + 24

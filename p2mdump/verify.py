@@ -5,8 +5,9 @@ The walk already reports pointers to MFN 0 or to frames outside the image,
 shared pages that are not placeholders (a mid or leaf page reachable from two
 slots, a placeholder whose content is not all INVALID / not all one leaf
 placeholder), pages used at two levels, duplicate machine frames and
-non-missing entries past a given max_pfn.  On top of that verify checks, in
-bulk over the table:
+non-missing entries past a given max_pfn; as ``walk`` does, the container's
+own findings and, for an ``xl dump-core`` file, the cross-check against
+.xen_p2m are added.  On top of that verify checks, in bulk over the table:
 
 * ``identity-mismatch`` — identity entries whose value is not their own pfn;
 * ``bad-flags`` — entries with both the IDENTITY and FOREIGN bit (but not
@@ -20,6 +21,12 @@ bulk over the table:
 * ``max-pfn-unknown`` (info) — no max_pfn was given, so entries past it
   cannot be checked.
 
+A guest that publishes both the tree and the linear list has both walked
+(``also``): each walk's findings and checks (those of the second walk that
+the first already reported are left out), and the two tables compared
+(:mod:`p2mdump.compare`: ``tree-list-mismatch``, ``tree-list-extent``); a
+second walk that cannot be done at all is a ``walk-failed`` warning.
+
 A report is ``ok`` when no finding is a warning.
 """
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import findings as F
+from .errors import P2MDumpError
 from .layout import LEVEL_LEAF, LEVEL_TOP
 from .table import FOREIGN, IDENTITY, MISSING, VALID, classify
 from .treeinfo import read_tree_pages
@@ -40,6 +48,7 @@ FOREIGN_ENTRIES = "foreign-entries"
 FOREIGN_OWN_MFN = "foreign-own-mfn"
 GARBAGE_LEAF = "garbage-leaf"
 MAX_PFN_UNKNOWN = "max-pfn-unknown"
+WALK_FAILED = "walk-failed"
 #: a leaf is garbage when more than this fraction of its entries is
 GARBAGE_FRACTION = 0.5
 MFN_MAX_64 = (1 << 40) - 1
@@ -50,6 +59,11 @@ EXAMPLES = 5
 class VerifyReport:
     walk: WalkResult
     findings: list = field(default_factory=list)
+    #: the walk of the other representation, when both were walked
+    other: WalkResult | None = None
+    #: per finding: the walk it comes from ("tree" or "list"), "both" for the
+    #: comparison of the two tables
+    origins: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -58,26 +72,62 @@ class VerifyReport:
     def warnings(self) -> list:
         return [f for f in self.findings if f.is_warning]
 
+    def walks(self) -> list:
+        """The walks done: the preferred representation first."""
+        return [self.walk] + ([self.other] if self.other is not None else [])
+
+    def origin(self, i: int) -> str:
+        return self.origins[i] if i < len(self.origins) else self.walk.representation
+
     def to_dict(self) -> dict:
         s = self.walk.summary()
         s.pop("findings", None)
         s["ok"] = self.ok
         s["warnings"] = len(self.warnings())
-        s["findings"] = [f.to_dict() for f in self.findings]
+        s["compared"] = self.other is not None
+        s["walks"] = {}
+        for w in self.walks():
+            one = w.summary()
+            one.pop("findings", None)
+            one["warnings"] = sum(1 for i, f in enumerate(self.findings)
+                                  if f.is_warning and self.origin(i) == w.representation)
+            s["walks"][w.representation] = one
+        s["findings"] = [dict(f.to_dict(), walk=self.origin(i))
+                         for i, f in enumerate(self.findings)]
         return s
 
 
 def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
-           progress=None) -> VerifyReport:
+           progress=None, also=None) -> VerifyReport:
     """Walk the tree at ``top_mfn`` -- or what a :class:`p2mdump.autowalk.Resolved`
-    names, tree or list -- and check it; see the module doc."""
-    from .autowalk import Resolved, walk_resolved
+    names, tree or list -- and check it; see the module doc.  ``also``: a
+    second Resolved (the other representation of the same guest, see
+    :func:`p2mdump.autowalk.resolve_all`), walked, checked and compared."""
+    from .autowalk import Resolved, add_container_findings, walk_resolved
 
     if isinstance(top_mfn, Resolved):
         max_pfn = top_mfn.max_pfn
         res = walk_resolved(source, top_mfn, progress=progress)
+        add_container_findings(source, res)
     else:
         res = walk(source, top_mfn, word_size=word_size, max_pfn=max_pfn, progress=progress)
+    out = _checks(source, res, max_pfn)
+    origins = [res.representation] * len(out)
+    other = None
+    if also is not None:
+        more, other = _other_walk(source, also, res, progress)
+        seen = {_same(f) for f in out}
+        more = [(o, f) for o, f in more if _same(f) not in seen]
+        out += [f for _, f in more]
+        origins += [o for o, _ in more]
+    order = {F.WARNING: 0, F.INFO: 1}
+    ranked = sorted(zip(out, origins), key=lambda p: order.get(p[0].severity, 2))
+    return VerifyReport(walk=res, findings=[f for f, _ in ranked], other=other,
+                        origins=[o for _, o in ranked])
+
+
+def _checks(source, res: WalkResult, max_pfn) -> list:
+    """The walk's findings and every check of the table."""
     out = list(res.findings)
     out += _table_checks(res)
     out += _garbage_leaves(source, res)
@@ -87,9 +137,32 @@ def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
                              f"({res.max_pfn:#x}); entries past the guest's max_pfn cannot be "
                              "checked (give --max-pfn, shared_info arch.max_pfn)",
                              level=LEVEL_TOP, mfn=res.top_mfn))
-    order = {F.WARNING: 0, F.INFO: 1}
-    out.sort(key=lambda f: order.get(f.severity, 2))
-    return VerifyReport(walk=res, findings=out)
+    return out
+
+
+def _same(f) -> tuple:
+    """What makes two findings of the two walks the same finding."""
+    return (f.kind, f.severity, f.count, f.pfn_first, f.pfn_last)
+
+
+def _other_walk(source, also, first: WalkResult, progress):
+    """([(origin, finding)], WalkResult or None) of the second representation."""
+    from .autowalk import add_container_findings, walk_resolved
+    from .compare import compare_tables
+
+    try:
+        other = walk_resolved(source, also, progress=progress)
+        add_container_findings(source, other)
+    except P2MDumpError as exc:
+        return [(also.representation, F.Finding(
+            WALK_FAILED, F.WARNING,
+            f"the guest also publishes its p2m as a {also.representation}, but it cannot be "
+            f"walked: {exc}", mfn=also.top_mfn))], None
+    out = [(other.representation, f) for f in _checks(source, other, also.max_pfn)]
+    tree, lst = (other, first) if other.representation == "tree" else (first, other)
+    out += [("both", f) for f in compare_tables(tree.table, lst.table, ("tree", "list"),
+                                                capacity_a=tree.layout.capacity)]
+    return out, other
 
 
 def _ranges(pfns: np.ndarray, limit: int = EXAMPLES) -> list:

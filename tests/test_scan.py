@@ -37,8 +37,21 @@ def test_finds_every_fixture(path):
     side = _side(path)
     with open_image(path, base=side.get("base", 0)) as src:
         found = scan(src)
-    assert found, "no tree found"
-    best = found[0]
+    lists = [c for c in found if c.representation == "list"]
+    trees = [c for c in found if c.representation == "tree"]
+    if side.get("representation") in ("list", "both"):
+        # the guest's list is found by its shared_info, with the sidecar's parameters
+        assert lists, "no list found"
+        assert (lists[0].p2m_cr3, lists[0].p2m_vaddr, lists[0].word_size,
+                lists[0].max_pfn) == (side["p2m_cr3"], side["p2m_vaddr"], side["word_size"],
+                                      side["max_pfn"])
+    else:
+        assert not lists, lists[0]
+    if side["top_mfn"] is None:     # a linear list only: there is no tree to find
+        assert not trees, trees[0]
+        return
+    assert trees, "no tree found"
+    best = trees[0]
     assert (best.top_mfn, best.word_size) == (side["top_mfn"], side["word_size"])
     assert best.max_pfn == _last_non_missing(path, side)
     assert best.score > 90

@@ -13,7 +13,8 @@ from p2mdump.writer import GuestSpec, generate
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 HEALTHY = ["guest64.img", "guest32.img", "e820-64.img", "e820-32.img", "scattered64.img",
-           "data64.img", "data32.img"]
+           "data64.img", "data32.img", "list64.img", "list32.img", "both64.img",
+           "listcore64.core"]
 
 
 def run(*args):

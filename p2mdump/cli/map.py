@@ -1,5 +1,5 @@
 """``p2mdump map``: an SVG picture of the guest's pfn space and of where the
-tree's pages sit in machine memory."""
+p2m's own pages (tree, or list and page tables) sit in machine memory."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import os
 import click
 
 from .common import EXIT_CODES_HELP, CLIError, Progress
-from .treeopts import open_source, resolve_tree, tree_options
+from .treeopts import open_source, resolve_walks, tree_options
 
 MAP_HELP = """\b
 The picture has two strips.  The first is the guest's pfn space, binned to
@@ -15,7 +15,9 @@ the width of the picture (a 4 GiB and a 512 GiB guest alike), each bin a bar
 of the share of valid / missing / identity / foreign pfns, with the
 boundaries between kinds labelled in pfn and MB.  The second is machine
 memory, with a row each for the top page, the mid pages, the leaf pages and
-the shared placeholders.  Only SVG is written: PNG would need a rasteriser
+the shared placeholders; for a linear list, the top page table (p2m_cr3),
+the page tables on the list's path, the list pages and the shared frames
+(a guest that publishes both gets both strips).  Only SVG is written: PNG would need a rasteriser
 (convert with e.g. `rsvg-convert map.svg -o map.png`).
 """
 
@@ -43,21 +45,30 @@ def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, qui
 
     progress = Progress("walking leaves", enabled=not quiet)
     with open_source(image, base, container) as source:
-        r = resolve_tree(source, image, top_mfn, word_size, max_pfn, **list_opts)
+        todo = resolve_walks(source, image, top_mfn, word_size, max_pfn, **list_opts)
         try:
-            res = walk_resolved(source, r, progress=progress)
+            res = walk_resolved(source, todo[0], progress=progress)
         finally:
             progress.close()
-        top = res.top_mfn
+        # the tree's pages: those of the tree walked, or of the tree the guest
+        # publishes beside its list (read from the top and mid pages only)
+        top = res.top_mfn if res.top_mfn is not None else (
+            todo[1].top_mfn if len(todo) > 1 else None)
         tree = read_tree_pages(source, top, res.layout) if top is not None else None
+        pages = None
+        if res.list_info is not None:
+            from ..listinfo import read_list_pages
+
+            pages = read_list_pages(source, res.list_info, res.layout)
         limit = source.frame_limit()
-    leaf_ph = set(res.leaf_placeholders)
-    svg = render_map(res.table, tree, frame_limit=limit,
+    placeholders = (res.mid_placeholder, set(res.leaf_placeholders)) \
+        if res.representation == "tree" else None
+    svg = render_map(res.table, tree, list_pages=pages, frame_limit=limit,
                      title=title or (f"p2m of {os.path.basename(image)}, top MFN {top:#x}"
-                                     if top is not None else
+                                     if pages is None else
                                      f"p2m list of {os.path.basename(image)}, p2m_vaddr "
                                      f"{res.list_info['p2m_vaddr']:#x}"),
-                     placeholders=(res.mid_placeholder, leaf_ph))
+                     placeholders=placeholders)
     if output == "-":
         click.echo(svg)
         return

@@ -88,3 +88,15 @@ def resolve_tree(source, image: str, top_mfn, word_size: str, max_pfn, **list_op
     ws = "auto" if word_size == "auto" else int(word_size)
     side = read_sidecar(image) if top_mfn is None and list_opts.get("p2m_cr3") is None else None
     return resolve(source, top_mfn, ws, max_pfn, side, **list_opts)
+
+
+def resolve_walks(source, image: str, top_mfn, word_size: str, max_pfn, **list_opts) -> list:
+    """Every representation to walk (:func:`p2mdump.autowalk.resolve_all`):
+    [list, tree] when the guest publishes both and no --representation is
+    forced, else the one :func:`resolve_tree` picks."""
+    from ..autowalk import resolve_all
+    from ..sidecar import read_sidecar
+
+    ws = "auto" if word_size == "auto" else int(word_size)
+    side = read_sidecar(image) if top_mfn is None and list_opts.get("p2m_cr3") is None else None
+    return resolve_all(source, top_mfn, ws, max_pfn, side, **list_opts)

@@ -6,7 +6,7 @@ import json
 import click
 
 from .common import EXIT_CODES_HELP, Progress
-from .treeopts import open_source, resolve_tree, tree_options
+from .treeopts import open_source, resolve_walks, tree_options
 
 VERIFY_HELP = """\b
 Checks: every finding of the walk (pointers to MFN 0 or to frames outside
@@ -18,12 +18,20 @@ entries with both flag bits, foreign entries (listed, info) and foreign
 entries naming the guest's own frames, and leaf pages that decode as mostly
 garbage.
 
+A guest that publishes both the tree and the linear list (shared_info names
+a top MFN and a p2m_cr3, a sidecar of a "both" guest, or --top-mfn given
+with --p2m-cr3/--p2m-vaddr) has both walked and checked, and the two tables
+compared: tree-list-mismatch names every pfn where they differ (as ranges),
+tree-list-extent the pfns only one covers (the tree ends at 2^27 pfns on
+64-bit).  --representation tree|list checks only that one.
+
 \b
 Exit: 0 nothing is wrong (info findings only), 1 something is (warnings),
 2 and up: errors (see below).  --json prints {"ok", "warnings", "top_mfn",
 "word_size", "max_pfn", "counts", ..., "findings": [{"kind", "severity",
 "level", "slot", "mfn", "parent_mfn", "count", "pfn_first", "pfn_last",
-"message", "examples"}]}.
+"message", "examples", "walk"}], "walks": {"list": {...}, "tree":
+{...}}, "compared"}.
 """
 
 
@@ -38,32 +46,39 @@ def verify(image, top_mfn, word_size, max_pfn, base, container, as_json, quiet, 
 
     progress = Progress("verifying", enabled=not quiet and not as_json)
     with open_source(image, base, container) as source:
-        r = resolve_tree(source, image, top_mfn, word_size, max_pfn, **list_opts)
-        where = r.list_source if r.representation == "list" else r.top_mfn_source
+        todo = resolve_walks(source, image, top_mfn, word_size, max_pfn, **list_opts)
         try:
-            report = do_verify(source, r, progress=progress)
+            report = do_verify(source, todo[0], progress=progress,
+                               also=todo[1] if len(todo) > 1 else None)
         finally:
             progress.close()
+    where = {r.representation: r.list_source if r.representation == "list"
+             else r.top_mfn_source for r in todo}
     if as_json:
         data = report.to_dict()
         data["image"] = image
-        data["top_mfn_source"] = where
+        data["top_mfn_source"] = where[report.walk.representation]
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
-        w = report.walk
         warn = report.warnings()
         info = len(report.findings) - len(warn)
         if not quiet:
-            if w.representation == "list":
-                at = (f"list at p2m_vaddr {w.list_info['p2m_vaddr']:#x} (p2m_cr3 "
-                      f"{w.list_info['p2m_cr3']:#x}, {where})")
-            else:
-                at = f"tree at top MFN {w.top_mfn:#x} ({where})"
-            click.echo(f"{at}, {w.word_size}-byte words, "
-                       f"max_pfn {w.max_pfn:#x} ({w.max_pfn_source})")
-            for f in report.findings:
-                click.echo(f"  {f}")
+            for w in report.walks():
+                click.echo(_walk_line(w, where[w.representation]))
+            both = len(todo) > 1
+            for i, f in enumerate(report.findings):
+                click.echo(f"  [{report.origin(i)}] {f}" if both else f"  {f}")
         verdict = "OK" if report.ok else "PROBLEMS"
         click.echo(f"{verdict}: {len(warn)} warning(s), {info} info")
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+def _walk_line(w, where: str) -> str:
+    """What was walked, in one line."""
+    if w.representation == "list":
+        at = (f"list at p2m_vaddr {w.list_info['p2m_vaddr']:#x} (p2m_cr3 "
+              f"{w.list_info['p2m_cr3']:#x}, {where})")
+    else:
+        at = f"tree at top MFN {w.top_mfn:#x} ({where})"
+    return f"{at}, {w.word_size}-byte words, max_pfn {w.max_pfn:#x} ({w.max_pfn_source})"
