@@ -249,7 +249,7 @@ def _sidecar_list(sidecar, source) -> bool:
 def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
                   raw_fd: int | None = None):
     """Walk what :func:`resolve` chose; a :class:`~p2mdump.result.WalkResult`.
-    ``raw_fd``: an empty file a list walk may build the raw table in
+    ``raw_fd``: an empty file the walk may build the raw table in
     (``result.raw_written`` says whether it did)."""
     if r.representation == "list":
         from .listwalk import walk_list
@@ -271,7 +271,7 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
         from .walker import walk
 
         result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
-                      progress=progress, check_table=check_table)
+                      progress=progress, check_table=check_table, raw_fd=raw_fd)
     if r.max_pfn_source in ("container", "sidecar"):
         result.max_pfn_source = r.max_pfn_source
     if r.word_size_source in ("container", "sidecar"):

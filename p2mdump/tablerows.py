@@ -184,12 +184,15 @@ class FileRows:
 
 
 def rows_for(fd: int | None, n_rows: int, layout: Layout):
-    """FileRows when ``fd`` is a regular file that can take the table, else MemoryRows."""
+    """FileRows when ``fd`` is a regular file open for reading and writing
+    (it is mapped back as the table), else MemoryRows."""
     if fd is not None:
+        import fcntl
         import stat
 
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
+            if (stat.S_ISREG(os.fstat(fd).st_mode)
+                    and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR):
                 return FileRows(fd, n_rows, layout)
         except OSError:
             pass

@@ -21,8 +21,8 @@ from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, Layout, layout_for
 from .sources.base import FrameSource
 from .result import WalkResult, table_findings  # noqa: F401  (re-exported)
-from .table import P2MTable, empty_words
-from .tablerows import MemoryRows, read_runs
+from .table import P2MTable
+from .tablerows import FileRows, read_runs, rows_for
 
 Progress = Callable[[int, int], None]
 
@@ -96,14 +96,15 @@ def detect_word_size(cache: PageCache, top_mfn: int) -> tuple[int, dict]:
 
 def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "auto",
          max_pfn: int | None = None, progress: Progress | None = None,
-         check_table: bool = True) -> WalkResult:
+         check_table: bool = True, raw_fd: int | None = None) -> WalkResult:
     """Walk the p2m tree whose top page is at ``top_mfn`` in ``source``.
 
     ``word_size`` is 4, 8 or "auto"; ``max_pfn`` the number of pfns to return
     (None: up to the last pfn whose entry is not missing).  With
     ``check_table=False`` the whole-table checks (duplicate machine frames)
     are left for :meth:`WalkResult.check_table`, so a caller can run them
-    while it writes the table out.
+    while it writes the table out.  ``raw_fd``: an empty regular file to build
+    the table in as the ``--format raw`` output (:mod:`p2mdump.tablerows`).
     """
     if top_mfn < 0:
         raise TreeError(f"top MFN must not be negative (got {top_mfn})")
@@ -130,14 +131,15 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
             raise LayoutError(
                 f"--max-pfn {max_pfn:#x} is larger than a {ws}-byte-word tree can hold "
                 f"({layout.capacity:#x} pfns)")
-    result = _Walk(source, cache, layout, top_mfn, max_pfn, progress, ws_source).run()
+    result = _Walk(source, cache, layout, top_mfn, max_pfn, progress, ws_source, raw_fd).run()
     if check_table:
         result.check_table()
     return result
 
 
 class _Walk:
-    def __init__(self, source, cache, layout, top_mfn, max_pfn, progress, ws_source):
+    def __init__(self, source, cache, layout, top_mfn, max_pfn, progress, ws_source,
+                 raw_fd=None):
         self.source = source
         self.cache = cache
         self.L = layout
@@ -147,6 +149,7 @@ class _Walk:
         self.ws_source = ws_source
         self.findings: list[F.Finding] = []
         self.bulk_frames = 0
+        self.raw_fd = raw_fd
 
     # -- helpers -----------------------------------------------------------
     def add(self, *args, **kw):
@@ -188,7 +191,6 @@ class _Walk:
 
     def run(self) -> WalkResult:
         L = self.L
-        fpp = L.per_page
         flat, usable = self.read_mids()
         self.flat, self.usable = flat, usable
         # distinct leaf pages over the whole capacity
@@ -206,7 +208,6 @@ class _Walk:
                 self.shared[mfn] = self._leaf_words(mfn)
         self._zero_leaf_findings()
         self.reported = set()
-        fpp = L.per_page
         absent = np.flatnonzero(~self.source.frames_present(leaves) & (leaves != 0))
         for u in absent.tolist():
             where = slots[inverse == u]
@@ -219,12 +220,13 @@ class _Walk:
             max_pfn = self.max_pfn
             mp_source = "given"
         n_leaves = L.leaves_for(max_pfn)
-        buf = empty_words(n_leaves * fpp, L.numpy_dtype)
-        self._fill(buf.reshape(n_leaves, fpp) if n_leaves else buf.reshape(0, fpp), n_leaves)
+        sink = rows_for(self.raw_fd, n_leaves, L)
+        self._fill(sink, n_leaves)
+        words, past = sink.finish(max_pfn)
         if mp_source == "given":
-            self._check_past(buf, max_pfn, n_leaves)
+            self._check_past(past, max_pfn, n_leaves)
         self._shared_findings()
-        table = P2MTable(buf[:max_pfn], L)
+        table = P2MTable(words, L)
         if max_pfn == 0 and mp_source != "given":
             self.add(F.EMPTY_TREE, F.WARNING, "no pfn in the tree maps to anything",
                      level=LEVEL_TOP, mfn=self.top_mfn)
@@ -233,7 +235,7 @@ class _Walk:
             max_pfn_source=mp_source, word_size_source=self.ws_source,
             pages_read=self.cache.reads + self.bulk_frames,
             mid_placeholder=self.mid_placeholder, leaf_placeholders=self.leaf_placeholders,
-            source=self.source.describe())
+            source=self.source.describe(), raw_written=isinstance(sink, FileRows))
         return result
 
     def _leaf_words(self, mfn):
@@ -315,14 +317,12 @@ class _Walk:
             self.prefetched[mfn] = words
         return words
 
-    def _fill(self, table2d: np.ndarray, n_leaves: int):
-        """Fill leaf rows 0..n_leaves-1 of the table."""
-        L = self.L
-        inv = table2d.dtype.type(L.invalid)
+    def _fill(self, sink, n_leaves: int):
+        """Fill leaf rows 0..n_leaves-1 of ``sink`` (:mod:`p2mdump.tablerows`)."""
         flat = self.flat[:n_leaves]
         usable = self.usable[:n_leaves]
         bad = ~usable | (flat == 0)
-        table2d[bad] = inv
+        sink.invalid(np.flatnonzero(bad))
         shared_rows = np.zeros(n_leaves, dtype=bool)
         for mfn, words in self.shared.items():
             rows = np.flatnonzero((flat == mfn) & usable)
@@ -330,10 +330,10 @@ class _Walk:
                 continue
             shared_rows[rows] = True
             if words is None:
-                table2d[rows] = inv
+                sink.invalid(rows)
                 self._unreadable_shared(mfn)
             else:
-                table2d[rows] = words
+                sink.words(rows, words)
         # pages already read while looking for max_pfn: copied, not read again
         if self.prefetched:
             keys = np.fromiter(self.prefetched, dtype=np.uint64, count=len(self.prefetched))
@@ -342,14 +342,13 @@ class _Walk:
                 mfn = int(flat[row])
                 words = self.prefetched[mfn]
                 if words is None:
-                    table2d[row] = inv
+                    sink.invalid([row])
                     self._unreadable_leaf(row, mfn)
                 else:
-                    table2d[row] = words
+                    sink.words([row], words)
         rows = np.flatnonzero(~bad & ~shared_rows)
         if not len(rows):
             return
-        sink = MemoryRows(n_leaves, L, table2d)
         self.bulk_frames += read_runs(sink, self.source, rows, flat[rows],
                                       self._unreadable_leaf, self.progress)
 
@@ -357,14 +356,14 @@ class _Walk:
         slots = self._slots_of_leaf(mfn)
         self._unreadable_leaf(int(slots[0]), mfn, len(slots), int(slots[-1]))
 
-    def _check_past(self, buf: np.ndarray, max_pfn: int, n_leaves: int):
-        """Non-missing entries at or past max_pfn, up to the tree's capacity."""
+    def _check_past(self, tail: np.ndarray, max_pfn: int, n_leaves: int):
+        """Non-missing entries at or past max_pfn (``tail``: the words of the
+        last leaf row past it), up to the tree's capacity."""
         L = self.L
         fpp = L.per_page
-        inv = buf.dtype.type(L.invalid)
+        inv = np.dtype(L.numpy_dtype).type(L.invalid)
         count = 0
         first = None
-        tail = buf[max_pfn:]
         nz = np.flatnonzero(tail != inv)
         if len(nz):
             count += len(nz)

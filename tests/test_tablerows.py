@@ -1,0 +1,124 @@
+"""The two places a walk can build its table give the same table.
+
+MemoryRows (an anonymous mapping, every output format) and FileRows (the
+``--format raw`` output file itself: frames copied with copy_file_range, or
+through a buffer when the container cannot name a file extent) must give the
+same words, the same findings and a file byte-identical to the truth.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from p2mdump.autowalk import walk_image
+from p2mdump.cli import main
+from p2mdump.layout import layout_for
+from p2mdump.sources import open_image
+from p2mdump.tablerows import FileRows, MemoryRows, read_runs
+
+from conftest import FIXTURES
+
+NAMES = ["guest64.img", "guest32.img", "e820-64.img", "scattered64.img", "list64.img",
+         "list32.img", "both64.img", "listcore64.core", "core32.core", "vmcore64.elf"]
+
+
+def _truth(name):
+    side = json.load(open(os.path.join(FIXTURES, name + ".json")))
+    stem = name.rsplit(".", 1)[0]
+    return side, np.fromfile(os.path.join(FIXTURES, stem + ".truth"),
+                             dtype=f"<u{side['word_size']}")
+
+
+def _walk(path, raw_fd=None):
+    side_path = path + ".json"
+    side = json.load(open(side_path)) if os.path.exists(side_path) else None
+    top = side["top_mfn"] if side and side.get("container") == "elf" else None
+    with open_image(path) as src:
+        result, _ = walk_image(src, top, sidecar=side, raw_fd=raw_fd)
+    return result
+
+
+def _findings(result):
+    return sorted((f.kind, f.severity, f.message) for f in result.findings)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_file_rows_equal_memory_rows(tmp_path, name):
+    path = os.path.join(FIXTURES, name)
+    side, truth = _truth(name)
+    mem = _walk(path)
+    out = tmp_path / "t.raw"
+    with open(out, "w+b") as fh:
+        in_file = _walk(path, raw_fd=fh.fileno())
+    assert in_file.raw_written and not mem.raw_written
+    assert np.array_equal(in_file.table.raw, mem.table.raw)
+    assert np.array_equal(mem.table.raw, truth)
+    assert out.read_bytes() == truth.tobytes()
+    assert _findings(in_file) == _findings(mem)
+    assert in_file.table.counts() == mem.table.counts()
+
+
+def test_write_only_file_is_not_used(tmp_path):
+    """A file that cannot be mapped back (write-only) leaves the table in memory."""
+    with open(tmp_path / "t.raw", "wb") as fh:
+        result = _walk(os.path.join(FIXTURES, "list64.img"), raw_fd=fh.fileno())
+    assert not result.raw_written and os.path.getsize(tmp_path / "t.raw") == 0
+
+
+def test_device_target_is_written_from_memory(tmp_path):
+    """/dev/null is no regular file: the table is built in memory and written."""
+    r = CliRunner().invoke(main, ["walk", os.path.join(FIXTURES, "list64.img"), "--format",
+                                  "raw", "-o", os.devnull, "-q"])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("name", ["list64.img", "guest32.img"])
+def test_cli_raw_output_damaged_image(tmp_path, name):
+    """Frames cut off the end of the image: the same INVALID rows and
+    unreadable findings whether the table is built in memory or in the file."""
+    src = os.path.join(FIXTURES, name)
+    img = tmp_path / name
+    shutil.copy(src, img)
+    shutil.copy(src + ".json", str(img) + ".json")
+    size = os.path.getsize(img)
+    os.truncate(img, size - 8 * 4096)
+    out = tmp_path / "t.raw"
+    summary = tmp_path / "s.json"
+    r = CliRunner().invoke(main, ["walk", str(img), "--format", "raw", "-o", str(out),
+                                  "--summary-json", str(summary), "-q"])
+    assert r.exit_code == 0, r.output
+    mem = _walk(str(img))
+    assert out.read_bytes() == mem.table.raw.tobytes()
+    kinds = [f["kind"] for f in json.load(open(summary))["findings"]]
+    assert sorted(kinds) == sorted(f.kind for f in mem.findings)
+
+
+def test_read_runs_reports_each_missing_frame(tmp_path):
+    """A run that reaches past the image: rows past the end are INVALID and
+    each is reported once, in both sinks."""
+    from p2mdump.sources.raw import RawImage
+
+    L = layout_for(8)
+    img = tmp_path / "img"
+    frames = np.arange(6 * 512, dtype="<u8")
+    frames.tofile(img)                                  # 6 frames
+    rows = np.arange(4)
+    mfns = np.array([3, 4, 5, 6], dtype=np.uint64)      # frame 6 is not there
+    with RawImage(img) as source:
+        seen_mem, seen_file = [], []
+        mem = MemoryRows(4, L)
+        assert read_runs(mem, source, rows, mfns, lambda r, m: seen_mem.append((r, m))) == 3
+        with open(tmp_path / "out", "w+b") as fh:
+            fr = FileRows(fh.fileno(), 4, L)
+            assert read_runs(fr, source, rows, mfns,
+                             lambda r, m: seen_file.append((r, m))) == 3
+            words, past = fr.finish(4 * 512)
+            assert np.array_equal(words, mem.finish(4 * 512)[0])
+    assert seen_mem == seen_file == [(3, 6)]
+    assert np.all(words[3 * 512:] == L.invalid)
+    assert np.array_equal(words[:3 * 512], frames[3 * 512:])
