@@ -179,7 +179,9 @@ class FileRows:
         past = np.frombuffer(tail, dtype=self.L.numpy_dtype)
         if size == 0:
             return np.zeros(0, dtype=self.L.numpy_dtype), past
-        mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        # MAP_POPULATE: the summary reads every page at once, so map them at once
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mapping = mmap.mmap(self.fd, size, flags, mmap.PROT_READ)
         return np.frombuffer(mapping, dtype=self.L.numpy_dtype), past
 
 
