@@ -6,8 +6,11 @@
 Builds (once, with `p2mdump generate`) bench/out/lookup-512g.img: a 64-bit
 guest of 2^27 pfns (512 GiB, the tree's full capacity; ~1 GiB image), then
 times interleaved, in one run: `python3 -c pass` (the python3 on PATH),
-the venv's own interpreter `-c pass`, and `p2mdump lookup IMAGE --top-mfn N
---word-size 8 --pfn P` for pfns spread over the guest.  Reports medians and
+the venv's own interpreter `-c pass`, `p2mdump lookup IMAGE --top-mfn N
+--word-size 8 --pfn P` for pfns spread over the guest and, on a 2^28-pfn
+(1 TiB) list-only guest (bench/out/lookup-1t-list.img, sparse),
+`p2mdump lookup IMAGE --p2m-cr3 C --p2m-vaddr V --max-pfn N --word-size 8
+--pfn P` (page-table path + one list page).  Reports medians and
 the ratio, plus the biggest imports of a lookup (python -X importtime).
 Writes bench/out/bench_lookup.json.
 """
@@ -42,6 +45,16 @@ def build() -> tuple[str, dict]:
         return img, json.load(fh)
 
 
+def build_list() -> tuple[str, dict]:
+    img = os.path.join(OUT, "lookup-1t-list.img")
+    if not (os.path.exists(img) and os.path.exists(img + ".json")):
+        subprocess.run([p2mdump_exe(), "generate", img, "--representation", "list",
+                        "--max-pfn", str(1 << 28), "--ram", "0-0x3ffff,0xffc0000-0xfffffff",
+                        "-q"], check=True)
+    with open(img + ".json") as fh:
+        return img, json.load(fh)
+
+
 def timed(cmd):
     t = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -61,15 +74,24 @@ def main() -> int:
     py3 = shutil.which("python3")
     pfns = [(i * 0x7ffffff) // max(1, args.runs - 1) for i in range(args.runs)]
     lookup = [p2mdump_exe(), "lookup", img, "--top-mfn", hex(top), "--word-size", "8", "--pfn"]
+    limg, lside = build_list()
+    llookup = [p2mdump_exe(), "lookup", limg, "--p2m-cr3", hex(lside["p2m_cr3"]),
+               "--p2m-vaddr", hex(lside["p2m_vaddr"]), "--max-pfn", hex(lside["max_pfn"]),
+               "--word-size", "8", "--pfn"]
+    lpfns = [(i * ((1 << 28) - 1)) // max(1, args.runs - 1) for i in range(args.runs)]
     timed([py3, "-c", "pass"])
     timed(lookup + ["0"])  # warm the cache
-    t_py3, t_venv, t_look = [], [], []
+    timed(llookup + ["0"])
+    t_py3, t_venv, t_look, t_list = [], [], [], []
     answers = []
-    for p in pfns:
+    for p, lp in zip(pfns, lpfns):
         t_py3.append(timed([py3, "-c", "pass"])[0])
         t_venv.append(timed([sys.executable, "-c", "pass"])[0])
         dt, out = timed(lookup + [hex(p)])
         t_look.append(dt)
+        answers.append(out.strip())
+        dt, out = timed(llookup + [hex(lp)])
+        t_list.append(dt)
         answers.append(out.strip())
     imp = subprocess.run([sys.executable, "-X", "importtime", "-m", "p2mdump", "lookup", img,
                           "--top-mfn", hex(top), "--word-size", "8", "--pfn", "0x1234"],
@@ -89,6 +111,8 @@ def main() -> int:
         "venv_python_c_pass_median_s": med(t_venv), "lookup_median_s": med(t_look),
         "ratio_vs_python3": med(t_look) / med(t_py3),
         "ratio_vs_venv_python": med(t_look) / med(t_venv),
+        "list_lookup_median_s": med(t_list),
+        "list_ratio_vs_venv_python": med(t_list) / med(t_venv),
         "imports_numpy": "numpy" in mods, "imports_construct": "construct" in mods,
         "biggest_imports_us": [{"module": n.strip(), "cumulative_us": c} for c, _, n in top_level],
         "sample_answers": answers[:3],
@@ -100,14 +124,18 @@ def main() -> int:
     print(f"venv python -c pass        : median {med(t_venv) * 1000:.1f} ms")
     print(f"p2mdump lookup --pfn       : median {med(t_look) * 1000:.1f} ms "
           f"(min {min(t_look) * 1000:.1f}, max {max(t_look) * 1000:.1f})")
-    print(f"ratio vs python3 -c pass   : {res['ratio_vs_python3']:.2f}x (budget 3x)")
-    print(f"ratio vs venv python       : {res['ratio_vs_venv_python']:.2f}x")
+    print(f"p2mdump lookup --pfn (list): median {med(t_list) * 1000:.1f} ms "
+          f"(min {min(t_list) * 1000:.1f}, max {max(t_list) * 1000:.1f}), 2^28-pfn list guest")
+    print(f"ratio vs python3 -c pass   : {res['ratio_vs_python3']:.2f}x (the python3 on PATH; "
+          "a pyenv shim makes it slow, so the budget is checked against the venv)")
+    print(f"ratio vs venv python       : {res['ratio_vs_venv_python']:.2f}x "
+          f"(list: {res['list_ratio_vs_venv_python']:.2f}x) (budget 3x)")
     print(f"numpy imported: {res['imports_numpy']}, construct imported: "
           f"{res['imports_construct']}")
     print("biggest top-level imports (cumulative us): " + ", ".join(
         f"{d['module']} {d['cumulative_us']}" for d in res["biggest_imports_us"]))
     print("e.g. " + answers[-1])
-    return 0 if res["ratio_vs_python3"] <= 3 else 1
+    return 0 if max(res["ratio_vs_venv_python"], res["list_ratio_vs_venv_python"]) <= 3 else 1
 
 
 if __name__ == "__main__":
