@@ -45,7 +45,7 @@ class Plan:
     source_note: str = ""
 
     @classmethod
-    def from_table(cls, table) -> "Plan":
+    def from_table(cls, table, representation: str = "tree") -> "Plan":
         kinds = table.kinds()
         mfns = table.mfns()
         valid = np.flatnonzero(kinds == VALID)
@@ -53,7 +53,7 @@ class Plan:
                    for code, name in ((MISSING, "missing"), (IDENTITY, "identity"),
                                       (FOREIGN, "foreign"))}
         return cls(valid.astype(np.int64), mfns[valid].astype(np.uint64), len(table),
-                   table.layout.word_size, skipped, "the guest's p2m tree")
+                   table.layout.word_size, skipped, f"the guest's p2m {representation}")
 
     @classmethod
     def from_pairs(cls, pfns, gmfns, max_pfn: int, word_size: int) -> "Plan":

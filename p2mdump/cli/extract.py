@@ -25,10 +25,10 @@ def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, su
     so that tools knowing nothing about Xen (Volatility, crash, a hex editor)
     can read it: byte pfn*4096 of a raw GUEST holds the guest page of pfn.
 
-    pfn -> mfn comes from walking the guest's p2m tree (--top-mfn, or
-    shared_info of an xl dump-core file); for an xl dump-core file whose guest
-    publishes no tree (frame-list-list 0 or ~0) the dump's own .xen_p2m pairs
-    are used instead.  Missing, identity and foreign pfns, and valid pfns
+    pfn -> mfn comes from walking the guest's p2m tree or linear list
+    (--top-mfn, --p2m-cr3/--p2m-vaddr, or the shared_info of an xl dump-core
+    file); for an xl dump-core file whose guest publishes neither a usable
+    tree nor a usable list, the dump's own .xen_p2m pairs are used instead.  Missing, identity and foreign pfns, and valid pfns
     whose frame is not in IMAGE, are not copied; the summary lists them.
     """
     from ..errors import TreeError
@@ -60,7 +60,7 @@ def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, su
             if not quiet:
                 for line in resolved.notes():
                     click.echo(f"p2mdump: {line}", err=True)
-            plan = Plan.from_table(result.table)
+            plan = Plan.from_table(result.table, result.representation)
             walk_summary = result.summary()
             warnings = result.warnings()
             if warnings and not quiet:
