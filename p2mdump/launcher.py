@@ -108,9 +108,28 @@ def fast_lookup(argv) -> int | None:
     if args["json"]:
         import json
 
-        print(json.dumps(result, indent=2, sort_keys=True))
+        text = json.dumps(result, indent=2, sort_keys=True)
     else:
-        print(format_result(result))
+        text = format_result(result)
+    return _emit(text)
+
+
+def _emit(text: str) -> int:
+    """Print the answer: 0, or the exit code of an output that failed (a
+    reader gone away: quietly; stdout full or closed: one error line)."""
+    from .stdio import guard_closed_stdout, is_output_error, output_failure
+
+    guard_closed_stdout()
+    try:
+        print(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        if not is_output_error(exc):
+            raise
+        message, code = output_failure(exc)
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
+        return code
     return 0
 
 
@@ -119,7 +138,6 @@ def main():
     if argv[:1] == ["lookup"]:
         rc = fast_lookup(argv[1:])
         if rc is not None:
-            sys.stdout.flush()
             sys.exit(rc)
     from .cli import main as cli_main
 

@@ -12,8 +12,9 @@ import sys
 
 import click
 
-from ..errors import EXIT_INTERNAL, P2MDumpError
-from .common import EXIT_CODES_HELP, CLIError
+from ..errors import EXIT_INTERNAL, EXIT_USAGE, P2MDumpError
+from ..stdio import guard_closed_stdout, is_output_error, output_failure
+from .common import EXIT_CODES_HELP, CLIError, drop_notes, flush_notes
 
 #: command name -> module (in p2mdump.cli) defining a click command of that name
 COMMANDS = {
@@ -27,6 +28,12 @@ COMMANDS = {
     "diff": "diff",
     "map": "map",
 }
+
+#: what a bare ``p2mdump`` prints (the whole help is ``p2mdump --help``)
+SHORT_USAGE = f"""\
+error: no command given
+usage: p2mdump COMMAND IMAGE [OPTIONS]   (commands: {', '.join(sorted(COMMANDS))})
+'p2mdump --help' describes them, 'p2mdump COMMAND --help' the options of one."""
 
 
 class P2MGroup(click.Group):
@@ -43,8 +50,16 @@ class P2MGroup(click.Group):
     def main(self, args=None, prog_name=None, **extra):
         """Run the command; every failure ends as one ``error:`` line."""
         extra.pop("standalone_mode", None)
+        args = sys.argv[1:] if args is None else list(args)
+        drop_notes()
+        guard_closed_stdout()
+        if not args:
+            click.echo(SHORT_USAGE, err=True)
+            sys.exit(EXIT_USAGE)
         try:
             rv = super().main(args, prog_name, standalone_mode=False, **extra)
+            flush_notes()
+            sys.stdout.flush()  # a full disk or a closed stdout shows here, not at exit
         except click.UsageError as exc:
             hint = ""
             if exc.ctx is not None:
@@ -57,6 +72,10 @@ class P2MGroup(click.Group):
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(1)
+        except OSError as exc:
+            if not is_output_error(exc):
+                raise
+            _exit_output_failure(exc)
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
@@ -66,25 +85,25 @@ class P2MGroup(click.Group):
             raise CLIError(str(exc), exc.exit_code) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except BrokenPipeError:
-            _quiet_broken_pipe()
-            sys.exit(0)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
         except Exception as exc:  # a bug: no traceback unless asked for
+            if is_output_error(exc):
+                _exit_output_failure(exc)
             if os.environ.get("P2MDUMP_DEBUG"):
                 raise
             raise CLIError(f"internal error: {type(exc).__name__}: {exc} "
                            "(set P2MDUMP_DEBUG=1 for a traceback)", EXIT_INTERNAL) from None
 
 
-def _quiet_broken_pipe():
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
+def _exit_output_failure(exc: OSError):
+    """A reader that went away: quiet exit 0; stdout full or closed: exit 5."""
+    drop_notes()
+    message, code = output_failure(exc)
+    if message is not None:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 @click.group(cls=P2MGroup, context_settings={"help_option_names": ["-h", "--help"],

@@ -34,19 +34,48 @@ class CLIError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+#: informational stderr lines of the running command, held back by :func:`note`
+_NOTES: list = []
+
+
+def note(line: str) -> None:
+    """An informational line for stderr (``p2mdump: ...``), held back until
+    the command has succeeded (:func:`flush_notes`), so that it never comes
+    before an ``error:`` line; a failing command prints the error alone."""
+    _NOTES.append(line)
+
+
+def flush_notes() -> None:
+    """Print the notes held back so far (the command has succeeded)."""
+    while _NOTES:
+        click.echo(f"p2mdump: {_NOTES.pop(0)}", err=True)
+
+
+def drop_notes() -> None:
+    """Forget the notes held back (the command failed, or a new one starts)."""
+    _NOTES.clear()
+
+
 class Number(click.ParamType):
-    """An integer in decimal or 0x-hex (also 0o / 0b, and _ separators)."""
+    """A non-negative integer in decimal or 0x-hex (also 0o / 0b, and _
+    separators).  Every number option of p2mdump (frames, addresses, counts,
+    offsets, seeds) is unsigned, so a negative one is a usage error here, with
+    the same message and exit code (2) for every option."""
 
     name = "N"
 
     def convert(self, value, param, ctx):
         if isinstance(value, int):
-            return value
-        text = str(value).strip().replace("_", "")
-        try:
-            return int(text, 0)
-        except ValueError:
-            self.fail(f"{value!r} is not a number (decimal or 0x-hex)", param, ctx)
+            number = value
+        else:
+            text = str(value).strip().replace("_", "")
+            try:
+                number = int(text, 0)
+            except ValueError:
+                self.fail(f"{value!r} is not a number (decimal or 0x-hex)", param, ctx)
+        if number < 0:
+            self.fail(f"{value!r} is negative; a non-negative number is needed", param, ctx)
+        return number
 
 
 class Size(click.ParamType):
@@ -63,9 +92,12 @@ class Size(click.ParamType):
             mult = _SUFFIXES[text[-1]]
             text = text[:-1]
         try:
-            return int(text, 0) * mult
+            size = int(text, 0) * mult
         except ValueError:
             self.fail(f"{value!r} is not a size (e.g. 4G, 512M, 0x1000)", param, ctx)
+        if size < 0:
+            self.fail(f"{value!r} is negative; a size is not", param, ctx)
+        return size
 
 
 NUMBER = Number()

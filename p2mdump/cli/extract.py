@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import EXIT_CODES_HELP, Progress, write_json_file, ws_value
+from .common import EXIT_CODES_HELP, Progress, flush_notes, note, write_json_file, ws_value
 from .treeopts import tree_options
 
 
@@ -51,26 +51,25 @@ def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, su
                     or not hasattr(source, "pairs") or source.is_hvm):
                 raise
             if not quiet:
-                click.echo(f"p2mdump: {exc}; using the dump's .xen_p2m pairs instead",
-                           err=True)
+                note(f"{exc}; using the dump's .xen_p2m pairs instead")
             pf, gm = source.pairs()
             plan = Plan.from_pairs(pf, gm, max_pfn or source.max_pfn_hint or 0,
                                    source.word_size)
         else:
             if not quiet:
                 for line in resolved.notes():
-                    click.echo(f"p2mdump: {line}", err=True)
+                    note(line)
             plan = Plan.from_table(result.table, result.representation)
             walk_summary = result.summary()
             warnings = result.warnings()
             if warnings and not quiet:
-                click.echo(f"p2mdump: the walk has {len(warnings)} warning(s):", err=True)
-                for f in warnings[:10]:
-                    click.echo(f"  {f}", err=True)
+                note(f"the walk has {len(warnings)} warning(s):"
+                     + "".join(f"\n  {f}" for f in warnings[:10]))
         try:
             report = do_extract(source, plan, output, fmt, progress=progress)
         finally:
             progress.close()
+    flush_notes()
     if not quiet:
         for line in report.lines():
             click.echo(line, err=True)

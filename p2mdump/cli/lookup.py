@@ -91,10 +91,6 @@ def lookup(image, top_mfn, word_size, max_pfn, base, container, pfn, mfn, paddr,
     if len(given) != 1:
         raise CLIError("give exactly one of --pfn, --mfn, --paddr, --maddr, --vaddr, "
                        "--from-file" + (f" (got {', '.join(given)})" if given else ""), 2)
-    for name, v in (("--pfn", pfn), ("--mfn", mfn), ("--paddr", paddr), ("--maddr", maddr),
-                    ("--vaddr", vaddr), ("--cr3", cr3)):
-        if v is not None and v < 0:
-            raise CLIError(f"{name} must not be negative (got {v})", 2)
     if (vaddr is None) != (cr3 is None):
         raise CLIError("--vaddr needs --cr3 (the guest's cr3 register value)" if cr3 is None
                        else "--cr3 goes with --vaddr", 2)

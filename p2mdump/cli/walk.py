@@ -5,8 +5,8 @@ import contextlib
 
 import click
 
-from .common import (EXIT_CODES_HELP, CLIError, Progress, output_stream, write_json_file,
-                     ws_value)
+from .common import (EXIT_CODES_HELP, CLIError, Progress, flush_notes, note, output_stream,
+                     write_json_file, ws_value)
 from .treeopts import tree_options
 
 FORMAT_HELP = """\b
@@ -121,11 +121,11 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
                 progress.close()
             if not quiet:
                 for line in resolved.notes():
-                    click.echo(f"p2mdump: {line}", err=True)
+                    note(line)
         if result.word_size_source == "detected" and not quiet:
             how = ("from p2m_vaddr" if result.representation == "list"
                    else "from the top and mid pages")
-            click.echo(f"p2mdump: word size {result.word_size} detected {how}", err=True)
+            note(f"word size {result.word_size} detected {how}")
         if out_fh is not None:
             if not result.raw_written:
                 write_table(result.table, out_fh, fmt)
@@ -143,6 +143,7 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
         data["representation"] = result.representation
         data["format"] = fmt
         write_json_file(summary_json, data)
+    flush_notes()
     if not quiet:
         for line in summary_lines(result):
             click.echo(line, err=True)
