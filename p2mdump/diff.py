@@ -152,8 +152,11 @@ def load_table(path, *, word_size: int | None = None, fmt: str = "auto") -> P2MT
         if fmt == "npy":
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except ValueError as exc:
+            except (ValueError, TypeError, OverflowError) as exc:
                 raise ImageError(f"{path}: not a NumPy .npy table: {exc}") from None
+            if not isinstance(arr, np.ndarray):     # an .npz (zip) archive
+                arr.close()
+                raise ImageError(f"{path}: a zip archive (.npz), not a NumPy .npy table")
             if arr.ndim != 1 or arr.dtype.kind != "u" or arr.dtype.itemsize not in (4, 8):
                 raise ImageError(f"{path}: a table must be a 1-d array of uint32 or uint64 "
                                  f"(got {arr.dtype} with shape {arr.shape})")

@@ -16,6 +16,7 @@ p2m_identity and the shared PTE pages).  A guest with both gets both strips.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -38,6 +39,22 @@ STRIP_H = 56
 MAX_LABELS = 24
 LABEL_GAP = 92
 MAX_BOUNDARIES = 1 << 22
+
+#: characters XML 1.0 does not allow in a document (its production Char):
+#: control characters other than tab, newline and carriage return, lone
+#: surrogates (undecodable bytes of a file name), U+FFFE and U+FFFF
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(s: str) -> str:
+    """``s`` as XML character data: undecodable bytes of a file name (held
+    as surrogates, see PEP 383) and characters XML 1.0 forbids become
+    U+FFFD, and ``&``, ``<``, ``>``, quotes are escaped."""
+    try:
+        s = s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        pass  # lone surrogates not from a file name: replaced below
+    return escape(_NOT_XML_CHAR.sub("\ufffd", s), {'"': "&quot;"})
 
 
 def _fmt_bytes(n: float) -> str:
@@ -109,7 +126,7 @@ class _Svg:
 
     def rect(self, x, y, w, h, fill, title=None, cls=None):
         c = f' class="{cls}"' if cls else ""
-        t = f"<title>{escape(title)}</title>" if title else ""
+        t = f"<title>{xml_text(title)}</title>" if title else ""
         if t:
             self.add(f'<rect x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{h:.2f}" '
                      f'fill="{fill}"{c}>{t}</rect>')
@@ -126,7 +143,7 @@ class _Svg:
         c = f' class="{cls}"' if cls else ""
         w = f' font-weight="{weight}"' if weight else ""
         self.add(f'<text x="{x:.2f}" y="{y:.2f}" font-size="{size}" text-anchor="{anchor}" '
-                 f'fill="{fill}"{w}{c}>{escape(s)}</text>')
+                 f'fill="{fill}"{w}{c}>{xml_text(s)}</text>')
 
 
 def render_map(table, tree=None, *, list_pages=None, frame_limit: int | None = None,

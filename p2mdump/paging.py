@@ -55,6 +55,9 @@ PTE_GLOBAL = 1 << 8
 PTE_NX = 1 << 63
 #: physical (here: machine) address bits 12-51 of an entry
 PTE_FRAME_MASK = 0x000FFFFFFFFFF000
+#: machine addresses lie below 2^52 (the widest MAXPHYADDR): the end of what
+#: PTE_FRAME_MASK can name
+MACHINE_ADDRESS_LIMIT = PTE_FRAME_MASK + PAGE_SIZE
 #: in a large-page entry bit 12 is PAT, so the frame of a 2 MiB / 1 GiB page
 #: is the address aligned to the page size
 PTE_PAT_LARGE = 1 << 12

@@ -117,3 +117,118 @@ def test_broken_pipe_is_quiet(which):
     finally:
         os.close(w)
     assert res.returncode == 0 and res.stderr == ""
+
+
+# -- exceptions that used to escape as exit 70 -------------------------------
+
+def test_forced_container_on_a_raw_image_is_a_container_error():
+    img, side, _ = load_fixture("e820-64")
+    for container in ("xc-core", "elf"):
+        code, out, err = run(["walk", img, "--container", container, "-q"])
+        assert code == 3, err
+        assert "ELF magic" in only_error_line(err)
+
+
+@pytest.mark.parametrize("paddr,memsz", [(1 << 63, 0x1000), ((1 << 64) - 0x1000, 0x2000),
+                                         (1 << 52, 0x1000)])
+def test_pt_load_past_the_machine_address_space_is_a_container_error(tmp_path, paddr, memsz):
+    from p2mdump.writer.containers import write_elf_segments
+
+    path = str(tmp_path / "hi.elf")
+    write_elf_segments(path, [(0, 0x2000, 0x2000), (paddr, 0x1000, memsz)])
+    for args in (["walk", path, "--top-mfn", "1", "-q"], ["scan", path, "-q"], ["info", path]):
+        code, out, err = run(args)
+        assert code == 3, err
+        assert "PT_LOAD #1" in only_error_line(err)
+
+
+def test_zip_saved_as_npy_is_an_image_error(tmp_path):
+    import zipfile
+
+    img, side, _ = load_fixture("e820-64")
+    npy = tmp_path / "t.npy"
+    with zipfile.ZipFile(npy, "w") as z:
+        z.writestr("arr_0.npy", b"not really")
+    code, out, err = run(["diff", str(npy), img])
+    assert code == 3 and "zip" in only_error_line(err)
+
+
+def _deep_json(path, depth=100_000):
+    path.write_text("[" * depth + "]" * depth)
+
+
+def test_deeply_nested_sidecar_is_no_sidecar(tmp_path):
+    import shutil
+
+    img, side, _ = load_fixture("e820-64")
+    copy = tmp_path / "g.img"
+    shutil.copy(img, copy)
+    _deep_json(tmp_path / "g.img.json")
+    code, out, err = run(["walk", str(copy), "-q"])
+    assert code == 2 and "--top-mfn is required" in only_error_line(err)
+
+
+@pytest.mark.parametrize("spec,word", [
+    (None, "nested too deeply"), ([1, 2], "not a JSON object"), ({"spec": 5}, "not a JSON"),
+    ({"seed": "x"}, "seed"), ({"max_pfn": "0x10"}, "max_pfn"), ({"data": [1]}, "data"),
+    ({"ram": 5}, "ram"), ({"ram": [[0, "x"]]}, "bad spec"), ({"mfn_base": 1 << 64}, "mfn_base"),
+    ({"mfn_offset": 1 << 60}, "mfn_offset"), ({"word_size": True}, "word_size"),
+    ({"mfn_offset": (1 << 40) - 4, "max_pfn": 8}, "would reach"),
+])
+def test_bad_generate_spec_is_a_usage_error(tmp_path, spec, word):
+    import json
+
+    path = tmp_path / "spec.json"
+    if spec is None:
+        _deep_json(path)
+    else:
+        path.write_text(json.dumps(spec))
+    code, out, err = run(["generate", str(tmp_path / "o.img"), "--spec", str(path), "-q"])
+    assert code == 2, err
+    assert word in only_error_line(err)
+    assert not (tmp_path / "o.img").exists()
+
+
+@pytest.mark.parametrize("option,value", [("--mfn-base", hex(1 << 64)),
+                                          ("--mfn-offset", hex(1 << 52)),
+                                          ("--scatter-span", hex(1 << 45))])
+def test_out_of_range_frames_are_usage_errors(tmp_path, option, value):
+    code, out, err = run(["generate", str(tmp_path / "o.img"), option, value,
+                          "--placement", "scattered", "-q"])
+    assert code == 2 and option[2:].replace("-", "_") in only_error_line(err)
+
+
+# -- what map writes is XML whatever the names -------------------------------
+
+def _map_svg(tmp_path, name: bytes, title=None):
+    import shutil
+
+    img, side, _ = load_fixture("e820-64")
+    path = os.path.join(os.fsencode(tmp_path), name)
+    shutil.copy(img, path)
+    shutil.copy(img + ".json", path + b".json")
+    out = tmp_path / "m.svg"
+    args = ["map", os.fsdecode(path), "-o", str(out), "-q"]
+    code, _, err = run(args + (["--title", title] if title is not None else []))
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize("name,title", [
+    (b"n\xff\x01.img", None),                  # not UTF-8, a control character
+    (b"a<&>\"'.img", None),
+    (b"g.img", "a\x01b\x1b[31m<&>\x7f\ud800\ufffe end"),
+])
+def test_map_svg_parses_whatever_the_names(tmp_path, name, title):
+    import xml.etree.ElementTree as ET
+
+    out = _map_svg(tmp_path, name, title)
+    root = ET.parse(out).getroot()
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    first = texts[0]
+    if title is None:
+        assert first.startswith("p2m of ") and "top MFN" in first
+        if b"<" in name:
+            assert "a<&>\"'.img" in first       # escaped, and read back as it was
+    else:
+        assert first.startswith("a\ufffdb\ufffd[31m<&>") and first.endswith(" end")

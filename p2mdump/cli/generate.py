@@ -145,7 +145,14 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
                 loaded = json.load(fh)
         except (OSError, ValueError) as exc:
             raise CLIError(f"--spec {spec_file}: cannot read JSON: {exc}", 2) from None
-        fields.update(loaded.get("spec", loaded) if isinstance(loaded, dict) else {})
+        except RecursionError:
+            raise CLIError(f"--spec {spec_file}: cannot read JSON: nested too deeply", 2) \
+                from None
+        loaded = loaded.get("spec", loaded) if isinstance(loaded, dict) else loaded
+        if not isinstance(loaded, dict):
+            raise CLIError(f"--spec {spec_file}: not a JSON object of spec fields (or a "
+                           "sidecar holding one under 'spec')", 2)
+        fields.update(loaded)
     if memory is not None:
         if max_pfn is not None:
             raise CLIError("give --memory or --max-pfn, not both", 2)

@@ -18,6 +18,7 @@ from construct import ConstructError
 
 from ..errors import ContainerError
 from ..layout import PAGE_SIZE
+from ..paging import MACHINE_ADDRESS_LIMIT
 from ..schemas import elf as E
 from .base import FrameSource
 from .base import open_fd
@@ -120,7 +121,11 @@ class ElfFile:
         if len(head) < E.EI_NIDENT:
             raise self.error(f"truncated ELF header: {len(head)} bytes, e_ident needs "
                              f"{E.EI_NIDENT}")
-        ident = E.ElfIdent.parse(head)
+        try:
+            ident = E.ElfIdent.parse(head)
+        except ConstructError:
+            raise self.error("not an ELF file: it does not start with the ELF magic "
+                             "7f 45 4c 46") from None
         if ident.ei_class not in E.EHDR:
             raise self.error(f"e_ident[EI_CLASS] is {ident.ei_class}, neither ELFCLASS32 (1) "
                              "nor ELFCLASS64 (2)")
@@ -236,6 +241,10 @@ class ElfCoreSource(ElfFile, FrameSource):
                 raise self.error(f"PT_LOAD #{s.index}: p_filesz {s.filesz:#x} is larger than "
                                  f"p_memsz {s.memsz:#x}")
             self._check_range(f"PT_LOAD #{s.index} (p_offset, p_filesz)", s.offset, s.filesz)
+            if s.end > MACHINE_ADDRESS_LIMIT:
+                raise self.error(f"PT_LOAD #{s.index}: p_paddr {s.paddr:#x} + p_memsz "
+                                 f"{s.memsz:#x} runs past the largest machine address "
+                                 f"({MACHINE_ADDRESS_LIMIT - 1:#x})")
         loads = sorted((s for s in loads if s.memsz), key=lambda s: s.paddr)
         for a, b in zip(loads, loads[1:]):
             if b.paddr < a.end:
@@ -321,8 +330,21 @@ def open_elf(path, want: str | None = None):
     """Open an ELF file as the right frame source.
 
     ``want`` None detects: a ``.note.Xen`` section makes it an ``xl dump-core``
-    file, PT_LOAD segments an ELF core.
+    file, PT_LOAD segments an ELF core.  This is the container boundary: a
+    header that does not parse, or numbers too large for a file offset, are
+    a :class:`ContainerError`, whatever the reader below raised.
     """
+    try:
+        return _open_elf(path, want)
+    except ConstructError as exc:
+        raise ContainerError(f"{os.fspath(path)}: malformed {want or 'ELF'} container: "
+                             f"{' '.join(str(exc).split())}") from None
+    except OverflowError as exc:
+        raise ContainerError(f"{os.fspath(path)}: malformed {want or 'ELF'} container: a "
+                             f"header value is out of range ({exc})") from None
+
+
+def _open_elf(path, want):
     probe = ElfFile(path)
     try:
         is_xen = probe.section(".note.Xen") is not None

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..errors import SpecError
-from ..layout import WORD_SIZES, layout_for
+from ..layout import PAGE_SIZE, WORD_SIZES, layout_for
+from ..paging import MACHINE_ADDRESS_LIMIT
 from . import listlayout
 
 MFN_ORDERS = ("linear", "chunked", "shuffled")
@@ -28,6 +29,11 @@ REPRESENTATIONS = ("tree", "list", "both")
 #: guest's dict, so tree sidecars stay what they were)
 LIST_FIELDS = {"representation": "tree", "p2m_vaddr": None, "p2m_generation": 0,
                "allow_odd_generation": False, "other_mappings": True}
+#: spec fields that hold an integer (or None) and a boolean: a spec read from
+#: JSON is checked against them before any is used
+INT_FIELDS = ("word_size", "max_pfn", "mfn_base", "scatter_span", "seed", "p2m_vaddr",
+              "p2m_generation", "mfn_offset")
+BOOL_FIELDS = ("shuffle_leaves", "data", "allow_odd_generation", "other_mappings")
 
 Range = tuple
 
@@ -83,6 +89,7 @@ class GuestSpec:
     mfn_offset: int = 0
 
     def __post_init__(self):
+        self._check_types()
         if self.word_size not in WORD_SIZES:
             raise SpecError(f"word_size must be 4 or 8, not {self.word_size!r}")
         if self.representation not in REPRESENTATIONS:
@@ -115,6 +122,33 @@ class GuestSpec:
             raise SpecError(f"placement must be one of {', '.join(PLACEMENTS)}")
         if self.identity_leaf not in IDENTITY_LEAVES:
             raise SpecError(f"identity_leaf must be one of {', '.join(IDENTITY_LEAVES)}")
+
+    def _check_types(self) -> None:
+        """Numbers are integers (not booleans or strings), flags booleans, and
+        the guest's machine frames stay below the largest machine address."""
+        for name in INT_FIELDS:
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise SpecError(f"{name} must be an integer, not {v!r}")
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(f"{name} must be true or false, not {getattr(self, name)!r}")
+        for name in ("ram", "holes", "ballooned", "identity", "foreign"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (list, tuple)):
+                raise SpecError(f"{name} must be a list of [start, end) pfn pairs, not {v!r}")
+        limit = MACHINE_ADDRESS_LIMIT // PAGE_SIZE
+        for name in ("mfn_base", "mfn_offset", "scatter_span", "max_pfn"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < limit:
+                raise SpecError(f"{name} {v:#x} is out of range: machine frames end at "
+                                f"{limit:#x} (52-bit machine addresses)")
+        top = (self.mfn_offset + (self.mfn_base or 0) + self.max_pfn
+               + (self.scatter_span if self.placement == "scattered" else 0))
+        if top >= limit:
+            raise SpecError(f"the guest's machine frames would reach MFN {top:#x} "
+                            f"(mfn_offset + mfn_base + max_pfn), past the last one, "
+                            f"{limit - 1:#x} (52-bit machine addresses)")
 
     def _check_list_fields(self, lay) -> None:
         if self.representation == "tree":
