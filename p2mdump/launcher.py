@@ -80,13 +80,10 @@ def fast_lookup(argv) -> int | None:
     args = _parse_lookup(argv)
     if args is None:
         return None
-    if args["container"] == "auto":
-        try:
-            with open(args["image"], "rb") as fh:
-                if fh.read(4) == b"\x7fELF":
-                    return None  # containers are the click path's business
-        except OSError:
-            return None
+    from .sources.base import read_head
+
+    if args["container"] == "auto" and read_head(args["image"], 4) == b"\x7fELF":
+        return None  # containers are the click path's business
     from .errors import P2MDumpError
     from .lookup import ListPathLookup, PathLookup, format_result
     from .sources.raw import RawImage

@@ -232,3 +232,59 @@ def test_map_svg_parses_whatever_the_names(tmp_path, name, title):
             assert "a<&>\"'.img" in first       # escaped, and read back as it was
     else:
         assert first.startswith("a\ufffdb\ufffd[31m<&>") and first.endswith(" end")
+
+
+# -- inputs that are not regular files ---------------------------------------
+
+def test_fifo_image_is_refused_without_blocking(tmp_path):
+    fifo = str(tmp_path / "img.fifo")
+    os.mkfifo(fifo)
+    for args in (["lookup", fifo, "--top-mfn", "4", "--pfn", "1"],   # the fast path
+                 ["lookup", fifo, "--pfn", "1"], ["walk", fifo, "--top-mfn", "4"],
+                 ["info", fifo], ["scan", fifo], ["walk", fifo, "--container", "elf"]):
+        res = run_proc(args, stdout=subprocess.PIPE, timeout=30)
+        assert res.returncode == 3, res.stderr
+        assert "not a seekable file" in only_error_line(res.stderr)
+
+
+def test_fifo_sidecar_does_not_block(tmp_path):
+    import shutil
+
+    img, side, _ = load_fixture("e820-64")
+    copy = str(tmp_path / "g.img")
+    shutil.copy(img, copy)
+    os.mkfifo(copy + ".json")
+    res = run_proc(["lookup", copy, "--pfn", "1"], stdout=subprocess.PIPE, timeout=30)
+    assert res.returncode == 2 and "--top-mfn is required" in only_error_line(res.stderr)
+    res = run_proc(["lookup", copy, "--top-mfn", hex(side["top_mfn"]), "--pfn", "1"],
+                   stdout=subprocess.PIPE, timeout=30)
+    assert res.returncode == 0 and "valid" in res.stdout
+
+
+def test_block_device_size_comes_from_the_device(monkeypatch):
+    """A block device's st_size is 0; its size is where a seek to the end
+    lands (a regular file stands in for the device here)."""
+    import stat as st_mod
+
+    from p2mdump.sources import base
+    from p2mdump.sources.raw import RawImage
+
+    img, side, truth = load_fixture("e820-64")
+    real_fstat = os.fstat
+
+    def fstat_as_disk(fd):
+        st = real_fstat(fd)
+        fields = list(st)
+        fields[st_mod.ST_MODE] = st_mod.S_IFBLK | 0o660
+        fields[st_mod.ST_SIZE] = 0
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(base.os, "fstat", fstat_as_disk)
+    assert base.read_head(img, 4) == open(img, "rb").read(4)
+    with RawImage(img) as src:
+        assert src.size == os.path.getsize(img)
+        assert src.frames == os.path.getsize(img) // 4096
+        from p2mdump.walker import walk
+
+        res = walk(src, side["top_mfn"], max_pfn=side["max_pfn"])
+        assert (res.table.raw[:len(truth)] == truth).all()

@@ -70,12 +70,9 @@ def open_source(image: str, base: int, container: str = "auto"):
 
 
 def _looks_like_container(image: str) -> bool:
-    try:
-        with open(image, "rb") as fh:
-            head = fh.read(8)
-    except OSError:
-        return False  # RawImage gives the precise error
-    return head.startswith(b"\x7fELF")
+    from ..sources.base import read_head
+
+    return read_head(image, 8).startswith(b"\x7fELF")  # b"": RawImage says what is wrong
 
 
 def resolve_tree(source, image: str, top_mfn, word_size: str, max_pfn, **list_opts):

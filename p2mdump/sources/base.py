@@ -2,16 +2,37 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from ..errors import ImageError
 from ..layout import PAGE_SIZE
 
 
+def _open_nonblocking(path: str) -> int:
+    """Open ``path`` read-only without waiting: a FIFO with no writer must
+    not hang the process (its O_NONBLOCK is irrelevant to files and disks)."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+
+
+def _seekable_size(fd: int, st) -> int | None:
+    """The size of what ``fd`` reads: a regular file's length, a block
+    device's capacity (its st_size is 0: seek to its end); None for what
+    cannot be read by offset (FIFO, socket, terminal, character device)."""
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    if stat.S_ISBLK(st.st_mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    return None
+
+
 def open_fd(path) -> tuple[int, int]:
-    """Open ``path`` read-only: (fd, size), or a clear ImageError."""
+    """Open ``path`` read-only: (fd, size), or a clear ImageError.
+
+    Only what frames can be read from by offset is accepted: a regular file
+    or a block device (a raw disk, a loop device)."""
     path = os.fspath(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = _open_nonblocking(path)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -20,11 +41,40 @@ def open_fd(path) -> tuple[int, int]:
         raise ImageError(f"{path}: permission denied") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot open: {exc.strerror}") from None
-    st = os.fstat(fd)
-    if os.path.isdir(path):
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(f"{path}: is a directory, not an image file")
+        size = _seekable_size(fd, st)
+        if size is None:
+            raise ImageError(f"{path}: not a seekable file (a pipe, FIFO or character "
+                             "device): an image is read by frame offset; save it to a file")
+        os.set_blocking(fd, True)
+    except OSError as exc:
         os.close(fd)
-        raise ImageError(f"{path}: is a directory, not an image file")
-    return fd, st.st_size
+        raise ImageError(f"{path}: cannot read: {exc.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, size
+
+
+def read_head(path, n: int) -> bytes:
+    """The first ``n`` bytes of ``path`` for container detection; b"" when it
+    cannot be opened or is not a seekable file (:func:`open_fd` then says
+    why).  Never blocks on a FIFO."""
+    try:
+        fd = _open_nonblocking(os.fspath(path))
+    except (OSError, ValueError):
+        return b""
+    try:
+        if _seekable_size(fd, os.fstat(fd)) is None:
+            return b""
+        return os.pread(fd, n, 0)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 class FrameSource:

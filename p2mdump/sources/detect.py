@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 from ..errors import ContainerError, ImageError
+from .base import read_head
 
 RAW = "raw"
 XC_CORE = "xc-core"
@@ -43,12 +44,7 @@ def sniff_bytes(head: bytes) -> str:
 
 def sniff(path) -> str:
     """Read the first 64 bytes of ``path`` and name its container."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-    except OSError:
-        return RAW  # let the raw opener report the problem in its words
-    return sniff_bytes(head)
+    return sniff_bytes(read_head(path, 64))  # b"": the raw opener says what is wrong
 
 
 def open_container(path, *, base: int = 0, container: str = AUTO):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 
 from ..errors import ImageError
 from ..layout import PAGE_SIZE
@@ -25,9 +24,8 @@ class RawImage(FrameSource):
         self.base = base
         fd, size = open_fd(self.path)
         self.fd = fd
-        st = os.fstat(fd)
-        self.size = st.st_size
-        if stat.S_ISREG(st.st_mode) and self.size == 0:
+        self.size = size
+        if size == 0:
             os.close(fd)
             self.fd = -1
             raise ImageError(f"{self.path}: empty file")
