@@ -6,8 +6,10 @@ Each command lives in a module of its own and is registered in
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
 
 import click
@@ -44,7 +46,11 @@ class P2MGroup(click.Group):
         """Run the command; every failure ends as one ``error:`` line."""
         extra.pop("standalone_mode", None)
         try:
-            rv = super().main(args, prog_name, standalone_mode=False, **extra)
+            with _termination_signals():
+                rv = super().main(args, prog_name, standalone_mode=False, **extra)
+        except Terminated as exc:
+            click.echo(f"error: terminated by {signal.Signals(exc.signum).name}", err=True)
+            sys.exit(exc.code)
         except click.UsageError as exc:
             hint = ""
             if exc.ctx is not None:
@@ -77,6 +83,45 @@ class P2MGroup(click.Group):
                 raise
             raise CLIError(f"internal error: {type(exc).__name__}: {exc} "
                            "(set P2MDUMP_DEBUG=1 for a traceback)", EXIT_INTERNAL) from None
+
+
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP arrived: raised in the main thread like
+    KeyboardInterrupt for Ctrl-C, so every ``with`` block unwinds (removing
+    unfinished ``.part`` outputs) before the process exits with 128+signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    # the first signal starts the unwinding; more of them must not interrupt it
+    for sig in _TERMINATION_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+_TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                             if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _termination_signals():
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` while a command runs
+    (signals ignored by the parent, as under nohup, stay ignored)."""
+    old = {}
+    try:
+        for sig in _TERMINATION_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                old[sig] = signal.signal(sig, _terminate)
+    except ValueError:  # not the main thread: leave the signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _quiet_broken_pipe():
