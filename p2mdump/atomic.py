@@ -199,7 +199,8 @@ def check_outputs(outputs: dict, inputs=()) -> None:
 
 def _check_one(path: str):
     """Validate one output; its identity (for a regular or new file) or None."""
-    folder, name = os.path.split(os.path.abspath(path))
+    full = os.path.abspath(path)  # resolved as atomic_output resolves it
+    folder, name = os.path.split(full)
     if not name or path.endswith(os.sep):
         raise OutputError(f"{path}: is a directory")
     fst = _stat(folder)
@@ -207,11 +208,11 @@ def _check_one(path: str):
         raise OutputError(f"{path}: folder {folder} does not exist")
     if not stat.S_ISDIR(fst.st_mode):
         raise OutputError(f"{path}: {folder} is not a folder")
-    st = _stat(path)
+    st = _stat(full)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{path}: is a directory")
     if st is not None and not stat.S_ISREG(st.st_mode):
-        if not os.access(path, os.W_OK):
+        if not os.access(full, os.W_OK):
             raise OutputError(f"{path}: cannot open for writing: permission denied")
         return None
     if not os.access(folder, os.W_OK | os.X_OK):
