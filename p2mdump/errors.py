@@ -52,3 +52,10 @@ class OutputError(P2MDumpError):
     """An output file cannot be written."""
 
     exit_code = EXIT_OUTPUT
+
+
+class OutputConflict(P2MDumpError):
+    """An output names an input of the command, or another output: refused
+    before anything is written."""
+
+    exit_code = EXIT_USAGE

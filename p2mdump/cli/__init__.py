@@ -6,8 +6,10 @@ Each command lives in a module of its own and is registered in
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
 
 import click
@@ -57,9 +59,14 @@ class P2MGroup(click.Group):
             click.echo(SHORT_USAGE, err=True)
             sys.exit(EXIT_USAGE)
         try:
-            rv = super().main(args, prog_name, standalone_mode=False, **extra)
-            flush_notes()
-            sys.stdout.flush()  # a full disk or a closed stdout shows here, not at exit
+            with _termination_signals():
+                rv = super().main(args, prog_name, standalone_mode=False, **extra)
+                flush_notes()
+                sys.stdout.flush()  # a full disk or a closed stdout shows here, not at exit
+        except Terminated as exc:
+            drop_notes()
+            click.echo(f"error: terminated by {signal.Signals(exc.signum).name}", err=True)
+            sys.exit(exc.code)
         except click.UsageError as exc:
             hint = ""
             if exc.ctx is not None:
@@ -104,6 +111,45 @@ def _exit_output_failure(exc: OSError):
     if message is not None:
         click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP arrived: raised in the main thread like
+    KeyboardInterrupt for Ctrl-C, so every ``with`` block unwinds (removing
+    unfinished ``.part`` outputs) before the process exits with 128+signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    # the first signal starts the unwinding; more of them must not interrupt it
+    for sig in _TERMINATION_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+_TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                             if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _termination_signals():
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` while a command runs
+    (signals ignored by the parent, as under nohup, stay ignored)."""
+    old = {}
+    try:
+        for sig in _TERMINATION_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                old[sig] = signal.signal(sig, _terminate)
+    except ValueError:  # not the main thread: leave the signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 @click.group(cls=P2MGroup, context_settings={"help_option_names": ["-h", "--help"],

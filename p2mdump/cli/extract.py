@@ -31,6 +31,19 @@ def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, su
     tree nor a usable list, the dump's own .xen_p2m pairs are used instead.  Missing, identity and foreign pfns, and valid pfns
     whose frame is not in IMAGE, are not copied; the summary lists them.
     """
+    from ..atomic import check_outputs, output_transaction
+    from ..sidecar import sidecar_path
+
+    check_outputs({"-o": output, "--summary-json": summary_json},
+                  inputs=(image, sidecar_path(image)))
+    with output_transaction():
+        _extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container,
+                 summary_json, quiet, list_opts)
+
+
+def _extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, summary_json,
+             quiet, list_opts):
+    """The extract command's work; its outputs are committed together by the caller."""
     from ..errors import TreeError
     from ..extract import Plan, extract as do_extract
     from ..sources import open_image

@@ -136,8 +136,12 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
     (read-only); every other list page is a page of its own.  Big sparse
     guests are written piecewise into a sparse file.
     """
+    from ..atomic import check_outputs, output_transaction
+    from ..sidecar import sidecar_path
     from ..writer import GuestSpec, e820_example, generate as do_generate
 
+    check_outputs({"OUT": out, "the sidecar": sidecar_path(out), "--truth": truth},
+                  inputs=(spec_file,))
     fields: dict = {}
     if spec_file:
         try:
@@ -185,14 +189,16 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
             raise CLIError("--xen-dumpcore-bug applies to the xc-core container of a list or "
                            "both guest", 2)
         options["xen_dumpcore_bug"] = True
-    if container == "raw":
-        built = do_generate(spec, out, truth=truth, base=base)
-    else:
-        if base:
-            raise CLIError("--base applies to the raw container only", 2)
-        from ..writer.containers import generate_container
+    if base and container != "raw":
+        raise CLIError("--base applies to the raw container only", 2)
+    # the image, its sidecar and the truth: all of them or none
+    with output_transaction():
+        if container == "raw":
+            built = do_generate(spec, out, truth=truth, base=base)
+        else:
+            from ..writer.containers import generate_container
 
-        built = generate_container(spec, out, container=container, truth=truth, **options)
+            built = generate_container(spec, out, container=container, truth=truth, **options)
     if not quiet:
         _report(out, spec, built, container)
 

@@ -39,9 +39,13 @@ def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, qui
                            "dependency); write .svg and convert it, e.g. "
                            "`rsvg-convert map.svg -o map.png`", 2)
         raise CLIError(f"{output}: the picture must be a .svg file", 2)
+    from ..atomic import check_outputs
     from ..mapsvg import render_map
+    from ..sidecar import sidecar_path
     from ..treeinfo import read_tree_pages
     from ..autowalk import walk_resolved
+
+    check_outputs({"-o": output}, inputs=(image, sidecar_path(image)))
 
     progress = Progress("walking leaves", enabled=not quiet)
     with open_source(image, base, container) as source:

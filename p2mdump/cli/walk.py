@@ -95,6 +95,19 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
     as findings and the rest of the table is still produced.  A summary goes
     to stderr.
     """
+    from ..atomic import check_outputs, output_transaction
+    from ..sidecar import sidecar_path
+
+    check_outputs({"-o": output, "--summary-json": summary_json},
+                  inputs=(image, sidecar_path(image)))
+    with output_transaction():
+        _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summary_json,
+              strict, quiet, list_opts)
+
+
+def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summary_json,
+          strict, quiet, list_opts):
+    """The walk command's work; its outputs are committed together by the caller."""
     from ..sources import open_image
     from ..output import BINARY_FORMATS, write_table
 
