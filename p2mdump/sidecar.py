@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 import os
 
+from .boundedread import TooLarge, read_limited
+from .errors import ImageError
+
 SIDECAR_FORMAT = "p2mdump-sidecar/1"
+#: a sidecar is a few hundred bytes; anything past this is not one
+SIDECAR_LIMIT = 1 << 20
 
 
 def sidecar_path(image) -> str:
@@ -17,10 +22,15 @@ def sidecar_path(image) -> str:
 
 
 def read_sidecar(image) -> dict | None:
-    """The sidecar of ``image``, or None when there is no valid one."""
+    """The sidecar of ``image``, or None when there is no valid one;
+    :class:`~p2mdump.errors.ImageError` when it is too large to be one."""
+    path = sidecar_path(image)
     try:
-        with open(sidecar_path(image), encoding="utf-8") as fh:
-            data = json.load(fh)
+        with open(path, encoding="utf-8") as fh:
+            data = json.loads(read_limited(fh, SIDECAR_LIMIT, path))
+    except TooLarge as exc:
+        raise ImageError(f"{exc} (a p2mdump sidecar is a few hundred bytes; "
+                         "give --top-mfn, or move the file away)") from None
     except (OSError, ValueError):
         return None
     if isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT:

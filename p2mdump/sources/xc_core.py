@@ -305,6 +305,9 @@ class XcCoreSource(ElfFile, FrameSource):
         return list(self._findings)
 
     # -- FrameSource -----------------------------------------------------------------
+    def frames_held(self) -> int:
+        return self.nr_pages
+
     def frame_limit(self):
         g = self.index()[0]
         return int(g[-1]) + 1 if len(g) else 0
