@@ -24,11 +24,12 @@ def run(*args, **kw):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
-def self_naming_image(path, frames=3, top=1):
+def self_naming_image(path, frames=3, top=1, word_size=8):
     """A raw image whose top page names itself in every slot (so it is also
     every mid and every leaf page)."""
-    w = np.zeros(frames * WORDS, dtype="<u8")
-    w[top * WORDS:(top + 1) * WORDS] = top
+    per = PAGE_SIZE // word_size
+    w = np.zeros(frames * per, dtype=f"<u{word_size}")
+    w[top * per:(top + 1) * per] = top
     w.tofile(path)
     return str(path)
 
@@ -148,3 +149,102 @@ def test_query_file_dev_zero_is_refused(tmp_path):
     r = run("lookup", img, "--top-mfn", "1", "--from-file", "/dev/zero")
     assert r.exit_code == 2
     assert "/dev/zero is larger than 16 MiB" in r.output
+
+
+# -- xl dump-core: sizes and counts from the container ------------------------
+
+def core64():
+    """(path, truth) of the committed 64-bit xl dump-core fixture."""
+    from conftest import fixture_path
+
+    truth = np.fromfile(fixture_path("core64.truth"), dtype="<u8")
+    return fixture_path("core64.core"), truth
+
+
+def _patch_section(path, name, sh_type=None, sh_size=None):
+    from p2mdump.sources.elf import ElfFile
+
+    ef = ElfFile(path)
+    try:
+        sec = ef.section(name)
+        at = ef.ehdr.e_shoff + sec.index * ef.ehdr.e_shentsize
+    finally:
+        ef.close()
+    with open(path, "r+b") as fh:
+        if sh_type is not None:
+            fh.seek(at + 4)
+            fh.write(sh_type.to_bytes(4, "little"))
+        if sh_size is not None:
+            fh.seek(at + 32)
+            fh.write(sh_size.to_bytes(8, "little"))
+
+
+@pytest.mark.parametrize("name", [".xen_pages", ".xen_p2m", ".xen_shared_info",
+                                  ".xen_prstatus"])
+def test_nobits_section_of_2_44_bytes_is_refused(tmp_path, name):
+    src, _ = core64()
+    core = tmp_path / "c.core"
+    shutil.copyfile(src, core)
+    _patch_section(core, name, sh_type=8, sh_size=1 << 44)
+    r = run("walk", core, "-o", tmp_path / "t.txt")
+    assert r.exit_code == 3, r.output
+    assert "runs past the end of the file" in r.output and name in r.output
+
+
+def test_claimed_max_pfn_of_an_xl_dump_core_is_bounded(tmp_path):
+    from p2mdump.autowalk import walk_image
+    from p2mdump.sources import open_image
+
+    src, truth = core64()
+    with open_image(src) as source:
+        source.max_pfn_hint = layout_for(8).capacity  # a corrupted arch.max_pfn
+        res, _ = walk_image(source)
+    assert len(res.table) == max(TABLE_FLOOR, source.nr_pages * WORDS)
+    assert any(f.kind == F.TABLE_BUDGET and "max_pfn read from the image" in f.message
+               for f in res.findings)
+    assert np.array_equal(np.asarray(res.table.raw[:len(truth)]), truth)
+
+
+def test_xen_p2m_fallback_plan_is_bounded():
+    from p2mdump.extract import Plan
+
+    pfns = np.array([0, 1, 1 << 36], dtype=np.uint64)
+    gmfns = np.array([5, 6, 7], dtype=np.uint64)
+    plan = Plan.from_pairs(pfns, gmfns, 1 << 40, 8, max_pfn_claimed=True)
+    assert plan.max_pfn == TABLE_FLOOR
+    assert plan.pfns.tolist() == [0, 1]
+    assert plan.skipped["beyond-dump"].tolist() == [1 << 36]
+    assert "cut to" in plan.source_note
+    # a user's max_pfn is a request, not a claim
+    plan = Plan.from_pairs(pfns[:2], gmfns[:2], TABLE_FLOOR + 5, 8)
+    assert plan.max_pfn == TABLE_FLOOR + 5
+
+
+# -- peak memory -------------------------------------------------------------
+
+_PEAK = """
+import resource, sys
+import numpy, p2mdump.walker, p2mdump.cli
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from p2mdump.sources.raw import RawImage
+from p2mdump.walker import walk
+with RawImage(sys.argv[1]) as src:
+    walk(src, 1, word_size=int(sys.argv[2]))
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.parametrize("maker,ws", [
+    (self_naming_image, 8), (lambda p: self_naming_image(p, word_size=4), 4),
+    (sparse_image, 8)])
+def test_peak_memory_of_a_crafted_tiny_image(tmp_path, maker, ws):
+    """A tiny crafted image costs a few tens of MiB beyond the interpreter and
+    numpy, at either word size (32-bit: a 4 GiB table at full capacity)."""
+    img = maker(tmp_path / "x.img")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", _PEAK, img, str(ws)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    base, peak = map(int, out.stdout.split())
+    assert (peak - base) < 48 * 1024, (base, peak)  # ru_maxrss is in KiB on Linux

@@ -54,8 +54,9 @@ def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, su
                 click.echo(f"p2mdump: {exc}; using the dump's .xen_p2m pairs instead",
                            err=True)
             pf, gm = source.pairs()
-            plan = Plan.from_pairs(pf, gm, max_pfn or source.max_pfn_hint or 0,
-                                   source.word_size)
+            plan = Plan.from_pairs(pf, gm, max_pfn if max_pfn is not None
+                                   else source.max_pfn_hint or 0, source.word_size,
+                                   max_pfn_claimed=max_pfn is None)
         else:
             if not quiet:
                 for line in resolved.notes():
