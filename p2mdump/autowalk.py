@@ -271,7 +271,8 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
         from .walker import walk
 
         result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
-                      progress=progress, check_table=check_table, raw_fd=raw_fd)
+                      progress=progress, check_table=check_table, raw_fd=raw_fd,
+                      max_pfn_claimed=r.max_pfn_source in ("container", "sidecar"))
     if r.max_pfn_source in ("container", "sidecar"):
         result.max_pfn_source = r.max_pfn_source
     if r.word_size_source in ("container", "sidecar"):

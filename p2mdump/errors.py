@@ -13,6 +13,7 @@ EXIT_USAGE = 2         # bad options (click's own code)
 EXIT_IMAGE = 3         # the image cannot be used: missing, empty, unreadable, unknown container
 EXIT_TREE = 4          # no usable p2m tree at the given place: top page unreadable, wrong word size
 EXIT_OUTPUT = 5        # an output file cannot be written
+EXIT_MEMORY = 6        # not enough memory for the work asked for
 EXIT_INTERNAL = 70     # a bug: please report it
 
 

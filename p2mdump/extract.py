@@ -56,10 +56,31 @@ class Plan:
                    table.layout.word_size, skipped, f"the guest's p2m {representation}")
 
     @classmethod
-    def from_pairs(cls, pfns, gmfns, max_pfn: int, word_size: int) -> "Plan":
-        """From an xl dump-core's .xen_p2m pairs (first pair of a pfn wins)."""
+    def from_pairs(cls, pfns, gmfns, max_pfn: int, word_size: int, *,
+                   max_pfn_claimed: bool = False) -> "Plan":
+        """From an xl dump-core's .xen_p2m pairs (first pair of a pfn wins).
+
+        The plan spans no more pfns than the pairs' pages could fill as leaf
+        pages (``len(pairs) * per_page``, at least
+        :data:`~p2mdump.walker.TABLE_FLOOR`), the walker's rule: pairs past
+        that are skipped as ``beyond-dump``, and a ``max_pfn`` read from the
+        dump (``max_pfn_claimed``) is cut there; a user's ``max_pfn`` widens it.
+        """
+        from .walker import TABLE_FLOOR
+
         pfns = np.asarray(pfns, dtype=np.uint64)
         gmfns = np.asarray(gmfns, dtype=np.uint64)
+        limit = max(len(pfns) * (PAGE_SIZE // word_size), TABLE_FLOOR)
+        note = ""
+        if not max_pfn_claimed:
+            limit = max(limit, max_pfn or 0)
+        elif (max_pfn or 0) > limit:
+            note = (f"; arch.max_pfn {max_pfn:#x} is more than {len(pfns)} pairs can "
+                    f"fill, cut to {limit:#x}")
+            max_pfn = limit
+        far = pfns >= np.uint64(limit)
+        beyond = np.unique(pfns[far]).astype(np.int64)
+        pfns, gmfns = pfns[~far], gmfns[~far]
         top = int(pfns.max()) + 1 if len(pfns) else 0
         n = max(max_pfn or 0, top)
         order = np.argsort(pfns, kind="stable")
@@ -69,8 +90,10 @@ class Plan:
         p, g = p[first].astype(np.int64), g[first]
         have = np.zeros(n, dtype=bool)
         have[p] = True
-        return cls(p, g, n, word_size, {"missing": np.flatnonzero(~have)},
-                   "the dump's .xen_p2m pairs")
+        skipped = {"missing": np.flatnonzero(~have)}
+        if len(beyond):
+            skipped["beyond-dump"] = beyond
+        return cls(p, g, n, word_size, skipped, "the dump's .xen_p2m pairs" + note)
 
 
 @dataclass

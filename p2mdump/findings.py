@@ -19,6 +19,7 @@ CROSS_LEVEL = "cross-level-page"     # one MFN used at two tree levels
 PAST_MAX_PFN = "entries-past-max-pfn"  # non-missing entries at or past max_pfn
 DUPLICATE_MFN = "duplicate-mfn"      # two pfns -> the same valid mfn
 EMPTY_TREE = "empty-tree"            # no pfn maps to anything
+TABLE_BUDGET = "table-beyond-image"  # a table length the image's frames cannot back
 
 
 @dataclass

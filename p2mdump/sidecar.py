@@ -10,34 +10,39 @@ import json
 import os
 import stat
 
+from .boundedread import TooLarge, read_limited
+from .errors import ImageError
+
 SIDECAR_FORMAT = "p2mdump-sidecar/1"
+#: a sidecar is a few hundred bytes; anything past this is not one
+SIDECAR_LIMIT = 1 << 20
 
 
 def sidecar_path(image) -> str:
     return os.fspath(image) + ".json"
 
 
-#: a sidecar is a few KiB; anything much larger is not one
-SIDECAR_MAX_BYTES = 16 << 20
-
-
 def read_sidecar(image) -> dict | None:
-    """The sidecar of ``image``, or None when there is no valid one.
+    """The sidecar of ``image``, or None when there is no valid one;
+    :class:`~p2mdump.errors.ImageError` when a regular file there is too large
+    to be one.
 
-    Only a regular file of at most :data:`SIDECAR_MAX_BYTES` is read, and it
-    is opened without blocking: a FIFO or a device named IMAGE.json is not a
-    sidecar, and JSON nested too deeply to decode is not one either."""
+    Only a regular file is read, opened without blocking: a FIFO or a device
+    named IMAGE.json (a link to /dev/zero, say) is not a sidecar, and JSON
+    nested too deeply to decode is not one either."""
+    path = sidecar_path(image)
     try:
-        fd = os.open(sidecar_path(image), os.O_RDONLY | os.O_NONBLOCK
-                     | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (OSError, ValueError):
         return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > SIDECAR_MAX_BYTES:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = json.loads(fh.read(SIDECAR_MAX_BYTES + 1).decode("utf-8"))
+        with os.fdopen(fd, "r", encoding="utf-8", closefd=False) as fh:
+            data = json.loads(read_limited(fh, SIDECAR_LIMIT, path))
+    except TooLarge as exc:
+        raise ImageError(f"{exc} (a p2mdump sidecar is a few hundred bytes; "
+                         "give --top-mfn, or move the file away)") from None
     except (OSError, ValueError, RecursionError):
         return None
     finally:

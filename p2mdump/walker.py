@@ -7,6 +7,22 @@ one ``preadv``); pages referenced from many slots (the shared placeholders)
 are read once and broadcast.  What looks wrong is recorded as a
 :class:`~p2mdump.findings.Finding` and the walk goes on; only a top page that
 cannot be used at all raises :class:`~p2mdump.errors.TreeError`.
+
+How long the table is, when no one gave ``--max-pfn`` (or the number came
+from the image itself: ``arch.max_pfn``, a sidecar), is bounded by what the
+image can really populate, so that a crafted tree cannot size the table:
+
+* only a leaf page of its own (named by one slot, in the image) can end the
+  table: the copies of a shared leaf page past the last such slot do not
+  extend it (a shared page that is not all-INVALID is a finding of its own;
+  a top page that names itself is its own mid and leaf page, and would
+  otherwise claim every pfn of the capacity from one frame);
+* the table never has more leaf rows than the image holds frames
+  (:meth:`~p2mdump.sources.base.FrameSource.frames_held`), or than
+  :data:`TABLE_FLOOR` pfns for a small image: a longer claim is cut there and
+  reported as a ``table-beyond-image`` finding.  A genuine tree needs a frame
+  of its own for every populated leaf, so this cuts only claims and very
+  sparse trees; ``--max-pfn`` given on the command line overrides it.
 """
 from __future__ import annotations
 
@@ -25,6 +41,11 @@ from .table import P2MTable
 from .tablerows import FileRows, read_runs, rows_for
 
 Progress = Callable[[int, int], None]
+
+#: pfns a table may always have, whatever the image's size (8 MiB of 8-byte
+#: words): a small image with a sparse tree is walked whole, a crafted one
+#: costs no more than this
+TABLE_FLOOR = 1 << 20
 
 
 class PageCache:
@@ -96,7 +117,8 @@ def detect_word_size(cache: PageCache, top_mfn: int) -> tuple[int, dict]:
 
 def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "auto",
          max_pfn: int | None = None, progress: Progress | None = None,
-         check_table: bool = True, raw_fd: int | None = None) -> WalkResult:
+         check_table: bool = True, raw_fd: int | None = None,
+         max_pfn_claimed: bool = False) -> WalkResult:
     """Walk the p2m tree whose top page is at ``top_mfn`` in ``source``.
 
     ``word_size`` is 4, 8 or "auto"; ``max_pfn`` the number of pfns to return
@@ -105,6 +127,8 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
     are left for :meth:`WalkResult.check_table`, so a caller can run them
     while it writes the table out.  ``raw_fd``: an empty regular file to build
     the table in as the ``--format raw`` output (:mod:`p2mdump.tablerows`).
+    ``max_pfn_claimed``: ``max_pfn`` was read from the image (container,
+    sidecar), not given by the user, so it is bounded like a derived one.
     """
     if top_mfn < 0:
         raise TreeError(f"top MFN must not be negative (got {top_mfn})")
@@ -131,7 +155,8 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
             raise LayoutError(
                 f"--max-pfn {max_pfn:#x} is larger than a {ws}-byte-word tree can hold "
                 f"({layout.capacity:#x} pfns)")
-    result = _Walk(source, cache, layout, top_mfn, max_pfn, progress, ws_source, raw_fd).run()
+    result = _Walk(source, cache, layout, top_mfn, max_pfn, progress, ws_source, raw_fd,
+                   max_pfn_claimed).run()
     if check_table:
         result.check_table()
     return result
@@ -139,7 +164,7 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
 
 class _Walk:
     def __init__(self, source, cache, layout, top_mfn, max_pfn, progress, ws_source,
-                 raw_fd=None):
+                 raw_fd=None, max_pfn_claimed=False):
         self.source = source
         self.cache = cache
         self.L = layout
@@ -150,6 +175,7 @@ class _Walk:
         self.findings: list[F.Finding] = []
         self.bulk_frames = 0
         self.raw_fd = raw_fd
+        self.max_pfn_claimed = max_pfn_claimed
 
     # -- helpers -----------------------------------------------------------
     def add(self, *args, **kw):
@@ -219,6 +245,8 @@ class _Walk:
         else:
             max_pfn = self.max_pfn
             mp_source = "given"
+        if self.max_pfn is None or self.max_pfn_claimed:
+            max_pfn = self._within_budget(max_pfn)
         n_leaves = L.leaves_for(max_pfn)
         sink = rows_for(self.raw_fd, n_leaves, L)
         self._fill(sink, n_leaves)
@@ -283,14 +311,39 @@ class _Walk:
     def _is_all_invalid(self, words) -> bool:
         return words is not None and bool(np.all(words == words.dtype.type(self.L.invalid)))
 
+    def _within_budget(self, max_pfn: int) -> int:
+        """``max_pfn`` cut to the leaf rows the image's frames can back (see
+        the module docstring), with a finding naming the claim."""
+        held = self.source.frames_held()
+        if held is None:
+            return max_pfn
+        budget = min(max(held * self.L.per_page, TABLE_FLOOR), self.L.capacity)
+        if max_pfn <= budget:
+            return max_pfn
+        what = "max_pfn read from the image" if self.max_pfn_claimed else "the tree"
+        self.add(F.TABLE_BUDGET, F.WARNING,
+                 f"{what} claims {max_pfn:#x} pfns, but the image holds only {held} frames, "
+                 f"enough leaf pages for {budget:#x} pfns; the table stops there "
+                 "(give --max-pfn to walk further)",
+                 level=LEVEL_TOP, mfn=self.top_mfn, count=max_pfn - budget,
+                 pfn_first=budget, pfn_last=max_pfn - 1)
+        return budget
+
     def _find_max_pfn(self) -> int:
-        """Number of pfns up to the last one whose entry is not missing."""
+        """Number of pfns up to the last one whose entry is not missing, no
+        further than the last slot whose leaf is a page of its own."""
         L = self.L
         flat, usable = self.flat, self.usable
         skip = ~usable | (flat == 0)
-        for mfn, words in self.shared.items():
-            if words is None or self._is_all_invalid(words):
-                skip |= flat == mfn
+        shared = np.fromiter(self.shared, dtype=np.uint64, count=len(self.shared))
+        own = np.flatnonzero(~skip & ~np.isin(flat, shared))
+        own = own[self.source.frames_present(flat[own])]
+        if not len(own):
+            return 0
+        dead = [mfn for mfn, words in self.shared.items()
+                if words is None or self._is_all_invalid(words)]
+        skip = skip[: int(own[-1]) + 1] | np.isin(flat[: int(own[-1]) + 1],
+                                                   np.array(dead, dtype=np.uint64))
         invalid = L.invalid
         for slot in np.flatnonzero(~skip)[::-1].tolist():
             mfn = int(flat[slot])

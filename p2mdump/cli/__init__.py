@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from ..errors import EXIT_INTERNAL, EXIT_USAGE, P2MDumpError
+from ..errors import EXIT_INTERNAL, EXIT_MEMORY, EXIT_USAGE, P2MDumpError
 from ..stdio import guard_closed_stdout, is_output_error, output_failure
 from .common import EXIT_CODES_HELP, CLIError, drop_notes, flush_notes
 
@@ -92,6 +92,8 @@ class P2MGroup(click.Group):
             raise CLIError(str(exc), exc.exit_code) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except MemoryError as exc:
+            raise CLIError(_memory_message(ctx, exc), EXIT_MEMORY) from None
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
@@ -102,6 +104,17 @@ class P2MGroup(click.Group):
                 raise
             raise CLIError(f"internal error: {type(exc).__name__}: {exc} "
                            "(set P2MDUMP_DEBUG=1 for a traceback)", EXIT_INTERNAL) from None
+
+
+def _memory_message(ctx, exc: MemoryError) -> str:
+    """The one line for a MemoryError: which command ran out, and numpy's
+    size when it gave one (no traceback: an oversized claim is caught by the
+    bounds checks; what gets here is a genuinely large job)."""
+    sub = ctx.invoked_subcommand or ctx.info_name or "the command"
+    detail = str(exc).strip()
+    detail = detail.replace("Unable to allocate", "could not allocate") if detail else ""
+    return (f"not enough memory for {sub}" + (f" ({detail})" if detail else "")
+            + "; a smaller --max-pfn or a machine with more memory may help")
 
 
 def _exit_output_failure(exc: OSError):

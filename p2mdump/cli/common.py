@@ -18,6 +18,7 @@ Exit codes:
   4   no usable p2m tree there (top page unreadable or not a p2m page,
       wrong word size, --max-pfn beyond the tree's capacity)
   5   an output file cannot be written
+  6   not enough memory for the work asked for
   70  internal error (a bug; set P2MDUMP_DEBUG=1 for a traceback)"""
 
 _SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

@@ -66,8 +66,9 @@ def _extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, s
             if not quiet:
                 note(f"{exc}; using the dump's .xen_p2m pairs instead")
             pf, gm = source.pairs()
-            plan = Plan.from_pairs(pf, gm, max_pfn or source.max_pfn_hint or 0,
-                                   source.word_size)
+            plan = Plan.from_pairs(pf, gm, max_pfn if max_pfn is not None
+                                   else source.max_pfn_hint or 0, source.word_size,
+                                   max_pfn_claimed=max_pfn is None)
         else:
             if not quiet:
                 for line in resolved.notes():

@@ -214,15 +214,23 @@ def _guest_word_size(source, r, vaddr) -> int:
     return word_size_from_vaddr(vaddr)
 
 
+#: largest --from-file accepted (about a million queries)
+QUERY_FILE_LIMIT = 16 << 20
+
+
 def _read_queries(path: str):
     from ..lookup import parse_query_file
 
+    from ..boundedread import TooLarge, read_limited
+
     try:
         if path == "-":
-            lines = sys.stdin.read().splitlines()
+            lines = read_limited(sys.stdin, QUERY_FILE_LIMIT, "standard input").splitlines()
         else:
             with open(path, encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
+                lines = read_limited(fh, QUERY_FILE_LIMIT, path).splitlines()
+    except TooLarge as exc:
+        raise CLIError(f"{exc} (split the queries into smaller files)", 2) from None
     except FileNotFoundError:
         raise CLIError(f"{path}: no such file", 2) from None
     except IsADirectoryError:

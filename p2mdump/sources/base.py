@@ -131,6 +131,12 @@ class FrameSource:
         """An upper bound on the MFNs this image can hold (for heuristics)."""
         return None
 
+    def frames_held(self) -> int | None:
+        """How many frames the image really holds (data in the file, not an
+        address range): the budget a table built from its contents may not
+        outgrow.  None when the container cannot say."""
+        return self.frame_limit()
+
     def has_frame(self, mfn: int) -> bool:
         raise NotImplementedError
 

@@ -266,6 +266,11 @@ class ElfCoreSource(ElfFile, FrameSource):
     def frame_limit(self) -> int:
         return -(-self._cov_ends[-1] // PAGE_SIZE) if self._cov_ends else 0
 
+    def frames_held(self) -> int:
+        """Frames with data in the file (p_filesz); the zero fill past
+        p_filesz up to p_memsz holds nothing of its own."""
+        return sum(s.filesz for s in self.loads) // PAGE_SIZE
+
     def has_frame(self, mfn: int) -> bool:
         if mfn < 0:
             return False

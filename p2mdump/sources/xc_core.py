@@ -52,9 +52,18 @@ class XcCoreSource(ElfFile, FrameSource):
         self._findings.append(F.Finding(kind, F.WARNING, message, **kw))
 
     def _require(self, name):
-        sec = self.section(name)
+        sec = self._data_section(name)
         if sec is None:
             raise self.error(f"xl dump-core without a {name} section")
+        return sec
+
+    def _data_section(self, name):
+        """Section ``name`` (None when absent), its data checked to lie in the
+        file even when it claims SHT_NOBITS: its size sizes the page index."""
+        sec = self.section(name)
+        if sec is not None:
+            self._check_range(f"section {sec.index} {name} (sh_offset, sh_size)",
+                              sec.offset, sec.size)
         return sec
 
     def _parse_xen(self) -> None:
@@ -101,8 +110,8 @@ class XcCoreSource(ElfFile, FrameSource):
         if self.pages.size % PAGE_SIZE:
             raise self.error(f".xen_pages sh_size {self.pages.size:#x} is not a multiple of "
                              f"{PAGE_SIZE}")
-        self.p2m_sec = self.section(X.SEC_P2M)
-        self.pfn_sec = self.section(X.SEC_PFN)
+        self.p2m_sec = self._data_section(X.SEC_P2M)
+        self.pfn_sec = self._data_section(X.SEC_PFN)
         self.is_hvm = magic == X.XC_CORE_MAGIC_HVM or (self.pfn_sec is not None
                                                        and self.p2m_sec is None)
         desc = self.pfn_sec if self.is_hvm else self.p2m_sec
@@ -122,7 +131,7 @@ class XcCoreSource(ElfFile, FrameSource):
                        f"{n_pages} pages, {desc.name} {n_desc} entries; using the first "
                        f"{min(n_pages, n_desc)}", count=abs(n_pages - n_desc) or 1)
         self.nr_pages = min(n_pages, n_desc)
-        pr = self.section(X.SEC_PRSTATUS)
+        pr = self._data_section(X.SEC_PRSTATUS)
         self.vcpu_stride = (pr.entsize or X.VCPU_CONTEXT_SIZE) if pr else None
         if pr is not None and pr.size != self.header.xch_nr_vcpus * self.vcpu_stride:
             self._note(F.CONTAINER, f".xen_prstatus sh_size {pr.size} is not xch_nr_vcpus "
@@ -159,7 +168,7 @@ class XcCoreSource(ElfFile, FrameSource):
     def _parse_shared_info(self) -> None:
         ws = self.word_size
         self.arch = None
-        si = self.section(X.SEC_SHARED_INFO)
+        si = self._data_section(X.SEC_SHARED_INFO)
         if self.is_hvm:
             self.top_mfn_problem = (f"{self.path} is an HVM guest's dump (.xen_pfn, magic "
                                     f"{self.header.xch_magic:#x}): an HVM guest has no PV p2m "
@@ -305,6 +314,9 @@ class XcCoreSource(ElfFile, FrameSource):
         return list(self._findings)
 
     # -- FrameSource -----------------------------------------------------------------
+    def frames_held(self) -> int:
+        return self.nr_pages
+
     def frame_limit(self):
         g = self.index()[0]
         return int(g[-1]) + 1 if len(g) else 0
