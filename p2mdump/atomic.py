@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import secrets
 import signal
 import stat
 
@@ -262,7 +261,7 @@ def _mode_for(name: str, dir_fd: int) -> int:
 def _create_temp(path: str, folder: str, name: str, dir_fd: int):
     """A new ``.NAME.XXXXXXXX.part`` file in the folder: (read-write fd, name)."""
     for _ in range(100):
-        tmp = f".{name}.{secrets.token_hex(4)}.part"
+        tmp = f".{name}.{os.urandom(4).hex()}.part"  # (secrets costs ~5 ms of imports)
         try:
             return os.open(tmp, _TEMP_FLAGS, 0o600, dir_fd=dir_fd), tmp
         except FileExistsError:

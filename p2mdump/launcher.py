@@ -11,6 +11,7 @@ and the same messages.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 _VALUE_OPTIONS = ("--top-mfn", "--word-size", "--max-pfn", "--base", "--container",
@@ -138,4 +139,25 @@ def main():
             sys.exit(rc)
     from .cli import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+    except SystemExit as exc:
+        _exit_now(exc.code)
+
+
+def _exit_now(code) -> None:
+    """Leave without tearing the interpreter down: every output is complete
+    and closed by now (files are renamed into place before the command
+    returns), and skipping the teardown of numpy and the table mapping saves
+    ~30 ms a run.  stdout and stderr are flushed first."""
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
