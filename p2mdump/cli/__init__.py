@@ -172,11 +172,16 @@ def _termination_signals():
 def main():
     """Rebuild and check the p2m (pfn -> mfn) table of a Xen PV guest from a memory image.
 
-    A PV guest publishes its p2m as a three-level tree of pages: the top page
-    (p2m_top_mfn, shared_info arch.pfn_to_mfn_frame_list_list) names mid pages,
-    which name leaf pages of pfn -> mfn entries.  Start with
+    A PV guest publishes its p2m as a three-level tree of pages (the top page,
+    p2m_top_mfn, is shared_info arch.pfn_to_mfn_frame_list_list; it names mid
+    pages, which name leaf pages of pfn -> mfn entries), or -- every modern
+    Linux PV domU -- only as a linear list mapped by its own page tables
+    (shared_info arch.p2m_cr3 and arch.p2m_vaddr).  Start with
 
     \b
       p2mdump walk IMAGE --top-mfn 0x1234
+      p2mdump walk IMAGE --p2m-cr3 0x5000 --p2m-vaddr 0xffffc90000000000 --max-pfn N
+      p2mdump walk DUMP.core              (an xl dump-core names tree or list itself)
+      p2mdump scan IMAGE                  (find trees and lists with no hint)
       p2mdump generate guest.img --memory 1G --truth guest.truth
     """

@@ -14,12 +14,15 @@ Exit codes:
   0   success
   1   the tree has warnings (with --strict) / verify found a problem
   2   usage error (bad option or value)
-  3   the image cannot be used (missing, empty, directory, unknown container)
-  4   no usable p2m tree there (top page unreadable or not a p2m page,
-      wrong word size, --max-pfn beyond the tree's capacity)
+  3   the image cannot be used (missing, empty, directory, not seekable,
+      unknown or malformed container)
+  4   no usable p2m there (top page unreadable or not a p2m page, wrong
+      word size, --max-pfn beyond the tree's capacity; a list whose pages
+      the page tables do not map, a list range that is not canonical)
   5   an output file cannot be written
   6   not enough memory for the work asked for
-  70  internal error (a bug; set P2MDUMP_DEBUG=1 for a traceback)"""
+  70  internal error (a bug; set P2MDUMP_DEBUG=1 for a traceback)
+  129/130/143  stopped by SIGHUP / SIGINT / SIGTERM (unfinished outputs removed)"""
 
 _SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
