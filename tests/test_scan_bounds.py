@@ -109,7 +109,9 @@ from p2mdump.sources import open_image
 from p2mdump.scan import scan
 with open_image(sys.argv[2]) as src:
     found = scan(src)
-print(len(found), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's over exec)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(len(found), hwm)
 """
 
 AS_LIMIT = 1536 << 20
