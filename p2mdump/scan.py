@@ -43,6 +43,7 @@ import numpy as np
 
 from .errors import ImageError, P2MDumpError
 from .layout import PAGE_SIZE, WORD_SIZES, layout_for
+from .paging import MACHINE_ADDRESS_LIMIT
 
 #: pages read per block of the sequential pass (8 MiB)
 BLOCK_PAGES = 2048
@@ -62,6 +63,9 @@ MAX_RESULTS = 8
 MAX_SHARED_LEAVES = 8
 #: a candidate must reach this top-likeness to get a trial walk
 MIN_TOPLIKE = 0.6
+
+#: frames below the machine address limit: all a pointer can name
+MACHINE_FRAMES = MACHINE_ADDRESS_LIMIT // PAGE_SIZE
 
 Progress = Callable[[int, int], None]
 
@@ -107,34 +111,58 @@ class ScanStats:
 # -- stage 1: the sequential pass ------------------------------------------------
 
 class _Bitmap:
-    """One bit per frame below ``limit`` (packed, big-endian bit order)."""
+    """One bit per frame the pass reads (packed, big-endian bit order).
 
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.bits = np.zeros((limit + 7) // 8 + 1, dtype=np.uint8)
+    Frames are numbered by their position in ``extents`` (sorted (first MFN,
+    count) runs of frames with data in the file), so the bitmap is sized by
+    what the image holds, never by an address read from it: a PT_LOAD or a
+    .xen_p2m gmfn near the top of the machine address space costs nothing."""
+
+    def __init__(self, extents: list[tuple[int, int]]):
+        self.starts = np.array([a for a, _ in extents], dtype=np.int64)
+        counts = np.array([n for _, n in extents], dtype=np.int64)
+        self.ends = self.starts + counts
+        self.base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) \
+            if len(counts) else np.zeros(0, dtype=np.int64)
+        total = int(counts.sum()) if len(counts) else 0
+        self.bits = np.zeros((total + 7) // 8 + 1, dtype=np.uint8)
+
+    def _ordinals(self, mfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(whether each MFN lies in an extent, its position in the bitmap)."""
+        m = np.asarray(mfns).astype(np.uint64)
+        ok = m < np.uint64(1 << 62)
+        m = np.where(ok, m, 0).astype(np.int64)
+        i = np.searchsorted(self.starts, m, side="right") - 1
+        ic = np.maximum(i, 0)
+        if len(self.starts):
+            ok &= (i >= 0) & (m < self.ends[ic])
+            pos = np.where(ok, m - self.starts[ic] + self.base[ic], 0)
+        else:
+            ok &= False
+            pos = np.zeros(len(m), dtype=np.int64)
+        return ok, pos
 
     def set(self, mfns: np.ndarray) -> None:
         if len(mfns):
-            m = mfns.astype(np.int64)
+            ok, m = self._ordinals(mfns)
+            m = m[ok]
             np.bitwise_or.at(self.bits, m >> 3, (0x80 >> (m & 7)).astype(np.uint8))
 
     def test(self, mfns: np.ndarray) -> np.ndarray:
-        m = mfns.astype(np.uint64)
-        ok = m < np.uint64(self.limit)
-        m = np.where(ok, m, 0).astype(np.int64)
+        ok, m = self._ordinals(mfns)
         return ok & ((self.bits[m >> 3] & (0x80 >> (m & 7)).astype(np.uint8)) != 0)
 
 
 class _WordState:
     """What the pass learns at one word size."""
 
-    def __init__(self, ws: int, limit: int):
+    def __init__(self, ws: int, limit: int, extents: list[tuple[int, int]]):
         self.L = layout_for(ws)
         self.ws = ws
         fpp = self.L.per_page
         self.dtype = np.dtype(self.L.numpy_dtype)
         self.limit = min(limit, self.L.word_mask)
-        self.leafish = _Bitmap(limit)
+        self.leafish = _Bitmap(extents)
         self.samples_at = np.unique(np.concatenate(
             [[0, 1], np.linspace(2, fpp - 1, N_SAMPLES - 2).astype(np.int64)]))
         self.pre_at = np.linspace(0, fpp - 1, 8).astype(np.int64)
@@ -252,21 +280,27 @@ def _raw_extents(source) -> list[tuple[int, int]] | None:
 
 
 def _extents(source) -> list[tuple[int, int]]:
+    """(first MFN, count) runs of the frames the pass reads, ascending: those
+    with data in the file (sparse holes and PT_LOAD zero fill skipped), below
+    the machine frame limit (no pointer can name a frame above it)."""
     from .sources.raw import RawImage
 
     if isinstance(source, RawImage):
         ext = _raw_extents(source)
         if ext is None:
             ext = [(0, source.frames)]
-        return ext
-    runs = getattr(source, "frame_runs", None)
-    if callable(runs):
-        return [(int(a), int(n)) for a, n in runs()]
-    limit = source.frame_limit()
-    if limit is None:
-        raise ImageError(f"{source.describe()}: the container does not tell which frames it "
-                         "holds, so it cannot be scanned")
-    return [(0, int(limit))]
+    else:
+        runs = getattr(source, "frame_runs", None)
+        if not callable(runs):
+            raise ImageError(f"{source.describe()}: the container does not tell which frames "
+                             "it holds, so it cannot be scanned")
+        ext = [(int(a), int(n)) for a, n in runs()]
+    out = []
+    for a, n in sorted(ext):
+        n = min(a + n, MACHINE_FRAMES) - a
+        if n > 0:
+            out.append((a, n))
+    return out
 
 
 def _blocks(source, extents, progress: Progress | None, stats: ScanStats):
@@ -498,11 +532,13 @@ def scan(source, *, word_sizes=WORD_SIZES, progress: Progress | None = None,
     unknown = set(representations) - set(REPRESENTATIONS)
     if unknown:
         raise ValueError(f"unknown representation(s): {', '.join(sorted(unknown))}")
-    limit = source.frame_limit()
     extents = _extents(source)
+    # an upper bound on the MFNs pointers may name (a number for the tests,
+    # never a size: the bitmap is sized by the extents)
+    limit = source.frame_limit()
     if limit is None:
         limit = max((a + n for a, n in extents), default=0)
-    states = ([_WordState(ws, int(limit)) for ws in word_sizes]
+    states = ([_WordState(ws, int(limit), extents) for ws in word_sizes]
               if "tree" in representations else [])
     filters = ([listscan.SharedInfoFilter(ws, int(limit)) for ws in word_sizes]
                if "list" in representations else [])

@@ -264,7 +264,26 @@ class ElfCoreSource(ElfFile, FrameSource):
         self._cov_ends = [c[1] for c in cov]
 
     def frame_limit(self) -> int:
-        return -(-self._cov_ends[-1] // PAGE_SIZE) if self._cov_ends else 0
+        """One past the highest MFN a PT_LOAD covers: an address bound (below
+        2^40, as p_paddr + p_memsz was checked against the machine address
+        limit), for plausibility tests and messages; never an allocation
+        size (:meth:`frames_held`, :meth:`frame_runs` are what the file holds)."""
+        return self._cov_ends[-1] // PAGE_SIZE if self._cov_ends else 0
+
+    def frame_runs(self) -> list[tuple[int, int]]:
+        """(first MFN, count) of the frames with file data, by address: the
+        zero fill from p_filesz up to p_memsz holds nothing to scan."""
+        runs: list[tuple[int, int]] = []
+        for s in self.loads:
+            first = -(-s.paddr // PAGE_SIZE)
+            end = min(-(-(s.paddr + s.filesz) // PAGE_SIZE), s.end // PAGE_SIZE)
+            if end <= first:
+                continue
+            if runs and runs[-1][0] + runs[-1][1] == first:
+                runs[-1] = (runs[-1][0], end - runs[-1][0])
+            else:
+                runs.append((first, end - first))
+        return runs
 
     def frames_held(self) -> int:
         """Frames with data in the file (p_filesz); the zero fill past

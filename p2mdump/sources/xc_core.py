@@ -317,6 +317,19 @@ class XcCoreSource(ElfFile, FrameSource):
     def frames_held(self) -> int:
         return self.nr_pages
 
+    def frame_runs(self) -> list[tuple[int, int]]:
+        """(first MFN, count) of the runs of consecutive gmfns the dump holds,
+        ascending: at most one run a page, whatever the gmfns are."""
+        import numpy as np
+
+        g = self.index()[0]
+        if not len(g):
+            return []
+        brk = np.flatnonzero(g[1:] != g[:-1] + np.uint64(1)) + 1
+        starts = np.concatenate([[0], brk])
+        ends = np.concatenate([brk, [len(g)]])
+        return [(int(g[a]), int(b - a)) for a, b in zip(starts.tolist(), ends.tolist())]
+
     def frame_limit(self):
         g = self.index()[0]
         return int(g[-1]) + 1 if len(g) else 0
