@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -34,3 +36,22 @@ def tmp_image(tmp_path):
         return str(path), tree
 
     return make
+
+
+def lookup_fast(args):
+    """``p2mdump lookup ARGS`` through the console script (its click-free
+    fast path where it applies): (exit code, stdout, stderr)."""
+    code = "import sys; from p2mdump.launcher import main; sys.argv[0] = 'p2mdump'; main()"
+    res = subprocess.run([sys.executable, "-c", code, "lookup", *args], capture_output=True,
+                         text=True)
+    return res.returncode, res.stdout, res.stderr
+
+
+def lookup_click(args):
+    """The same through click, in-process: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from p2mdump.cli import main
+
+    r = CliRunner().invoke(main, ["lookup", *args])
+    return r.exit_code, r.stdout, r.stderr

@@ -1,25 +1,12 @@
 """The click-free fast path of a single lookup answers exactly like the CLI."""
-import subprocess
-import sys
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import load_fixture
-from p2mdump.cli import main
+from conftest import lookup_click, lookup_fast, load_fixture
 from p2mdump.launcher import _parse_lookup
 
-
-def fast(args):
-    code = "import sys; from p2mdump.launcher import main; sys.argv[0] = 'p2mdump'; main()"
-    res = subprocess.run([sys.executable, "-c", code, "lookup", *args], capture_output=True,
-                         text=True)
-    return res.returncode, res.stdout, res.stderr
-
-
-def slow(args):
-    r = CliRunner().invoke(main, ["lookup", *args])
-    return r.exit_code, r.stdout, r.stderr
+fast = lookup_fast
+slow = lookup_click
 
 
 @pytest.mark.parametrize("name", ["e820-64", "guest32"])

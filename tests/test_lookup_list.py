@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
-from conftest import fixture_path, load_fixture
+from conftest import lookup_click, lookup_fast, fixture_path, load_fixture
 from p2mdump.cli import main
 from p2mdump.errors import LayoutError, TreeError
 from p2mdump.launcher import _parse_lookup
@@ -492,16 +492,8 @@ def test_vaddr_bad_input(guest, args, code, text):
 
 # -- the launcher: list lookups on the fast path, --vaddr through click -------------------------
 
-def fast(args):
-    code = "import sys; from p2mdump.launcher import main; sys.argv[0] = 'p2mdump'; main()"
-    res = subprocess.run([sys.executable, "-c", code, "lookup", *args], capture_output=True,
-                         text=True)
-    return res.returncode, res.stdout, res.stderr
-
-
-def slow(args):
-    r = run(*args)
-    return r.exit_code, r.stdout, r.stderr
+fast = lookup_fast
+slow = lookup_click
 
 
 @pytest.mark.parametrize("query", [
