@@ -74,5 +74,6 @@ PT_SHARED_TABLE = "pt-shared-table"  # one table page named by several entries
 
 # list walk findings (p2mdump.listwalk)
 LIST_GENERATION_ODD = "p2m-generation-odd"   # the dump caught a p2m update in progress
-LIST_RANGE = "list-range"                    # the list's virtual range is odd (hypervisor hole, ...)
+#: the list's virtual range is odd (hypervisor hole, ...)
+LIST_RANGE = "list-range"
 LIST_SHORT = "list-short"                    # max_pfn goes past what the list maps

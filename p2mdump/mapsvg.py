@@ -390,7 +390,7 @@ def _draw_memory_strip(svg, strip: _Strip, frame_limit, y):
     svg.text(LEFT - 24, y + 16, "mfn", size=9, anchor="end", fill="#666")
     y += 28
     x = LEFT
-    for name, _, colour, legend in rows:
+    for _name, _, colour, legend in rows:
         svg.rect(x, y, 12, 12, colour)
         svg.text(x + 16, y + 10, legend, size=11)
         x += 160

@@ -390,7 +390,8 @@ def test_crosscheck_pair_removed_and_unknown_page(tmp_path):
     poke(path, pair_offset(path, 3), "<Q", 0xA5)
     r, s = walk_json(tmp_path, path)
     f = kinds(s)
-    assert f[F.DUMP_UNKNOWN_PAGE]["count"] == 1 and "1 identity" in f[F.DUMP_UNKNOWN_PAGE]["message"]
+    assert f[F.DUMP_UNKNOWN_PAGE]["count"] == 1
+    assert "1 identity" in f[F.DUMP_UNKNOWN_PAGE]["message"]
     assert f[F.DUMP_LACKS_PFN]["count"] == 1
     assert f[F.DUMP_LACKS_PFN]["pfn_first"] == int(pfns[3])
     assert f[F.DUMP_UNSORTED]["count"] >= 1
@@ -471,7 +472,8 @@ def test_segment_offset_past_end(tmp_path):
 
 def test_overlapping_pt_loads(tmp_path):
     p = tmp_path / "o.elf"
-    write_elf_segments(p, [(0, 8 * PAGE_SIZE, 8 * PAGE_SIZE), (4 * PAGE_SIZE, PAGE_SIZE, PAGE_SIZE)])
+    write_elf_segments(p, [(0, 8 * PAGE_SIZE, 8 * PAGE_SIZE),
+                           (4 * PAGE_SIZE, PAGE_SIZE, PAGE_SIZE)])
     line = bad(tmp_path, p, 3, "--top-mfn", 1)
     assert "overlap" in line and "PT_LOAD #0" in line and "PT_LOAD #1" in line
 

@@ -39,7 +39,8 @@ def test_info_xc_core(name, ws, machine):
         ".shstrtab", ".note.Xen", ".xen_prstatus", ".xen_shared_info", ".xen_pages", ".xen_p2m"]
     text = run("info", path).stdout
     for needle in ("container      xc-core", "magic 0xf00febed (PV)", "format version 0x1",
-                   "xen version    4.19", ".xen_shared_info", f"top mfn        {side['top_mfn']:#x}",
+                   "xen version    4.19", ".xen_shared_info",
+                   f"top mfn        {side['top_mfn']:#x}",
                    "p2m_cr3 0x0"):
         assert needle in text
 

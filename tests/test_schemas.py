@@ -23,7 +23,8 @@ def _random_page(ws: int, seed: int) -> bytes:
     """A page mixing random words with every marker value."""
     L = layout_for(ws)
     rng = np.random.default_rng(seed)
-    words = rng.integers(0, 2 ** (8 * ws), size=L.per_page, dtype=np.uint64 if ws == 8 else np.uint32)
+    words = rng.integers(0, 2 ** (8 * ws), size=L.per_page,
+                         dtype=np.uint64 if ws == 8 else np.uint32)
     pick = rng.integers(0, 5, size=L.per_page)
     small = rng.integers(0, 1 << 20, size=L.per_page).astype(words.dtype)
     words = np.where(pick == 0, words.dtype.type(L.invalid), words)
@@ -71,6 +72,7 @@ def test_truncated_page_is_an_error_for_construct():
 def test_stamp_schema_parses_writer_frames():
     from p2mdump.writer.image import stamped_frames
 
-    frames = stamped_frames(np.array([5, 77], dtype=np.uint64), np.array([0x100, 0x2], dtype=np.uint64))
+    frames = stamped_frames(np.array([5, 77], dtype=np.uint64),
+                            np.array([0x100, 0x2], dtype=np.uint64))
     parsed = StampedFrame.parse(frames[1].tobytes())
     assert (parsed.pfn, parsed.mfn) == (77, 2)

@@ -149,7 +149,8 @@ def test_shared_real_leaf_and_duplicates(tmp_image, ws):
     [d] = by_kind(r, F.DUPLICATE_MFN)
     n = layout_for(ws).per_page
     assert d.count == n
-    assert d.examples[0]["pfns"] == [0, n] or sorted(d.examples[0]["pfns"])[1] - sorted(d.examples[0]["pfns"])[0] == n
+    pfns = sorted(d.examples[0]["pfns"])
+    assert d.examples[0]["pfns"] == [0, n] or pfns[1] - pfns[0] == n
 
 
 def test_single_duplicate_entry(tmp_image, ws):

@@ -28,8 +28,9 @@ def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, su
     pfn -> mfn comes from walking the guest's p2m tree or linear list
     (--top-mfn, --p2m-cr3/--p2m-vaddr, or the shared_info of an xl dump-core
     file); for an xl dump-core file whose guest publishes neither a usable
-    tree nor a usable list, the dump's own .xen_p2m pairs are used instead.  Missing, identity and foreign pfns, and valid pfns
-    whose frame is not in IMAGE, are not copied; the summary lists them.
+    tree nor a usable list, the dump's own .xen_p2m pairs are used instead.
+    Missing, identity and foreign pfns, and valid pfns whose frame is not in
+    IMAGE, are not copied; the summary lists them.
     """
     from ..atomic import check_outputs, output_transaction
     from ..sidecar import sidecar_path

@@ -86,7 +86,8 @@ def write_raw_image(tree: BuiltTree, path, base: int = 0) -> int:
         return write_frames(fh.fileno(), tree, base)
 
 
-def sidecar(tree: BuiltTree, container: str = "raw", base: int = 0, extra: dict | None = None) -> dict:
+def sidecar(tree: BuiltTree, container: str = "raw", base: int = 0,
+            extra: dict | None = None) -> dict:
     from ..table import P2MTable
 
     counts = P2MTable(tree.truth, tree.layout).counts()
