@@ -2,9 +2,12 @@
 
 The public API, imported lazily so that ``import p2mdump`` stays cheap::
 
-    from p2mdump import open_image, walk, Layout
+    from p2mdump import open_image, walk, walk_list, walk_image, Layout
     with open_image("dump.bin") as img:
-        result = walk(img, top_mfn=0x1234)
+        result = walk(img, top_mfn=0x1234)                  # the tree
+        result = walk_list(img, 0x5000, 0xFFFFC90000000000,  # the linear list
+                           max_pfn=0x100000)
+        result, where = walk_image(img)                     # whatever the image names
     result.table.lookup(0x100)
 """
 from __future__ import annotations
@@ -24,6 +27,14 @@ _EXPORTS = {
     "open_image": ("sources", "open_image"),
     "RawImage": ("sources.raw", "RawImage"),
     "walk": ("walker", "walk"),
+    "walk_list": ("listwalk", "walk_list"),
+    "walk_image": ("autowalk", "walk_image"),
+    "PageTableWalker": ("pagetable", "PageTableWalker"),
+    "walker_for_cr3": ("pagetable", "walker_for_cr3"),
+    "PagingMode": ("paging", "PagingMode"),
+    "compare_tables": ("compare", "compare_tables"),
+    "build_list": ("writer.listguest", "build_list"),
+    "merge_raw_images": ("writer.hostimage", "merge_raw_images"),
     "WalkResult": ("walker", "WalkResult"),
     "detect_word_size": ("walker", "detect_word_size"),
     "Finding": ("findings", "Finding"),
