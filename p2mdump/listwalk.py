@@ -29,8 +29,8 @@ from . import findings as F
 from .arrays import unique
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, PAGE_SHIFT, PAGE_SIZE, layout_for
-from .paging import (MAX_LIST_PFNS, PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, list_end,
-                     mode_for, unfold_cr3, word_size_from_vaddr)
+from .paging import (MAX_LIST_PFNS, PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, level_name,
+                     list_end, mode_for, unfold_cr3, word_size_from_vaddr)
 from .result import WalkResult
 from .table import P2MTable
 from .tablerows import FileRows, read_runs, rows_for
@@ -155,7 +155,7 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
     shared = fill.run(rows, mfns, mapped, p2m_vaddr)
     words, past = rows.finish(max_pfn)
     _check_tail(past, max_pfn, L, add)
-    shared_ptes = _shared_pte_findings(walker, rmap, shared, source, add, L)
+    shared_ptes = _shared_pte_findings(walker, rmap, shared, source, add, findings, L)
     table = P2MTable(words, L)
     if max_pfn and table.counts().get("missing") == max_pfn:
         add(F.EMPTY_TREE, F.WARNING, "no pfn in the list maps to anything", level=LEVEL_LEAF)
@@ -271,7 +271,7 @@ def _check_tail(tail, max_pfn, L, add):
             level=LEVEL_LEAF, count=len(nz), pfn_first=max_pfn + int(nz[0]))
 
 
-def _shared_pte_findings(walker, rmap, shared, source, add, L) -> list:
+def _shared_pte_findings(walker, rmap, shared, source, add, findings, L) -> list:
     """Level-1 tables whose 512 entries all map one all-INVALID frame: Linux's
     p2m_missing_pte / p2m_identity_pte, which back whole missing / identity
     1 GiB (4 GiB on PAE) regions.  A level-1 table named by several PMDs that
@@ -279,6 +279,7 @@ def _shared_pte_findings(walker, rmap, shared, source, add, L) -> list:
     refs = getattr(rmap, "table_refs", {}).get(1, {})
     tables = getattr(rmap, "tables", {}).get(1, [])
     out = []
+    told = set()
     for mfn in sorted(int(m) for m in tables):
         n = int(refs.get(mfn, 1))
         words = walker.entries(mfn)
@@ -303,6 +304,13 @@ def _shared_pte_findings(walker, rmap, shared, source, add, L) -> list:
                 f"page table MFN {mfn:#x} is named by {n} PMDs but is not a placeholder PTE page "
                 "(its entries do not all map one all-INVALID frame): the same list pages appear "
                 "at several places", level="pt-l1", mfn=mfn, count=n)
+        else:
+            continue
+        told.add(mfn)
+    # the page-table walk's generic "table named by several PMDs" note says less
+    # than the findings above about the same pages
+    findings[:] = [f for f in findings if not (
+        f.kind == F.PT_SHARED_TABLE and f.level == level_name(2) and f.mfn in told)]
     return out
 
 
