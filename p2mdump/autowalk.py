@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from .errors import EXIT_USAGE, LayoutError, P2MDumpError, TreeError
 from .layout import layout_for
+from .paging import word_size_from_vaddr
 
 REPRESENTATIONS = ("auto", "tree", "list")
 
@@ -132,8 +133,6 @@ def resolve_all(source, top_mfn=None, word_size="auto", max_pfn=None,
         return [first]
     ws = first.word_size
     if ws in (None, "auto"):
-        from .listwalk import word_size_from_vaddr
-
         ws = word_size_from_vaddr(first.p2m_vaddr)
     capacity = layout_for(int(ws)).capacity
     tree_max = first.max_pfn
@@ -156,7 +155,8 @@ def _container_tree(source) -> bool:
     return getattr(source, "top_mfn_hint", None) is not None
 
 
-def _ws_and_max(source, word_size, max_pfn, sidecar, from_sidecar: bool):
+def _word_size(source, word_size, sidecar, from_sidecar: bool):
+    """(word size or "auto", where it came from): given, else e_machine, else the sidecar."""
     ws, ws_source = word_size, "given"
     if ws in (None, "auto"):
         ws = "auto"
@@ -187,7 +187,7 @@ def _resolve_list(source, word_size, max_pfn, sidecar, p2m_cr3, p2m_vaddr, five_
                 + (f" ({problem})" if problem else ""))
     if p2m_cr3 is None or p2m_vaddr is None:
         raise TopMfnRequired("a linear p2m list needs both --p2m-cr3 and --p2m-vaddr")
-    ws, ws_source = _ws_and_max(source, word_size, max_pfn, sidecar, list_source == "sidecar")
+    ws, ws_source = _word_size(source, word_size, sidecar, list_source == "sidecar")
     mp_source = "given" if max_pfn is not None else "default"
     if max_pfn is None:
         if list_source == "container" and getattr(source, "max_pfn_hint", None):
@@ -218,7 +218,7 @@ def _resolve_tree(source, top_mfn, word_size, max_pfn, sidecar) -> Resolved:
             raise TopMfnRequired(
                 f"{source.path}: --top-mfn is required for {kind} image: it has no "
                 "shared_info naming the tree (`p2mdump scan IMAGE` finds candidates)")
-    ws, ws_source = _ws_and_max(source, word_size, max_pfn, sidecar, top_source == "sidecar")
+    ws, ws_source = _word_size(source, word_size, sidecar, top_source == "sidecar")
     mp_source = "given" if max_pfn is not None else "default"
     if max_pfn is None and top_source == "container":
         hint = getattr(source, "max_pfn_hint", None)

@@ -168,7 +168,7 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
         "levels": mode.levels,
         "list_pages": n_pages,
         "page_table_pages": walker.pages_read,
-        "large_pages": int(getattr(rmap, "large_pages", 0)),
+        "large_pages": int(rmap.large_pages),
         "list_placeholders": sorted(m for m, placeholder in shared.items() if placeholder),
         "shared_pte_pages": shared_ptes,
     }
@@ -177,8 +177,8 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
         max_pfn_source="given", word_size_source=ws_source,
         pages_read=walker.pages_read + fill.frames_read,
         mid_placeholder=None, leaf_placeholders=info["list_placeholders"],
-        source=source.describe(), representation="list", list_info=info)
-    result.raw_written = isinstance(rows, FileRows)
+        source=source.describe(), representation="list", list_info=info,
+        raw_written=isinstance(rows, FileRows))
     if check_table:
         result.check_table()
     return result
@@ -194,7 +194,6 @@ class _ListFill:
         self.findings = findings
         self.progress = progress
         self.frames_read = 0
-        self.unreadable: dict[int, list] = {}
 
     def run(self, sink, mfns, mapped, p2m_vaddr) -> dict:
         """Fill the rows of ``sink`` (:mod:`p2mdump.tablerows`); returns
@@ -276,8 +275,8 @@ def _shared_pte_findings(walker, rmap, shared, source, add, findings, L) -> list
     p2m_missing_pte / p2m_identity_pte, which back whole missing / identity
     1 GiB (4 GiB on PAE) regions.  A level-1 table named by several PMDs that
     is not such a page is a warning (the same list pages at several places)."""
-    refs = getattr(rmap, "table_refs", {}).get(1, {})
-    tables = getattr(rmap, "tables", {}).get(1, [])
+    refs = rmap.table_refs.get(1, {})
+    tables = rmap.tables.get(1, [])
     out = []
     told = set()
     for mfn in sorted(int(m) for m in tables):

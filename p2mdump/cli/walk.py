@@ -112,7 +112,7 @@ def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summ
     from ..output import BINARY_FORMATS, write_table
 
     progress = Progress("walking leaves", enabled=not quiet)
-    # --format raw into a file: a list walk builds the table right in the
+    # --format raw into a file: the walk (tree or list) builds the table in the
     # output (frames copied by the kernel, see p2mdump.tablerows)
     direct = fmt == "raw" and output not in (None, "-")
     with contextlib.ExitStack() as outputs:
