@@ -16,6 +16,8 @@ from .paging import mode_for
 
 @dataclass
 class ListPages:
+    """The machine frames of one linear list and its page tables."""
+
     layout: Layout
     #: MFN of the top-level page table (p2m_cr3 unfolded)
     root_mfn: int
@@ -30,9 +32,14 @@ class ListPages:
 
     def table_mfns(self) -> np.ndarray:
         """Every page table below the root, shared PTE pages left out."""
-        parts = [v for v in self.tables.values()]
+        parts = list(self.tables.values())
         allm = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
         return np.setdiff1d(allm, self.shared_ptes).astype(np.uint64)
+
+
+def _sorted_mfns(mfns) -> np.ndarray:
+    """A list_info list of MFNs (or None) as a sorted uint64 array."""
+    return np.array(sorted(int(m) for m in mfns or []), dtype=np.uint64)
 
 
 def read_list_pages(source, list_info: dict, layout: Layout) -> ListPages:
@@ -43,13 +50,10 @@ def read_list_pages(source, list_info: dict, layout: Layout) -> ListPages:
     root = int(list_info["root_mfn"])
     walker = PageTableWalker(source, root, mode)
     rmap = walker.map_range(int(list_info["p2m_vaddr"]), int(list_info["list_pages"]))
-    mfns = np.unique(np.asarray(rmap.mfns, dtype=np.uint64)[np.asarray(rmap.mapped)])
-    shared = np.array(sorted(int(m) for m in list_info.get("list_placeholders") or []),
-                      dtype=np.uint64)
-    shared_ptes = np.array(sorted(int(m) for m in list_info.get("shared_pte_pages") or []),
-                           dtype=np.uint64)
-    tables = {lv: np.asarray(m, dtype=np.uint64) for lv, m in rmap.tables.items()
-              if lv < mode.levels}
+    mfns = np.unique(rmap.mfns[rmap.mapped])
+    shared = _sorted_mfns(list_info.get("list_placeholders"))
+    shared_ptes = _sorted_mfns(list_info.get("shared_pte_pages"))
+    tables = {lv: m for lv, m in rmap.tables.items() if lv < mode.levels}
     return ListPages(layout=layout, root_mfn=root, tables=tables,
                      list_mfns=np.setdiff1d(mfns, shared).astype(np.uint64),
                      placeholders=shared, shared_ptes=shared_ptes)

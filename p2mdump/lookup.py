@@ -23,7 +23,7 @@ from .layout import (KIND_FOREIGN, KIND_IDENTITY, KIND_MISSING, KIND_VALID, LEVE
                      LEVEL_LIST, LEVEL_MID, LEVEL_TOP, PAGE_SHIFT, PAGE_SIZE, Layout,
                      layout_for)
 from .paging import MAX_LIST_PFNS, list_end, word_size_from_vaddr
-from .ptlookup import PathTranslator, check_vaddr, root_for_cr3
+from .ptlookup import FramePages, PathTranslator, check_vaddr, root_for_cr3
 
 OFFSET_MASK = PAGE_SIZE - 1
 QUERY_KINDS = ("pfn", "mfn", "paddr", "maddr")
@@ -61,7 +61,36 @@ def with_address(out: dict, paddr: int) -> dict:
     return out
 
 
-class PathLookup:
+class _PfnPathLookup:
+    """What the two single-lookup readers share: the word size, the one
+    word of a page, and paddr lookups on top of :meth:`pfn`."""
+
+    layout: Layout
+
+    @property
+    def word_size(self) -> int:
+        return self.layout.word_size
+
+    def _word(self, page: bytes, slot: int) -> int:
+        ws = self.layout.word_size
+        return int.from_bytes(page[slot * ws:(slot + 1) * ws], "little")
+
+    def _fill_entry(self, out: dict, page: bytes, slot: int) -> dict:
+        """Decode entry ``slot`` of p2m page ``page`` into a pfn result."""
+        raw = self._word(page, slot)
+        out["raw"] = raw
+        out["kind"] = self.layout.kind_of(raw)
+        out["mfn"] = self.layout.decode(raw)
+        return out
+
+    def paddr(self, paddr: int) -> dict:
+        """Guest physical address -> machine address (None when missing)."""
+        if paddr < 0:
+            raise LayoutError(f"address must not be negative (got {paddr:#x})")
+        return with_address(self.pfn(paddr >> PAGE_SHIFT), paddr)
+
+
+class PathLookup(_PfnPathLookup):
     """Look pfns up in the tree at ``top_mfn`` of ``source``, page by page.
 
     Only the top page is read up front (to settle the word size when it is
@@ -75,9 +104,8 @@ class PathLookup:
         self.source = source
         self.top_mfn = top_mfn
         self.max_pfn = max_pfn
-        self._pages: dict[int, bytes | None] = {}
-        self.pages_read = 0
-        top = self._page(top_mfn)
+        self._pages = FramePages(source)
+        top = self._pages.page(top_mfn)
         if top is None:
             limit = source.frame_limit()
             where = f" (the image holds {limit:#x} frames)" if limit is not None else ""
@@ -97,24 +125,8 @@ class PathLookup:
                               f"hold ({self.layout.capacity:#x} pfns)")
 
     @property
-    def word_size(self) -> int:
-        return self.layout.word_size
-
-    def _page(self, mfn: int) -> bytes | None:
-        try:
-            return self._pages[mfn]
-        except KeyError:
-            pass
-        data = None
-        if mfn > 0 and self.source.has_frame(mfn) or mfn == self.top_mfn:
-            data = self.source.read_frame(mfn)
-            self.pages_read += 1
-        self._pages[mfn] = data
-        return data
-
-    def _word(self, page: bytes, slot: int) -> int:
-        ws = self.layout.word_size
-        return int.from_bytes(page[slot * ws:(slot + 1) * ws], "little")
+    def pages_read(self) -> int:
+        return self._pages.pages_read
 
     def pfn(self, pfn: int) -> dict:
         """pfn -> {pfn, kind, mfn, raw, path, problem, past_max_pfn}.
@@ -132,7 +144,7 @@ class PathLookup:
                "path": [{"level": LEVEL_TOP, "mfn": self.top_mfn, "slot": t}],
                "problem": None,
                "past_max_pfn": self.max_pfn is not None and pfn >= self.max_pfn}
-        mid_mfn = self._word(self._page(self.top_mfn), t)
+        mid_mfn = self._word(self._pages.page(self.top_mfn), t)
         out["path"].append({"level": LEVEL_MID, "mfn": mid_mfn, "slot": m})
         mid = self._checked(mid_mfn, LEVEL_MID, t, out)
         if mid is None:
@@ -142,35 +154,25 @@ class PathLookup:
         leaf = self._checked(leaf_mfn, LEVEL_LEAF, m, out)
         if leaf is None:
             return out
-        raw = self._word(leaf, i)
-        out["raw"] = raw
-        out["kind"] = L.kind_of(raw)
-        out["mfn"] = L.decode(raw)
-        return out
+        return self._fill_entry(out, leaf, i)
 
     def _checked(self, mfn: int, level: str, slot: int, out: dict) -> bytes | None:
         parent = "top" if level == LEVEL_MID else "mid"
         if mfn == 0:
             out["problem"] = f"{parent} slot {slot} holds MFN 0 instead of a {level} page"
             return None
-        page = self._page(mfn)
+        page = self._pages.page(mfn)
         if page is None:
             out["problem"] = (f"{level} page MFN {mfn:#x} ({parent} slot {slot}) is not in "
                               "the image")
         return page
-
-    def paddr(self, paddr: int) -> dict:
-        """Guest physical address -> machine address (None when missing)."""
-        if paddr < 0:
-            raise LayoutError(f"address must not be negative (got {paddr:#x})")
-        return with_address(self.pfn(paddr >> PAGE_SHIFT), paddr)
 
 
 #: how a list lookup's problem starts for a pfn at or past max_pfn
 PAST_LIST_END = "past the end of the list"
 
 
-class ListPathLookup:
+class ListPathLookup(_PfnPathLookup):
     """Look pfns up in a guest's linear p2m list (Linux 3.19+), page by page.
 
     The entry of pfn P is the guest word at virtual address ``p2m_vaddr +
@@ -210,10 +212,6 @@ class ListPathLookup:
         if p2m_vaddr % PAGE_SIZE:
             raise LayoutError(f"p2m_vaddr {p2m_vaddr:#x} is not page-aligned")
         self.translator = PathTranslator(source, root, mode)
-
-    @property
-    def word_size(self) -> int:
-        return self.layout.word_size
 
     @property
     def pages_read(self) -> int:
@@ -256,17 +254,7 @@ class ListPathLookup:
             out["problem"] = (f"list page MFN {frame:#x} (pfns {first:#x}-"
                               f"{first + L.per_page - 1:#x}) is not in the image")
             return out
-        raw = int.from_bytes(page[slot * ws:(slot + 1) * ws], "little")
-        out["raw"] = raw
-        out["kind"] = L.kind_of(raw)
-        out["mfn"] = L.decode(raw)
-        return out
-
-    def paddr(self, paddr: int) -> dict:
-        """Guest physical address -> machine address (None when missing)."""
-        if paddr < 0:
-            raise LayoutError(f"address must not be negative (got {paddr:#x})")
-        return with_address(self.pfn(paddr >> PAGE_SHIFT), paddr)
+        return self._fill_entry(out, page, slot)
 
 
 def vaddr_lookup(source, cr3: int, vaddr: int, word_size: int,

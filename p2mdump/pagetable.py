@@ -35,10 +35,9 @@ import numpy as np
 from . import findings as F
 from .errors import LayoutError
 from .layout import PAGE_SHIFT, PAGE_SIZE
-from .paging import (BITS_PER_LEVEL, PTE_FRAME_MASK, PTE_NX, PTE_PRESENT, PTE_PSE,
-                     PagingMode, level_name)
-from .ptlookup import (Translation, check_root_mfn, check_vaddr, root_for_cr3,
-                       root_not_in_image, translate_path)
+from .paging import (PTE_FRAME_MASK, PTE_NX, PTE_PRESENT, PTE_PSE, PagingMode, level_name,
+                     level_pages)
+from .ptlookup import PathTranslator, Translation, check_vaddr, root_for_cr3
 from .sources.base import FrameSource
 
 Progress = Callable[[int, int], None]
@@ -112,32 +111,19 @@ class PageTableWalker:
         self.source = source
         self.root_mfn = root_mfn
         self.mode = mode
-        self.pages_read = 0
-        self._cache: dict[int, np.ndarray | None] = {}
-        check_root_mfn(root_mfn)
-        if self.entries(root_mfn) is None:
-            raise root_not_in_image(source, root_mfn)
+        #: the page cache and single-address walk this walker shares
+        self._path = PathTranslator(source, root_mfn, mode)
+
+    @property
+    def pages_read(self) -> int:
+        return self._path.pages_read
 
     def entries(self, mfn: int) -> np.ndarray | None:
         """Table page ``mfn`` as 512 ``<u8`` words, None when it is not in the image."""
-        try:
-            return self._cache[mfn]
-        except KeyError:
-            pass
-        words = None
-        if mfn >= 0 and self.source.has_frame(mfn):
-            data = self.source.read_frame(mfn)
-            if data is not None:
-                words = np.frombuffer(data, dtype=PTE_DTYPE)
-                self.pages_read += 1
-        self._cache[mfn] = words
-        return words
+        data = self._path.page(mfn)
+        return None if data is None else np.frombuffer(data, dtype=PTE_DTYPE)
 
     # -- addresses -------------------------------------------------------------
-    def _check_vaddr(self, vaddr, what: str = "virtual address") -> int:
-        """``vaddr`` as a Python int, or LayoutError when it is not a canonical address."""
-        return check_vaddr(self.mode, vaddr, what)
-
     def _linear_page(self, vaddr: int) -> int:
         """Page number of ``vaddr`` with the sign-extension bits dropped, so
         that the address space is one run of pages from 0."""
@@ -152,16 +138,10 @@ class PageTableWalker:
         return va
 
     # -- one address -----------------------------------------------------------
-    def _entry(self, table_mfn: int, index: int) -> int | None:
-        words = self.entries(table_mfn)
-        return None if words is None else int(words[index])
-
     def translate(self, vaddr: int) -> Translation:
-        """Follow ``vaddr`` from the top table down, entry by entry (the walk
-        of :func:`p2mdump.ptlookup.translate_path`, on this walker's cache)."""
-        vaddr = self._check_vaddr(vaddr)
-        return translate_path(self._entry, self.source.has_frame, self.root_mfn, self.mode,
-                              vaddr)
+        """Follow ``vaddr`` from the top table down, entry by entry
+        (:meth:`p2mdump.ptlookup.PathTranslator.translate`, on this walker's cache)."""
+        return self._path.translate(vaddr)
 
     # -- a range ---------------------------------------------------------------
     def _check_range(self, vaddr, npages) -> tuple[int, int, int]:
@@ -179,7 +159,7 @@ class PageTableWalker:
             raise LayoutError(f"a range of {npages:#x} pages is longer than the "
                               f"{mode.va_bits}-bit address space of {mode.name} "
                               f"({space:#x} pages)")
-        vaddr = self._check_vaddr(vaddr, "range start")
+        vaddr = check_vaddr(mode, vaddr, "range start")
         if vaddr % PAGE_SIZE:
             raise LayoutError(f"range start {vaddr:#x} is not page-aligned")
         start = self._linear_page(vaddr)
@@ -268,7 +248,7 @@ class _RangeWalk:
         (``frames``: what each names, None for non-present entries)."""
         if not len(slots):
             return
-        per_entry = 1 << (BITS_PER_LEVEL * (level - 1))
+        per_entry = level_pages(level)
         cut = np.flatnonzero(np.diff(slots) != 1) + 1
         for run, names in zip(np.split(slots, cut),
                               np.split(frames, cut) if frames is not None else
@@ -304,7 +284,7 @@ class _RangeWalk:
                hi: int) -> None:
         """Map linear pages [lo, hi) through table ``mfn`` of ``level``, whose
         entry 0 maps linear page ``base``."""
-        per_entry = 1 << (BITS_PER_LEVEL * (level - 1))
+        per_entry = level_pages(level)
         i0 = (lo - base) // per_entry
         i1 = (hi - 1 - base) // per_entry + 1
         w = words[i0:i1]
@@ -362,7 +342,7 @@ class _RangeWalk:
                      report: dict) -> None:
         """2 MiB / 1 GiB entries (``which``: positions in ``frames``)."""
         base, lo, hi = report["base"], report["lo"], report["hi"]
-        per_entry = 1 << (BITS_PER_LEVEL * (level - 1))
+        per_entry = level_pages(level)
         first_frames = frames[which] & ~np.uint64(per_entry - 1)   # bit 12 is PAT
         zero = first_frames == 0
         for k, frame0 in zip(which[~zero].tolist(), first_frames[~zero].tolist()):

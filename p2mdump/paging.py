@@ -74,10 +74,6 @@ PAGE_KERNEL = PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY | PTE_NX
 PAGE_KERNEL_RO = PTE_PRESENT | PTE_ACCESSED | PTE_DIRTY | PTE_NX
 KERNPG_TABLE = PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY
 
-#: level numbers and their Linux names
-LEVEL_NAMES = {1: "pte", 2: "pmd", 3: "pud", 4: "p4d/pgd", 5: "pgd"}
-
-
 def level_name(level: int) -> str:
     """How findings and lookup paths name page-table ``level`` ("pt-l1" .. "pt-l5")."""
     return f"pt-l{level}"
@@ -91,6 +87,11 @@ def level_shift(level: int) -> int:
 def level_span(level: int) -> int:
     """Bytes of virtual address one entry at ``level`` covers (4 KiB, 2 MiB, 1 GiB, ...)."""
     return 1 << level_shift(level)
+
+
+def level_pages(level: int) -> int:
+    """4 KiB pages one entry at ``level`` covers (1, 512, 512**2, ...)."""
+    return 1 << (BITS_PER_LEVEL * (level - 1))
 
 
 def pte_frame(entry: int) -> int:

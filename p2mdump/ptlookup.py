@@ -7,10 +7,10 @@ each of those pages once, as bytes, and unpacks the one entry it needs with
 starts about as fast as the interpreter itself.
 
 :func:`translate_path` is the one entry-by-entry walk of the x86 page
-tables.  The bulk walker :class:`p2mdump.pagetable.PageTableWalker` uses it
-for its own ``translate``, with entries from its numpy table cache instead
-of :mod:`struct`; its numpy range walk is the independent second way a test
-checks the two against.  The bit layout of an entry is
+tables.  The bulk walker :class:`p2mdump.pagetable.PageTableWalker` reads
+its table pages through a :class:`PathTranslator` and translates single
+addresses with it; its numpy range walk is the independent second way a
+test checks the two against.  The bit layout of an entry is
 :mod:`p2mdump.paging`'s (the Construct schema in
 :mod:`p2mdump.schemas.pagetable` is derived from the same constants).
 """
@@ -21,8 +21,8 @@ import struct
 
 from .errors import LayoutError, TreeError
 from .layout import PAGE_SHIFT
-from .paging import (PTE_PRESENT, PTE_PSE, PTE_SIZE, PagingMode, level_name, level_span,
-                     mode_for, pte_frame, unfold_cr3)
+from .paging import (PTE_PRESENT, PTE_PSE, PTE_SIZE, PagingMode, level_name, level_pages,
+                     level_span, mode_for, pte_frame, unfold_cr3)
 
 #: one page-table entry: a little-endian 64-bit word (x86-64 and PAE alike)
 _PTE = struct.Struct("<Q")
@@ -164,7 +164,7 @@ def translate_path(read_entry, has_frame, root_mfn: int, mode: PagingMode,
         frame = pte_frame(entry)
         large = level in mode.large_levels and bool(entry & PTE_PSE)
         if large:
-            frame &= ~((level_span(level) >> PAGE_SHIFT) - 1)   # bit 12 is PAT
+            frame &= ~(level_pages(level) - 1)   # bit 12 is PAT
         if frame == 0:
             return unmapped(f"{where} names frame 0")
         if large or level == 1:
@@ -175,21 +175,17 @@ def translate_path(read_entry, has_frame, root_mfn: int, mode: PagingMode,
     raise AssertionError("unreachable: level 1 always ends the walk")
 
 
-class PathTranslator:
-    """Single translations through the page tables under ``root_mfn`` of
-    ``source``.  Pages are read as bytes, once each (cached by MFN), and
-    :attr:`pages_read` counts the distinct frames read; :meth:`page` is open
-    to callers that read a data page through the same cache (a list page)."""
+class FramePages:
+    """Whole frames of ``source`` as bytes, read once each (cached by MFN):
+    the page cache of every single lookup (:class:`PathTranslator`,
+    :class:`p2mdump.lookup.PathLookup`) and of the bulk
+    :class:`~p2mdump.pagetable.PageTableWalker`.  :attr:`pages_read` counts
+    the distinct frames read."""
 
-    def __init__(self, source, root_mfn: int, mode: PagingMode):
-        check_root_mfn(root_mfn)
+    def __init__(self, source):
         self.source = source
-        self.root_mfn = root_mfn
-        self.mode = mode
         self.pages_read = 0
         self._pages: dict[int, bytes | None] = {}
-        if self.page(root_mfn) is None:
-            raise root_not_in_image(source, root_mfn)
 
     def page(self, mfn: int) -> bytes | None:
         """Frame ``mfn`` as 4096 bytes, None when it is not in the image."""
@@ -198,12 +194,27 @@ class PathTranslator:
         except KeyError:
             pass
         data = None
-        if self.source.has_frame(mfn):
+        if mfn >= 0 and self.source.has_frame(mfn):
             data = self.source.read_frame(mfn)
             if data is not None:
                 self.pages_read += 1
         self._pages[mfn] = data
         return data
+
+
+class PathTranslator(FramePages):
+    """Single translations through the page tables under ``root_mfn`` of
+    ``source``.  Pages are read as bytes, once each (:class:`FramePages`);
+    :meth:`page` is open to callers that read a data page through the same
+    cache (a list page)."""
+
+    def __init__(self, source, root_mfn: int, mode: PagingMode):
+        check_root_mfn(root_mfn)
+        super().__init__(source)
+        self.root_mfn = root_mfn
+        self.mode = mode
+        if self.page(root_mfn) is None:
+            raise root_not_in_image(source, root_mfn)
 
     def entry(self, table_mfn: int, index: int) -> int | None:
         """Entry ``index`` of table page ``table_mfn``, None when the page is not in the image."""
