@@ -21,10 +21,8 @@ import numpy as np
 from . import findings as F
 from .arrays import unique
 from .layout import PAGE_SIZE
-from .paging import PTES_PER_PAGE, level_shift
+from .paging import level_span, mode_for
 from .table import VALID, P2MTable
-
-PMD_SHIFT = level_shift(2)
 
 EXAMPLES = 5
 
@@ -67,9 +65,9 @@ def last_pmd_bug_hint(lacking, table: P2MTable, list_info: dict | None) -> str:
     pages = list_info.get("list_pages") or 0
     if vaddr is None or not pages:
         return ""
-    pmd_index = (vaddr >> PMD_SHIFT) & (PTES_PER_PAGE - 1)
+    pmd_index = mode_for(table.layout.word_size).index(vaddr, 2)
     last_page = vaddr + (pages - 1) * PAGE_SIZE
-    pmd_start = last_page & ~((1 << PMD_SHIFT) - 1)
+    pmd_start = last_page & ~(level_span(2) - 1)
     first_pfn = max(0, (pmd_start - vaddr) // PAGE_SIZE) * table.layout.per_page
     if pmd_index == 0 or int(lacking[0]) < first_pfn:
         return ""
