@@ -52,7 +52,7 @@ from .layout import PAGE_SHIFT, PAGE_SIZE, layout_for
 from .listwalk import MAX_LIST_PFNS, walk_list
 from .paging import HYPERVISOR_HOLE, PDPTE_RESERVED, mode_for, unfold_cr3
 from .pagetable import PTE_DTYPE, PageTableWalker, pte_frames, pte_present
-from .scan import MIN_QUALITY, _Pages, has_frames, sample_quality
+from .scan import MIN_QUALITY, PageCache, has_frames, sample_quality
 from .schemas.xen_core import ARCH_FIELDS, ARCH_SHARED_INFO_OFFSET
 
 #: shared_info-like pages kept by the bulk pass, per word size
@@ -257,7 +257,7 @@ def root_evidence(words: np.ndarray | None, mode, vaddr: int, source) -> tuple[b
 # -- step 3: the trial walk -----------------------------------------------------------
 
 def trial_list(source, word_size: int, p2m_cr3: int, p2m_vaddr: int, max_pfn: int,
-               pages: _Pages | None = None) -> dict:
+               pages: PageCache | None = None) -> dict:
     """Light check of the list named by (p2m_cr3, p2m_vaddr, max_pfn): the top
     table, then a sample of list pages through the page tables.  Returns the
     evidence, with ``confirmed`` and ``score`` (0..100)."""
@@ -288,7 +288,7 @@ def trial_list(source, word_size: int, p2m_cr3: int, p2m_vaddr: int, max_pfn: in
     ev["mapped"] = len(mfn_of) / len(sample)
     if ev["mapped"] < MIN_MAPPED:
         return ev
-    pages = pages or _Pages(source)
+    pages = pages or PageCache(source)
     uses = {}
     for mfn in mfn_of.values():
         uses[mfn] = uses.get(mfn, 0) + 1
@@ -393,7 +393,7 @@ def find_lists(source, filters: list[SharedInfoFilter], *, max_trials: int = MAX
         hint = _container_candidate(source, ws, flt.limit)
         if hint is not None and not any(_same_list(hint, c) for c in cands):
             cands.insert(0, hint)
-        pages = _Pages(source)
+        pages = PageCache(source)
         ranked = []
         for c in cands:
             root = unfold_cr3(c["p2m_cr3"], ws)

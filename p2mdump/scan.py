@@ -329,7 +329,11 @@ def _blocks(source, extents, progress: Progress | None, stats: ScanStats):
 
 # -- stage 3: trial walks ----------------------------------------------------------
 
-class _Pages:
+class PageCache:
+    """Frames read by the trial walks, kept (up to ``max_pages``) so that a
+    page several candidates share is read once; None for MFN 0 and frames
+    the image does not hold."""
+
     def __init__(self, source, max_pages: int = 1 << 16):
         self.source = source
         self.pages: dict[int, bytes | None] = {}
@@ -395,13 +399,13 @@ def has_frames(source, mfns: np.ndarray) -> np.ndarray:
     return ok[inv.reshape(-1)]
 
 
-def trial_walk(source, top_mfn: int, word_size: int, pages: _Pages | None = None) -> dict:
+def trial_walk(source, top_mfn: int, word_size: int, pages: PageCache | None = None) -> dict:
     """Light check of the tree at ``top_mfn``: reads its top and mid pages and
     a sample of its leaves.  Returns the evidence, with ``confirmed`` and
     ``score`` (0..100)."""
     L = layout_for(word_size)
     fpp = L.per_page
-    pages = pages or _Pages(source)
+    pages = pages or PageCache(source)
     ev = {"top_ptr": 0.0, "mid_ptr": 0.0, "leaf_quality": 0.0, "placeholders": 0.0,
           "confirmed": False, "score": 0.0}
     top = pages.get(top_mfn) if top_mfn >= 0 else None
@@ -479,7 +483,7 @@ def _find_trees(source, states, *, max_trials: int, max_results: int, stats: Sca
     (top MFN, word size) named elsewhere), trial walks, full walks."""
     from .walker import walk
 
-    pages = _Pages(source)
+    pages = PageCache(source)
     found: list[ScanCandidate] = []
     tried = set()
     trials: list[tuple[int, int, float]] = []
