@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import findings as F
+from .crosscheck import format_runs, pfn_runs
 from .table import MISSING, P2MTable, classify
 
 TREE_LIST_MISMATCH = "tree-list-mismatch"
@@ -50,11 +51,8 @@ class _Runs:
         """Add ascending ``pfns``, all past the ones added before."""
         if not len(pfns):
             return
-        p = pfns.astype(np.int64)
-        cut = np.flatnonzero(np.diff(p) != 1) + 1
-        firsts = p[np.concatenate([[0], cut])]
-        lasts = p[np.concatenate([cut - 1, [len(p) - 1]])]
-        self.count += len(p)
+        firsts, lasts = pfn_runs(pfns)
+        self.count += len(pfns)
         if self.n_runs and int(firsts[0]) == self.last + 1:
             # the first run goes on from the last one of the previous chunk
             if len(self.runs) == self.n_runs:
@@ -63,13 +61,10 @@ class _Runs:
         self.n_runs += len(firsts)
         room = RANGE_EXAMPLES - len(self.runs)
         self.runs += [[lo, hi] for lo, hi in zip(firsts[:room].tolist(), lasts[:room].tolist())]
-        self.last = int(p[-1])
+        self.last = int(pfns[-1])
 
     def text(self) -> str:
-        shown = ", ".join(f"{a:#x}" if a == b else f"{a:#x}-{b:#x}"
-                          for a, b in self.runs[:RANGES_SHOWN])
-        more = self.n_runs - min(len(self.runs), RANGES_SHOWN)
-        return shown + (f" and {more} more range(s)" if more > 0 else "")
+        return format_runs(self.runs, self.n_runs, RANGES_SHOWN)
 
 
 def compare_tables(a: P2MTable, b: P2MTable, names: tuple = ("tree", "list"),

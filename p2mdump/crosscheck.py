@@ -21,28 +21,33 @@ import numpy as np
 from . import findings as F
 from .arrays import unique
 from .layout import PAGE_SIZE
-from .paging import PTES_PER_PAGE, level_shift
+from .paging import level_span, mode_for
 from .table import VALID, P2MTable
-
-PMD_SHIFT = level_shift(2)
 
 EXAMPLES = 5
 
 
+def pfn_runs(pfns) -> tuple[np.ndarray, np.ndarray]:
+    """(first pfns, last pfns) of the runs of consecutive pfns in sorted ``pfns``."""
+    p = np.asarray(pfns).astype(np.int64)
+    if not len(p):
+        return p, p
+    cut = np.flatnonzero(np.diff(p) != 1) + 1
+    return p[np.concatenate([[0], cut])], p[np.concatenate([cut - 1, [len(p) - 1]])]
+
+
+def format_runs(runs, n_runs: int, limit: int = EXAMPLES) -> str:
+    """'0x10-0x1f, 0x40 and 3 more range(s)': the first ``limit`` of ``runs``
+    ((first, last) pairs) of the ``n_runs`` there are."""
+    parts = [f"{lo:#x}" if lo == hi else f"{lo:#x}-{hi:#x}" for lo, hi in list(runs)[:limit]]
+    more = n_runs - limit
+    return ", ".join(parts) + (f" and {more} more range(s)" if more > 0 else "")
+
+
 def pfn_ranges(pfns, limit: int = EXAMPLES) -> str:
     """'0x10-0x1f, 0x40' for the first ``limit`` runs of sorted pfns."""
-    if not len(pfns):
-        return ""
-    brk = np.ones(len(pfns), dtype=bool)
-    brk[1:] = np.diff(pfns.astype(np.int64)) != 1
-    starts = np.flatnonzero(brk)
-    ends = np.append(starts[1:], len(pfns)) - 1
-    parts = []
-    for a, b in zip(starts[:limit].tolist(), ends[:limit].tolist()):
-        lo, hi = int(pfns[a]), int(pfns[b])
-        parts.append(f"{lo:#x}" if lo == hi else f"{lo:#x}-{hi:#x}")
-    more = len(starts) - limit
-    return ", ".join(parts) + (f" and {more} more range(s)" if more > 0 else "")
+    firsts, lasts = pfn_runs(pfns)
+    return format_runs(zip(firsts[:limit].tolist(), lasts[:limit].tolist()), len(firsts), limit)
 
 
 def last_pmd_bug_hint(lacking, table: P2MTable, list_info: dict | None) -> str:
@@ -60,9 +65,9 @@ def last_pmd_bug_hint(lacking, table: P2MTable, list_info: dict | None) -> str:
     pages = list_info.get("list_pages") or 0
     if vaddr is None or not pages:
         return ""
-    pmd_index = (vaddr >> PMD_SHIFT) & (PTES_PER_PAGE - 1)
+    pmd_index = mode_for(table.layout.word_size).index(vaddr, 2)
     last_page = vaddr + (pages - 1) * PAGE_SIZE
-    pmd_start = last_page & ~((1 << PMD_SHIFT) - 1)
+    pmd_start = last_page & ~(level_span(2) - 1)
     first_pfn = max(0, (pmd_start - vaddr) // PAGE_SIZE) * table.layout.per_page
     if pmd_index == 0 or int(lacking[0]) < first_pfn:
         return ""

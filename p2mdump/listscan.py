@@ -52,7 +52,7 @@ from .layout import PAGE_SHIFT, PAGE_SIZE, layout_for
 from .listwalk import MAX_LIST_PFNS, walk_list
 from .paging import HYPERVISOR_HOLE, PDPTE_RESERVED, mode_for, unfold_cr3
 from .pagetable import PTE_DTYPE, PageTableWalker, pte_frames, pte_present
-from .scan import has_frames, leaf_quality
+from .scan import MIN_QUALITY, PageCache, has_frames, sample_quality
 from .schemas.xen_core import ARCH_FIELDS, ARCH_SHARED_INFO_OFFSET
 
 #: shared_info-like pages kept by the bulk pass, per word size
@@ -70,9 +70,9 @@ MAX_GENERATION = 1 << 31
 #: pfns of a 64-bit guest: 128 GiB of guest memory)
 FULL_WALK_BYTES = 256 << 20
 #: a trial confirms a list when this share of the sampled pages is mapped
+#: (and the sampled entries decode as well as a tree's leaves must,
+#: :data:`p2mdump.scan.MIN_QUALITY`)
 MIN_MAPPED = 0.75
-#: ... and the sampled entries decode this well
-MIN_QUALITY = 0.8
 #: ... and the top table's present entries name frames of the image this often
 MIN_ROOT = 0.9
 
@@ -203,10 +203,14 @@ class SharedInfoFilter:
         h = np.concatenate(self.hits)
         # one candidate per distinct (max_pfn, fll, cr3, vaddr, generation)
         key = h[:, [1, 2, 4, 5, 6]]
-        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        _, first, inverse, counts = np.unique(key, axis=0, return_index=True,
+                                              return_inverse=True, return_counts=True)
+        # rows grouped by candidate, each group in image order
+        grouped = np.argsort(inverse.reshape(-1), kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         out = []
         for g in np.argsort(first, kind="stable").tolist():
-            rows = np.flatnonzero(inverse.reshape(-1) == g)
+            rows = grouped[starts[g]:starts[g] + counts[g]]
             r = h[rows[0]]
             d = {name: int(r[1 + i]) for i, name in enumerate(ARCH_FIELDS)}
             d["shared_info_mfn"] = int(r[0])
@@ -253,7 +257,7 @@ def root_evidence(words: np.ndarray | None, mode, vaddr: int, source) -> tuple[b
 # -- step 3: the trial walk -----------------------------------------------------------
 
 def trial_list(source, word_size: int, p2m_cr3: int, p2m_vaddr: int, max_pfn: int,
-               pages: dict | None = None) -> dict:
+               pages: PageCache | None = None) -> dict:
     """Light check of the list named by (p2m_cr3, p2m_vaddr, max_pfn): the top
     table, then a sample of list pages through the page tables.  Returns the
     evidence, with ``confirmed`` and ``score`` (0..100)."""
@@ -284,40 +288,19 @@ def trial_list(source, word_size: int, p2m_cr3: int, p2m_vaddr: int, max_pfn: in
     ev["mapped"] = len(mfn_of) / len(sample)
     if ev["mapped"] < MIN_MAPPED:
         return ev
-    pages = {} if pages is None else pages
-
-    def words_of(mfn):
-        if mfn not in pages:
-            pages[mfn] = source.read_frame(mfn)
-        data = pages[mfn]
-        return None if data is None else np.frombuffer(data, dtype=L.numpy_dtype)
-
+    pages = pages or PageCache(source)
     uses = {}
     for mfn in mfn_of.values():
         uses[mfn] = uses.get(mfn, 0) + 1
     # frames backing several sampled pages: p2m_missing / p2m_identity, all INVALID
-    shared = [m for m, n in uses.items() if n > 1]
     ph_ok = []
-    for m in shared:
-        w = words_of(m)
+    for m in (m for m, n in uses.items() if n > 1):
+        data = pages.get(m)
+        w = None if data is None else np.frombuffer(data, dtype=L.numpy_dtype)
         ph_ok.append(w is not None and bool(np.all(w == w.dtype.type(L.invalid))))
     ev["placeholders"] = float(np.mean(ph_ok)) if ph_ok else 1.0
-    quality, valid = [], []
-    for i, mfn in mfn_of.items():
-        if uses[mfn] > 1:
-            continue
-        w = words_of(mfn)
-        if w is None:
-            quality.append(0.0)
-            continue
-        q, n = leaf_quality(w, i * fpp, L)
-        quality.append(q)
-        ev["entries"] += n
-        valid.append(w[(w.astype(np.uint64) & np.uint64(L.flag_mask)) == 0])
-    allv = np.concatenate(valid) if valid else np.zeros(0, dtype=np.uint64)
-    allv = allv[allv != allv.dtype.type(L.invalid)] if len(allv) else allv
-    ev["distinct"] = float(len(np.unique(allv)) / len(allv)) if len(allv) else 1.0
-    ev["leaf_quality"] = float(np.mean(quality)) * ev["distinct"] if quality else 0.0
+    ev["leaf_quality"], ev["entries"], ev["distinct"] = sample_quality(
+        ((pages.get(mfn), i * fpp) for i, mfn in mfn_of.items() if uses[mfn] == 1), L)
     ev["score"] = round(100 * (0.15 * ev["root_ptr"] + 0.25 * ev["mapped"]
                                + 0.5 * ev["leaf_quality"] + 0.1 * ev["placeholders"]), 2)
     ev["confirmed"] = bool(ev["entries"] > 0 and ev["leaf_quality"] >= MIN_QUALITY)
@@ -410,16 +393,16 @@ def find_lists(source, filters: list[SharedInfoFilter], *, max_trials: int = MAX
         hint = _container_candidate(source, ws, flt.limit)
         if hint is not None and not any(_same_list(hint, c) for c in cands):
             cands.insert(0, hint)
+        pages = PageCache(source)
         ranked = []
         for c in cands:
             root = unfold_cr3(c["p2m_cr3"], ws)
-            data = source.read_frame(root) if source.has_frame(root) else None
+            data = pages.get(root)
             words = None if data is None else np.frombuffer(data, dtype=PTE_DTYPE)
             plausible, share = root_evidence(words, mode, c["p2m_vaddr"], source)
             if plausible:      # the container's own shared_info first, then the best tops
                 ranked.append((c["shared_info_mfn"] is not None, -share, _priority(c, ws), c))
         ranked.sort(key=lambda r: r[:3])
-        pages: dict = {}
         for *_, c in ranked[:max_trials]:
             if stats is not None:
                 stats.list_trials += 1

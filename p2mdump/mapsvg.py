@@ -303,14 +303,16 @@ def _tree_strip(tree, placeholders=None) -> _Strip:
     mid_ph, leaf_ph = tree.placeholders() if placeholders is None else placeholders
     ph = set(leaf_ph) | ({mid_ph} if mid_ph is not None else set())
 
+    ph_mfns = np.array(sorted(ph), dtype=np.uint64)
+
     def own(mfns):
-        return np.array([m for m in mfns.tolist() if m not in ph], dtype=np.uint64)
+        mfns = np.asarray(mfns, dtype=np.uint64)
+        return mfns[~np.isin(mfns, ph_mfns)]
 
     rows = [("top", levels["top"], TREE_COLOURS["top"], "top page"),
             ("mid", own(levels["mid"]), TREE_COLOURS["mid"], "mid pages"),
             ("leaf", own(levels["leaf"]), TREE_COLOURS["leaf"], "leaf pages"),
-            ("placeholder", np.array(sorted(ph), dtype=np.uint64),
-             TREE_COLOURS["placeholder"], "placeholder pages")]
+            ("placeholder", ph_mfns, TREE_COLOURS["placeholder"], "placeholder pages")]
     return _Strip("tree", "tree pages in machine memory",
                   f"{len(levels['mid'])} mid, {len(levels['leaf'])} leaf pages", rows,
                   [(int(tree.top_mfn), "top")] + [(m, "placeholder") for m in sorted(ph)])

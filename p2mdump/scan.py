@@ -63,6 +63,8 @@ MAX_RESULTS = 8
 MAX_SHARED_LEAVES = 8
 #: a candidate must reach this top-likeness to get a trial walk
 MIN_TOPLIKE = 0.6
+#: a trial confirms a candidate when its sampled leaves decode this well
+MIN_QUALITY = 0.8
 
 #: frames below the machine address limit: all a pointer can name
 MACHINE_FRAMES = MACHINE_ADDRESS_LIMIT // PAGE_SIZE
@@ -327,7 +329,11 @@ def _blocks(source, extents, progress: Progress | None, stats: ScanStats):
 
 # -- stage 3: trial walks ----------------------------------------------------------
 
-class _Pages:
+class PageCache:
+    """Frames read by the trial walks, kept (up to ``max_pages``) so that a
+    page several candidates share is read once; None for MFN 0 and frames
+    the image does not hold."""
+
     def __init__(self, source, max_pages: int = 1 << 16):
         self.source = source
         self.pages: dict[int, bytes | None] = {}
@@ -359,6 +365,28 @@ def leaf_quality(words: np.ndarray, first_pfn: int, L) -> tuple[float, int]:
     return good / len(w), int((~inv).sum())
 
 
+def sample_quality(leaves, L) -> tuple[float, int, float]:
+    """(quality, entries, distinct) of a sample of leaf pages, ``leaves``
+    giving (page bytes or None, first pfn) each: the mean
+    :func:`leaf_quality` (an unreadable page counts 0) times the share of
+    distinct MFNs among the valid entries (a guest's own frames are
+    distinct across pages too), the entries that are not INVALID, and that
+    share."""
+    q, entries, valid = [], 0, []
+    for data, first_pfn in leaves:
+        if data is None:
+            q.append(0.0)
+            continue
+        w = np.frombuffer(data, dtype=L.numpy_dtype)
+        quality, n = leaf_quality(w, first_pfn, L)
+        q.append(quality)
+        entries += n
+        valid.append(w[(w.astype(np.uint64) & np.uint64(L.flag_mask)) == 0])
+    allv = np.concatenate(valid) if valid else np.zeros(0)
+    distinct = float(len(np.unique(allv)) / len(allv)) if len(allv) else 1.0
+    return (float(np.mean(q)) * distinct if q else 0.0), entries, distinct
+
+
 def has_frames(source, mfns: np.ndarray) -> np.ndarray:
     """Per element: a frame of the image other than MFN 0."""
     from .sources.raw import RawImage
@@ -371,13 +399,13 @@ def has_frames(source, mfns: np.ndarray) -> np.ndarray:
     return ok[inv.reshape(-1)]
 
 
-def trial_walk(source, top_mfn: int, word_size: int, pages: _Pages | None = None) -> dict:
+def trial_walk(source, top_mfn: int, word_size: int, pages: PageCache | None = None) -> dict:
     """Light check of the tree at ``top_mfn``: reads its top and mid pages and
     a sample of its leaves.  Returns the evidence, with ``confirmed`` and
     ``score`` (0..100)."""
     L = layout_for(word_size)
     fpp = L.per_page
-    pages = pages or _Pages(source)
+    pages = pages or PageCache(source)
     ev = {"top_ptr": 0.0, "mid_ptr": 0.0, "leaf_quality": 0.0, "placeholders": 0.0,
           "confirmed": False, "score": 0.0}
     top = pages.get(top_mfn) if top_mfn >= 0 else None
@@ -435,24 +463,11 @@ def trial_walk(source, top_mfn: int, word_size: int, pages: _Pages | None = None
     if not len(real):
         return ev
     pick = np.unique(np.linspace(0, len(real) - 1, min(TRIAL_LEAVES, len(real))).astype(np.int64))
-    q, mapped, valid = [], 0, []
-    for i in real[pick].tolist():
-        data = pages.get(int(leaf[i]))
-        if data is None:
-            q.append(0.0)
-            continue
-        lw = np.frombuffer(data, dtype=L.numpy_dtype)
-        quality, n = leaf_quality(lw, int(rows[i]) * fpp, L)
-        q.append(quality)
-        mapped += n
-        valid.append(lw[(lw.astype(np.uint64) & np.uint64(L.flag_mask)) == 0])
-    # a guest's own frames are distinct across leaves too
-    allv = np.concatenate(valid) if valid else np.zeros(0)
-    ev["distinct"] = float(len(np.unique(allv)) / len(allv)) if len(allv) else 1.0
-    ev["leaf_quality"] = float(np.mean(q)) * ev["distinct"]
+    ev["leaf_quality"], mapped, ev["distinct"] = sample_quality(
+        ((pages.get(int(leaf[i])), int(rows[i]) * fpp) for i in real[pick].tolist()), L)
     ev["score"] = round(100 * (0.2 * ev["top_ptr"] + 0.2 * ev["mid_ptr"]
                                + 0.5 * ev["leaf_quality"] + 0.1 * ev["placeholders"]), 2)
-    ev["confirmed"] = bool(mapped > 0 and ev["leaf_quality"] >= 0.8)
+    ev["confirmed"] = bool(mapped > 0 and ev["leaf_quality"] >= MIN_QUALITY)
     return ev
 
 
@@ -468,7 +483,7 @@ def _find_trees(source, states, *, max_trials: int, max_results: int, stats: Sca
     (top MFN, word size) named elsewhere), trial walks, full walks."""
     from .walker import walk
 
-    pages = _Pages(source)
+    pages = PageCache(source)
     found: list[ScanCandidate] = []
     tried = set()
     trials: list[tuple[int, int, float]] = []

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import findings as F
+from .crosscheck import pfn_runs
 from .errors import P2MDumpError
 from .layout import LEVEL_LEAF, LEVEL_TOP
 from .table import FOREIGN, IDENTITY, MISSING, VALID, classify
@@ -167,12 +168,8 @@ def _other_walk(source, also, first: WalkResult, progress):
 
 def _ranges(pfns: np.ndarray, limit: int = EXAMPLES) -> list:
     """First ``limit`` ranges [first, last] of consecutive pfns."""
-    if not len(pfns):
-        return []
-    brk = np.flatnonzero(np.diff(pfns) != 1)
-    starts = np.concatenate([[0], brk + 1])[:limit]
-    ends = np.concatenate([brk, [len(pfns) - 1]])[:limit]
-    return [[int(pfns[a]), int(pfns[b])] for a, b in zip(starts, ends)]
+    firsts, lasts = pfn_runs(pfns)
+    return [[a, b] for a, b in zip(firsts[:limit].tolist(), lasts[:limit].tolist())]
 
 
 def _table_checks(res: WalkResult) -> list:
