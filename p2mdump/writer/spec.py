@@ -35,8 +35,6 @@ INT_FIELDS = ("word_size", "max_pfn", "mfn_base", "scatter_span", "seed", "p2m_v
               "p2m_generation", "mfn_offset")
 BOOL_FIELDS = ("shuffle_leaves", "data", "allow_odd_generation", "other_mappings")
 
-Range = tuple
-
 
 @dataclass
 class GuestSpec:
