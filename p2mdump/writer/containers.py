@@ -90,16 +90,16 @@ def tree_pages_as_guest_pages(tree: BuiltTree) -> tuple[BuiltTree, np.ndarray]:
 
 def _frames_for(pfns: np.ndarray, mfns: np.ndarray, tree_by_mfn: dict, data: bool):
     """(k, 4096) uint8 content of the frames (pfn, mfn), or None if all zero."""
-    k = len(mfns)
-    frames = None
-    if data:
-        frames = stamped_frames(pfns, mfns)
-    for i, m in enumerate(mfns.tolist() if tree_by_mfn else ()):
-        words = tree_by_mfn.get(int(m))
-        if words is not None:
-            if frames is None:
-                frames = np.zeros((k, PAGE_SIZE), dtype=np.uint8)
-            frames[i] = np.frombuffer(np.ascontiguousarray(words).tobytes(), dtype=np.uint8)
+    frames = stamped_frames(pfns, mfns) if data else None
+    if not tree_by_mfn:
+        return frames
+    pages = np.fromiter(tree_by_mfn, dtype=np.uint64, count=len(tree_by_mfn))
+    hits = np.flatnonzero(np.isin(np.asarray(mfns, dtype=np.uint64), pages))
+    if len(hits) and frames is None:
+        frames = np.zeros((len(mfns), PAGE_SIZE), dtype=np.uint8)
+    for i in hits.tolist():
+        words = tree_by_mfn[int(mfns[i])]
+        frames[i] = np.frombuffer(np.ascontiguousarray(words).tobytes(), dtype=np.uint8)
     return frames
 
 
