@@ -138,7 +138,8 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
     """
     from ..atomic import check_outputs, output_transaction
     from ..sidecar import sidecar_path
-    from ..writer import GuestSpec, e820_example, generate as do_generate
+    from ..writer import GuestSpec, e820_example
+    from ..writer.containers import generate_container
 
     check_outputs({"OUT": out, "the sidecar": sidecar_path(out), "--truth": truth},
                   inputs=(spec_file,))
@@ -193,12 +194,8 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
         raise CLIError("--base applies to the raw container only", 2)
     # the image, its sidecar and the truth: all of them or none
     with output_transaction():
-        if container == "raw":
-            built = do_generate(spec, out, truth=truth, base=base)
-        else:
-            from ..writer.containers import generate_container
-
-            built = generate_container(spec, out, container=container, truth=truth, **options)
+        built = generate_container(spec, out, container=container, truth=truth, base=base,
+                                   **options)
     if not quiet:
         _report(out, spec, built, container)
 

@@ -10,7 +10,8 @@ with the tree over it (:func:`build_list`).  Guests generated at disjoint
 from .spec import GuestSpec, e820_example
 from .tree import BuiltTree, build_tree
 from .listguest import ListGuest, build_list
-from .image import generate, write_raw_image
+from .image import write_raw_image
+from .containers import generate
 from .hostimage import merge_raw_images
 
 __all__ = ["GuestSpec", "e820_example", "BuiltTree", "build_tree", "ListGuest", "build_list",

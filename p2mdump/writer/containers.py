@@ -37,7 +37,7 @@ from ..layout import PAGE_SIZE
 from ..schemas import elf as E
 from ..schemas import xen_core as X
 from ..sidecar import sidecar_path
-from .image import sidecar, stamped_frames, write_json, write_raw_image, write_truth
+from .image import runs, sidecar, stamped_frames, write_json, write_raw_image, write_truth
 from .tree import BuiltTree, build_tree
 
 CONTAINERS = ("raw", "xc-core", "elf")
@@ -90,16 +90,16 @@ def tree_pages_as_guest_pages(tree: BuiltTree) -> tuple[BuiltTree, np.ndarray]:
 
 def _frames_for(pfns: np.ndarray, mfns: np.ndarray, tree_by_mfn: dict, data: bool):
     """(k, 4096) uint8 content of the frames (pfn, mfn), or None if all zero."""
-    k = len(mfns)
-    frames = None
-    if data:
-        frames = stamped_frames(pfns, mfns)
-    for i, m in enumerate(mfns.tolist() if tree_by_mfn else ()):
-        words = tree_by_mfn.get(int(m))
-        if words is not None:
-            if frames is None:
-                frames = np.zeros((k, PAGE_SIZE), dtype=np.uint8)
-            frames[i] = np.frombuffer(np.ascontiguousarray(words).tobytes(), dtype=np.uint8)
+    frames = stamped_frames(pfns, mfns) if data else None
+    if not tree_by_mfn:
+        return frames
+    pages = np.fromiter(tree_by_mfn, dtype=np.uint64, count=len(tree_by_mfn))
+    hits = np.flatnonzero(np.isin(np.asarray(mfns, dtype=np.uint64), pages))
+    if len(hits) and frames is None:
+        frames = np.zeros((len(mfns), PAGE_SIZE), dtype=np.uint8)
+    for i in hits.tolist():
+        words = tree_by_mfn[int(mfns[i])]
+        frames[i] = np.frombuffer(np.ascontiguousarray(words).tobytes(), dtype=np.uint8)
     return frames
 
 
@@ -293,15 +293,12 @@ def write_elf_frames(path, mfns: np.ndarray, frames_of) -> dict:
     """Write machine frames ``mfns`` (sorted, distinct) as an ELF core, one
     PT_LOAD per run of consecutive MFNs; ``frames_of(mfns)`` gives the content
     of a batch ((k, 4096) uint8, or None when all zero)."""
-    brk = np.ones(len(mfns), dtype=bool)
-    brk[1:] = np.diff(mfns.astype(np.int64)) != 1
-    starts = np.flatnonzero(brk).tolist()
-    runs = list(zip(starts, starts[1:] + [len(mfns)]))
+    mfn_runs = runs(mfns)
     segments = [(int(mfns[a]) * PAGE_SIZE, (b - a) * PAGE_SIZE, (b - a) * PAGE_SIZE)
-                for a, b in runs]
+                for a, b in mfn_runs]
 
     def fill(fd, i, offset, paddr, filesz):
-        a, b = runs[i]
+        a, b = mfn_runs[i]
         for c in range(a, b, BATCH):
             frames = frames_of(mfns[c:min(c + BATCH, b)])
             if frames is not None:
@@ -357,6 +354,23 @@ def write_elf_core(tree: BuiltTree, path) -> dict:
 
 # -- generate ---------------------------------------------------------------------------
 
+def check_container(container: str, base: int) -> None:
+    """Refuse an unknown container, and a --base for anything but a raw image."""
+    if container not in CONTAINERS:
+        raise SpecError(f"container must be one of {', '.join(CONTAINERS)}")
+    if base and container != "raw":
+        raise SpecError("--base applies to raw images only")
+
+
+def generate(spec, out, *, truth=None, sidecar_file=None, base: int = 0):
+    """Build ``spec`` (any representation), write the raw image ``out``, its
+    sidecar (default ``out + '.json'``) and, when asked, the truth table in
+    the raw format.  Returns the :class:`BuiltTree` or
+    :class:`~.listguest.ListGuest`."""
+    return generate_container(spec, out, container="raw", truth=truth,
+                              sidecar_file=sidecar_file, base=base)
+
+
 def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar_file=None,
                        base: int = 0, **options) -> BuiltTree:
     """Build ``spec`` and write it as ``container`` (raw, xc-core or elf), with
@@ -369,10 +383,7 @@ def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar
 
         return generate_list_container(spec, out, container=container, truth=truth,
                                        sidecar_file=sidecar_file, base=base, **options)
-    if container not in CONTAINERS:
-        raise SpecError(f"container must be one of {', '.join(CONTAINERS)}")
-    if base and container != "raw":
-        raise SpecError("--base applies to raw images only")
+    check_container(container, base)
     tree = build_tree(spec)
     extra = {}
     if container == "raw":

@@ -17,6 +17,7 @@ import numpy as np
 from ..atomic import atomic_output, pwrite_all
 from ..errors import SpecError
 from ..layout import PAGE_SIZE
+from .image import runs
 
 #: frames read per step (8 MiB)
 STEP_FRAMES = 2048
@@ -81,10 +82,9 @@ def merge_raw_images(out, images) -> dict:
                             raise SpecError(f"{path}: machine frame {int(hit[0]):#x} already "
                                             "holds another guest's data (give the guests "
                                             "disjoint mfn_offset values)")
-                    brk = np.flatnonzero(np.diff(rows) != 1) + 1
-                    for run in np.split(rows, brk):
-                        pwrite_all(fd_out, frames[run[0]:run[-1] + 1],
-                                   (f + int(run[0])) * PAGE_SIZE)
+                    for a, b in runs(rows):
+                        r = int(rows[a])
+                        pwrite_all(fd_out, frames[r:r + (b - a)], (f + r) * PAGE_SIZE)
                     mine.append(mfns)
                 size = max(size, in_size)
             finally:

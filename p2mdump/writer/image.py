@@ -1,4 +1,5 @@
-"""Write a built tree as a raw machine-memory image, plus sidecar and truth."""
+"""Write a built tree as a raw machine-memory image, plus sidecar and truth
+(:func:`.containers.generate` writes all three)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +10,9 @@ import numpy as np
 from ..atomic import atomic_output, pwrite_all
 from ..errors import SpecError
 from ..layout import PAGE_SIZE
-from ..sidecar import SIDECAR_FORMAT, sidecar_path
+from ..sidecar import SIDECAR_FORMAT
 from ..schemas.stamp import STAMP_HEADER_SIZE, STAMP_MAGIC
-from .spec import GuestSpec
-from .tree import BuiltTree, build_tree
+from .tree import BuiltTree
 
 #: refuse to stamp more data frames than this (a 4 GiB guest)
 MAX_DATA_FRAMES = 1 << 20
@@ -40,16 +40,11 @@ def write_frames(fd: int, tree: BuiltTree, base: int = 0) -> int:
     for mfn, words in tree.page_list():
         pwrite_all(fd, np.ascontiguousarray(words, dtype=L.numpy_dtype), base + mfn * PAGE_SIZE)
     leaf2d = tree.leaf_table.reshape(-1, fpp)
-    rows, mfns = tree.leaf_rows, tree.leaf_mfns.astype(np.int64)
-    if len(rows):
-        order = np.argsort(mfns, kind="stable")
-        rows, mfns = rows[order], mfns[order]
-        brk = np.ones(len(rows), dtype=bool)
-        brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns) != 1)
-        starts = np.flatnonzero(brk).tolist()
-        for a, b in zip(starts, starts[1:] + [len(rows)]):
-            r = int(rows[a])
-            pwrite_all(fd, leaf2d[r:r + (b - a)], base + int(mfns[a]) * PAGE_SIZE)
+    order = np.argsort(tree.leaf_mfns, kind="stable")
+    rows, mfns = tree.leaf_rows[order], tree.leaf_mfns[order]
+    for a, b in runs(mfns, rows):
+        r = int(rows[a])
+        pwrite_all(fd, leaf2d[r:r + (b - a)], base + int(mfns[a]) * PAGE_SIZE)
     if tree.spec.data and len(tree.data_pfns):
         check_data_frames(len(tree.data_pfns))
         step = 4096
@@ -64,15 +59,23 @@ def check_data_frames(count: int) -> None:
                         f"at most {MAX_DATA_FRAMES} are allowed")
 
 
+def runs(*arrays) -> list:
+    """[(a, b)] index ranges over which every one of ``arrays`` (same length)
+    steps by one: runs of consecutive frame numbers, one write each."""
+    n = len(arrays[0])
+    brk = np.zeros(n, dtype=bool)
+    brk[:1] = True
+    for values in arrays:
+        brk[1:] |= np.diff(np.asarray(values).astype(np.int64)) != 1
+    starts = np.flatnonzero(brk).tolist()
+    return list(zip(starts, starts[1:] + [n]))
+
+
 def write_runs(fd, frames, mfns: np.ndarray, base: int = 0) -> None:
     """Write frame i of ``frames`` at machine frame ``mfns[i]``, one write per
     run of consecutive MFNs."""
-    mfl = np.asarray(mfns).astype(np.int64)
-    brk = np.ones(len(mfl), dtype=bool)
-    brk[1:] = np.diff(mfl) != 1
-    st = np.flatnonzero(brk).tolist()
-    for a, b in zip(st, st[1:] + [len(mfl)]):
-        pwrite_all(fd, frames[a:b], base + int(mfl[a]) * PAGE_SIZE)
+    for a, b in runs(mfns):
+        pwrite_all(fd, frames[a:b], base + int(mfns[a]) * PAGE_SIZE)
 
 
 def write_stamped(fd, pfns: np.ndarray, mfns: np.ndarray, base: int = 0) -> None:
@@ -86,25 +89,32 @@ def write_raw_image(tree: BuiltTree, path, base: int = 0) -> int:
         return write_frames(fh.fileno(), tree, base)
 
 
+def sidecar_fields(spec, *, container: str, base: int, frames: int, top_mfn,
+                   truth_counts: dict) -> dict:
+    """The fields every sidecar has, tree or list guest."""
+    return {
+        "format": SIDECAR_FORMAT,
+        "container": container,
+        "word_size": spec.word_size,
+        "page_size": PAGE_SIZE,
+        "top_mfn": top_mfn,
+        "max_pfn": spec.max_pfn,
+        "base": base,
+        "frames": frames,
+        "truth_counts": truth_counts,
+        "spec": spec.to_dict(),
+    }
+
+
 def sidecar(tree: BuiltTree, container: str = "raw", base: int = 0,
             extra: dict | None = None) -> dict:
     from ..table import P2MTable
 
-    counts = P2MTable(tree.truth, tree.layout).counts()
-    out = {
-        "format": SIDECAR_FORMAT,
-        "container": container,
-        "word_size": tree.layout.word_size,
-        "page_size": PAGE_SIZE,
-        "top_mfn": tree.top_mfn,
-        "max_pfn": tree.max_pfn,
-        "base": base,
-        "frames": tree.frame_count(),
-        "placeholders": dict(tree.placeholders),
-        "tree_pages": tree.tree_pages,
-        "truth_counts": counts,
-        "spec": tree.spec.to_dict(),
-    }
+    out = sidecar_fields(tree.spec, container=container, base=base, frames=tree.frame_count(),
+                         top_mfn=tree.top_mfn,
+                         truth_counts=P2MTable(tree.truth, tree.layout).counts())
+    out["placeholders"] = dict(tree.placeholders)
+    out["tree_pages"] = tree.tree_pages
     if extra:
         out.update(extra)
     return out
@@ -120,18 +130,3 @@ def write_truth(tree: BuiltTree, path) -> None:
     with atomic_output(path, "wb") as fh:
         fh.write(memoryview(np.ascontiguousarray(tree.truth)).cast("B"))
 
-
-def generate(spec: GuestSpec, out, *, truth=None, sidecar_file=None, base: int = 0) -> BuiltTree:
-    """Build ``spec``, write the raw image ``out``, its sidecar (default
-    ``out + '.json'``) and, when asked, the truth table in the raw format.
-    A list or both guest is written by :func:`.listimage.generate_list`."""
-    if spec.representation != "tree":
-        from .listimage import generate_list
-
-        return generate_list(spec, out, truth=truth, sidecar_file=sidecar_file, base=base)
-    tree = build_tree(spec)
-    write_raw_image(tree, out, base)
-    write_json(sidecar_file or sidecar_path(out), sidecar(tree, "raw", base))
-    if truth is not None:
-        write_truth(tree, truth)
-    return tree

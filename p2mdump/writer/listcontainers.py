@@ -34,8 +34,8 @@ from ..layout import PAGE_SIZE
 from ..paging import PTES_PER_PAGE, level_shift
 from ..schemas import xen_core as X
 from ..sidecar import sidecar_path
-from .containers import (BATCH, CONTAINERS, DEFAULT_XEN_VERSION, DataStamps, XcCoreLayout,
-                         _frames_for, write_elf_frames)
+from .containers import (BATCH, DEFAULT_XEN_VERSION, DataStamps, XcCoreLayout, _frames_for,
+                         check_container, write_elf_frames)
 from .image import check_data_frames, write_json
 from .listguest import ListGuest, build_list
 from .listimage import list_sidecar, write_list_raw_image, write_list_truth
@@ -126,10 +126,7 @@ def generate_list_container(spec, out, *, container: str = "raw", truth=None,
                             sidecar_file=None, base: int = 0, **options) -> ListGuest:
     """Build the list guest ``spec`` and write it as ``container`` (raw,
     xc-core or elf), with its sidecar and, when asked, the truth."""
-    if container not in CONTAINERS:
-        raise SpecError(f"container must be one of {', '.join(CONTAINERS)}")
-    if base and container != "raw":
-        raise SpecError("--base applies to raw images only")
+    check_container(container, base)
     if options and container != "xc-core":
         raise SpecError(f"{', '.join(sorted(options))}: xc-core options only")
     guest = build_list(spec)

@@ -46,6 +46,7 @@ from ..layout import PAGE_SHIFT, PAGE_SIZE, Layout, layout_for
 from ..paging import PAGE_KERNEL, PAGE_KERNEL_RO, PTES_PER_PAGE, PagingMode, fold_cr3, mode_for
 from . import listlayout
 from .containers import shared_info
+from .image import runs
 from .mfns import Numbering, check_fits, foreign_base, foreign_mfns, place_pages
 from .pagetables import PMD_SHIFT, PageTables
 from .prng import Stream
@@ -212,12 +213,7 @@ class ListGuest:
     def list_page_runs(self, pages: np.ndarray, batch: int = 2048):
         """(page indices, their words as (k, per_page)) for runs of consecutive pages."""
         fpp = self.layout.per_page
-        if not len(pages):
-            return
-        brk = np.ones(len(pages), dtype=bool)
-        brk[1:] = np.diff(pages) != 1
-        starts = np.flatnonzero(brk).tolist() + [len(pages)]
-        for s, e in zip(starts, starts[1:]):
+        for s, e in runs(pages):
             for c in range(s, e, batch):
                 d = min(c + batch, e)
                 first = int(pages[c])

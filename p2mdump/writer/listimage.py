@@ -1,4 +1,5 @@
-"""Write a list guest (:mod:`.listguest`) as a raw machine-memory image, plus sidecar and truth.
+"""Write a list guest (:mod:`.listguest`) as a raw machine-memory image, plus sidecar and truth
+(:func:`.listcontainers.generate_list_container` writes all three).
 
 The image holds what a host's memory holds of the guest: its structure
 pages (list pages, page tables, shared frames, the tree with ``both``), its
@@ -19,10 +20,9 @@ import numpy as np
 
 from ..atomic import atomic_output, pwrite_all
 from ..layout import KIND_MISSING, KINDS, PAGE_SIZE
-from ..sidecar import SIDECAR_FORMAT, sidecar_path
 from ..table import classify
-from .image import check_data_frames, write_json, write_runs, write_stamped
-from .listguest import CHUNK_PFNS, ListGuest, build_list
+from .image import check_data_frames, sidecar_fields, write_runs, write_stamped
+from .listguest import CHUNK_PFNS, ListGuest
 
 
 def write_list_frames(fd: int, guest: ListGuest, base: int = 0) -> int:
@@ -80,16 +80,11 @@ def write_list_truth(guest: ListGuest, path) -> None:
 def list_sidecar(guest: ListGuest, container: str = "raw", base: int = 0,
                  extra: dict | None = None) -> dict:
     """The sidecar of a list / both guest: a tree sidecar's fields plus where the list is."""
-    out = {
-        "format": SIDECAR_FORMAT,
-        "container": container,
+    out = sidecar_fields(guest.spec, container=container, base=base,
+                         frames=guest.frame_count(), top_mfn=guest.top_mfn,
+                         truth_counts=truth_counts(guest))
+    out.update({
         "representation": guest.representation,
-        "word_size": guest.layout.word_size,
-        "page_size": PAGE_SIZE,
-        "max_pfn": guest.max_pfn,
-        "base": base,
-        "frames": guest.frame_count(),
-        "top_mfn": guest.top_mfn,
         "paging": guest.mode.name,
         "root_mfn": guest.root_mfn,
         "shared_info_mfn": guest.shared_info_mfn,
@@ -100,9 +95,7 @@ def list_sidecar(guest: ListGuest, container: str = "raw", base: int = 0,
         "init_pfns": guest.init_pfns,
         "list_placeholders": guest.list_placeholders,
         "other_mappings": [[w["vaddr"], w["pages"]] for w in guest.windows],
-        "truth_counts": truth_counts(guest),
-        "spec": guest.spec.to_dict(),
-    }
+    })
     out.update(guest.counts)
     if guest.top_mfn is not None:
         out["placeholders"] = guest.tree_placeholders
@@ -112,13 +105,3 @@ def list_sidecar(guest: ListGuest, container: str = "raw", base: int = 0,
         out.update(extra)
     return out
 
-
-def generate_list(spec, out, *, truth=None, sidecar_file=None, base: int = 0) -> ListGuest:
-    """Build the list guest ``spec``, write the raw image ``out``, its sidecar
-    (default ``out + '.json'``) and, when asked, the truth."""
-    guest = build_list(spec)
-    write_list_raw_image(guest, out, base)
-    write_json(sidecar_file or sidecar_path(out), list_sidecar(guest, "raw", base))
-    if truth is not None:
-        write_list_truth(guest, truth)
-    return guest

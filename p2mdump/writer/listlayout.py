@@ -20,24 +20,15 @@ the list out with it.
 from __future__ import annotations
 
 from ..layout import PAGE_SIZE, layout_for
-from ..paging import HYPERVISOR_HOLE, level_span, mode_for
+from ..paging import HYPERVISOR_HOLE, mode_for
 
 #: VMALLOC_START of x86-64 Linux (4-level paging): the default list address
 VMALLOC_START_X86_64 = 0xFFFFC90000000000
-#: pfns a list-only guest may describe (the tree stops at 2^27 / 2^30)
-LIST_CAPACITY = {8: 1 << 32, 4: 1 << 30}
-
-PMD_SPAN = level_span(2)   # 2 MiB
 
 
 def region_pfns(word_size: int) -> int:
     """pfns of one mid region, the unit of the list's length (2^18 / 2^20)."""
     return layout_for(word_size).pfns_per_mid
-
-
-def pmds_per_region(word_size: int) -> int:
-    """PMDS_PER_MID_PAGE: PMDs mapping one mid region of the list (1 / 2)."""
-    return region_pfns(word_size) * word_size // PMD_SPAN
 
 
 def list_pfns(extent: int, word_size: int) -> int:

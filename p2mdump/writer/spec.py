@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import SpecError
 from ..layout import PAGE_SIZE, WORD_SIZES, layout_for
-from ..paging import MACHINE_ADDRESS_LIMIT
+from ..paging import MACHINE_ADDRESS_LIMIT, MAX_LIST_PFNS
 from . import listlayout
 
 MFN_ORDERS = ("linear", "chunked", "shuffled")
@@ -34,8 +34,6 @@ LIST_FIELDS = {"representation": "tree", "p2m_vaddr": None, "p2m_generation": 0,
 INT_FIELDS = ("word_size", "max_pfn", "mfn_base", "scatter_span", "seed", "p2m_vaddr",
               "p2m_generation", "mfn_offset")
 BOOL_FIELDS = ("shuffle_leaves", "data", "allow_odd_generation", "other_mappings")
-
-Range = tuple
 
 
 @dataclass
@@ -96,7 +94,8 @@ class GuestSpec:
             raise SpecError(f"representation must be one of {', '.join(REPRESENTATIONS)}")
         lay = layout_for(self.word_size)
         if self.representation == "list":
-            capacity, what = listlayout.LIST_CAPACITY[self.word_size], "list"
+            # a list-only guest may describe more pfns than a tree (2^27 / 2^30)
+            capacity, what = MAX_LIST_PFNS[self.word_size], "list"
         else:
             capacity, what = lay.capacity, "tree"
         if self.ram is None:
