@@ -76,8 +76,11 @@ def atomic_output(path, mode: str = "wb"):
             yield from _write_in_place(path, name, dir_fd, mode)
             return
         bits = _mode_for(name, dir_fd)
-        fd, tmp = _create_temp(path, folder, name, dir_fd)
-        owner = _Pending(path, dir_fd, tmp, name)
+        # a termination signal between creating the temporary file and
+        # recording who removes it would leave it behind: hold them off
+        with _signals_held():
+            fd, tmp = _create_temp(path, folder, name, dir_fd)
+            owner = _Pending(path, dir_fd, tmp, name)
         try:
             fh = os.fdopen(fd, mode, **({} if "b" in mode else _TEXT))
         except BaseException:
