@@ -299,7 +299,3 @@ MsrEntry = Struct(
     "flags" / Int32ul,
     "val" / Int64ul,
 )
-
-# -- legacy formats, recognised and named only ---------------------------------------------
-#: ``xm save`` (xend, Xen <= 4.1): "LinuxGuestRecord", big-endian length, S-expression config
-XM_SAVE_MAGIC = b"LinuxGuestRecord"
