@@ -77,3 +77,11 @@ LIST_GENERATION_ODD = "p2m-generation-odd"   # the dump caught a p2m update in p
 #: the list's virtual range is odd (hypervisor hole, ...)
 LIST_RANGE = "list-range"
 LIST_SHORT = "list-short"                    # max_pfn goes past what the list maps
+
+# saved-p2m findings (p2mdump.savewalk): an xl save stream's X86_PV_P2M_FRAMES
+SAVE_RECORD = "save-p2m-record"              # the record disagrees with itself or the stream
+SAVE_P2M_SHORT = "save-p2m-short"            # arch.max_pfn goes past the saved p2m
+SAVE_P2M_FRAME_NO_DATA = "save-p2m-frame-no-data"    # a named p2m frame has no page data
+SAVE_P2M_FRAME_UNMAPPED = "save-p2m-frame-unmapped"  # a p2m frame's pfn is not mapped
+SAVE_VALID_NO_DATA = "save-valid-no-data"    # a pfn maps to a frame but has no page data
+SAVE_DATA_UNMAPPED = "save-data-unmapped"    # a page in the stream for a pfn not mapped

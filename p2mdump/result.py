@@ -33,11 +33,14 @@ class WalkResult:
     source: str = ""
     #: whether the whole-table checks ran (see :meth:`check_table`)
     table_checked: bool = False
-    #: which representation was walked: "tree" (p2m_top_mfn) or "list"
-    #: (the linear list through the guest's page tables)
+    #: which representation was walked: "tree" (p2m_top_mfn), "list" (the
+    #: linear list through the guest's page tables) or "save-p2m-frames" (the
+    #: p2m pages an xl save stream names)
     representation: str = "tree"
     #: the list's parameters (p2m_cr3, p2m_vaddr, generation, paging, ...)
     list_info: dict | None = None
+    #: the saved p2m's X86_PV_P2M_FRAMES record (representation "save-p2m-frames")
+    save_info: dict | None = None
     #: the walk built the table in the raw output file it was given
     #: (``raw_fd``), so that output is already complete
     raw_written: bool = False
@@ -78,6 +81,8 @@ class WalkResult:
         }
         if self.list_info is not None:
             out["list"] = dict(self.list_info)
+        if self.save_info is not None:
+            out["save"] = dict(self.save_info)
         return out
 
 
