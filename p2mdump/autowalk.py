@@ -23,6 +23,8 @@ from .layout import layout_for
 from .paging import word_size_from_vaddr
 
 REPRESENTATIONS = ("auto", "tree", "list")
+#: the representation of an xl save stream's recorded p2m (p2mdump.savewalk)
+SAVED = "save-p2m-frames"
 
 
 class TopMfnRequired(P2MDumpError):
@@ -40,7 +42,7 @@ class Resolved:
     top_mfn_source: str
     max_pfn_source: str
     word_size_source: str = "given"
-    #: "tree" or "list"
+    #: "tree", "list" or "save-p2m-frames"
     representation: str = "tree"
     #: the list's parameters (representation "list")
     p2m_cr3: int | None = None
@@ -53,6 +55,9 @@ class Resolved:
 
     def notes(self) -> list:
         out = list(self.extra_notes)
+        if self.representation == SAVED:
+            out.append("the p2m the saver recorded: the pages named by the stream's "
+                       "X86_PV_P2M_FRAMES record (machine frames of the saving host)")
         if self.representation == "list":
             where = {"container": "from .xen_shared_info arch.p2m_cr3/p2m_vaddr",
                      "sidecar": "from the generator's sidecar IMAGE.json",
@@ -85,6 +90,9 @@ def resolve(source, top_mfn=None, word_size="auto", max_pfn=None,
     if getattr(source, "is_hvm", False):
         raise TreeError(source.top_mfn_problem or f"{source.describe()}: HVM guest, no PV "
                         "p2m tree")
+    if getattr(source, "saved_p2m", False):
+        return _resolve_saved(source, top_mfn, word_size, max_pfn, representation, p2m_cr3,
+                              p2m_vaddr)
     given_list = p2m_cr3 is not None or p2m_vaddr is not None
     want_list = representation == "list" or (representation == "auto" and (
         given_list or (top_mfn is None and (
@@ -145,6 +153,24 @@ def resolve_all(source, top_mfn=None, word_size="auto", max_pfn=None,
                    representation="tree", p2m_cr3=None, p2m_vaddr=None, p2m_generation=None,
                    extra_notes=notes)
     return [first, tree]
+
+
+def _resolve_saved(source, top_mfn, word_size, max_pfn, representation, p2m_cr3,
+                   p2m_vaddr) -> Resolved:
+    """An xl save stream: its saved p2m (X86_PV_P2M_FRAMES) is the one to read."""
+    asked = [name for name, value in (("--top-mfn", top_mfn), ("--p2m-cr3", p2m_cr3),
+                                      ("--p2m-vaddr", p2m_vaddr)) if value is not None]
+    if representation != "auto":
+        asked.append(f"--representation {representation}")
+    if asked:
+        raise LayoutError(
+            f"{source.path}: {', '.join(asked)} do(es) not apply to an xl save stream: its pages "
+            "are keyed by pfn and its page tables were rewritten to pfns by the saver, so the "
+            "guest's tree or list cannot be walked there; the p2m the saver recorded "
+            "(X86_PV_P2M_FRAMES) is read instead")
+    ws, ws_source = _word_size(source, word_size, None, False)
+    return Resolved(None, ws, max_pfn, "none", "given" if max_pfn is not None else "default",
+                    ws_source, SAVED)
 
 
 def _container_list(source) -> bool:
@@ -251,6 +277,11 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
     """Walk what :func:`resolve` chose; a :class:`~p2mdump.result.WalkResult`.
     ``raw_fd``: an empty file the walk may build the raw table in
     (``result.raw_written`` says whether it did)."""
+    if r.representation == SAVED:
+        from .savewalk import walk_saved_p2m
+
+        return walk_saved_p2m(source.stream, word_size=r.word_size, max_pfn=r.max_pfn,
+                              progress=progress, check_table=check_table)
     if r.representation == "list":
         from .listwalk import walk_list
 

@@ -31,9 +31,9 @@ from .layout import LEVEL_LIST, PAGE_SIZE, layout_for
 from .listwalk import memory_available
 from .paging import PTES_PER_PAGE, level_span, mode_for
 from .result import WalkResult
-from .table import MISSING, VALID, P2MTable, classify, empty_words
+from .table import FOREIGN, IDENTITY, MISSING, VALID, P2MTable, classify, empty_words
 
-REPRESENTATION = "save-p2m-frames"
+from .autowalk import SAVED as REPRESENTATION  # noqa: E402
 #: frames read per batch (16 MiB of scratch)
 BATCH_FRAMES = 4096
 
@@ -42,7 +42,7 @@ def saved_arch(stream) -> dict | None:
     """shared_info ``arch`` fields of the stream's SHARED_INFO record at the
     guest's width, or None without that record or width."""
     ws = stream.guest_width
-    if stream.shared_info is None or ws not in (4, 8):
+    if stream.shared_info is None or len(stream.shared_info) != PAGE_SIZE or ws not in (4, 8):
         return None
     from .schemas.xen_core import shared_info_page
 
@@ -264,7 +264,7 @@ def crosscheck_stream(table: P2MTable, stream, saved: int, first_pfn: int = 0) -
     if len(extra) or past:
         why = []
         codes = kinds_in[kinds_in != VALID]
-        for code, name in ((MISSING, "missing"), (2, "identity"), (3, "foreign")):
+        for code, name in ((MISSING, "missing"), (IDENTITY, "identity"), (FOREIGN, "foreign")):
             c = int(np.count_nonzero(codes == code))
             if c:
                 why.append(f"{c} {name}")
@@ -299,3 +299,24 @@ def _ranges(pfns) -> str:
     p = np.sort(np.asarray(pfns, dtype=np.uint64))
     firsts, lasts = pfn_runs(p)
     return format_runs(zip(firsts[:5].tolist(), lasts[:5].tolist()), len(firsts))
+
+
+def extract_plan(table: P2MTable, stream):
+    """An :class:`~p2mdump.extract.Plan` copying every page the stream carries,
+    by its pfn (the stream's own key: no p2m is needed to place a page), to be
+    read from a :class:`~p2mdump.sources.save_image.SaveImage`.  The output
+    spans the table and any page past it; pfns without a page are listed as
+    not copied, by their kind in the saved p2m ("no page data" for valid ones)."""
+    from .extract import Plan
+
+    data = np.asarray(stream.data_pfns, dtype=np.uint64)
+    n = max(len(table), int(data[-1]) + 1 if len(data) else 0)
+    has = np.zeros(len(table), dtype=bool)
+    has[data[data < np.uint64(len(table))].astype(np.int64)] = True
+    kinds = table.kinds()
+    skipped = {name: np.flatnonzero((kinds == code) & ~has)
+               for code, name in ((MISSING, "missing"), (IDENTITY, "identity"),
+                                  (FOREIGN, "foreign"), (VALID, "no page data"))}
+    pfns = data.astype(np.int64)
+    return Plan(pfns, data, n, table.layout.word_size, skipped,
+                "the stream's PAGE_DATA pages, by pfn")

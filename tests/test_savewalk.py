@@ -197,3 +197,23 @@ def test_no_frames_record_or_width_is_a_tree_error():
         walk_saved_p2m(FakeStream(None, stream.p2m_frames, stream.pages, stream.data_pfns))
     with pytest.raises(TreeError, match="X86_PV_P2M_FRAMES"):
         walk_saved_p2m(FakeStream(8, None, stream.pages, stream.data_pfns))
+
+
+def test_extract_plan_copies_every_stream_page_by_pfn():
+    from p2mdump.savewalk import extract_plan
+    from p2mdump.sources.save_image import SaveImage
+
+    stream, truth = make_guest(8, 2048, frame_base=3000)
+    stream.close = lambda: None
+    valid = stream.data_pfns
+    stream.data_pfns = np.union1d(valid, np.array([2500], np.uint64))   # past the table
+    r = walk_saved_p2m(stream)
+    plan = extract_plan(r.table, stream)
+    assert np.array_equal(plan.pfns, stream.data_pfns.astype(np.int64))
+    assert plan.max_pfn == 2501
+    kinds = layout_kinds(truth, layout_for(8))
+    assert len(plan.skipped["missing"]) == int(np.count_nonzero(kinds == "missing"))
+    assert len(plan.skipped["no page data"]) == 0
+    with SaveImage(stream) as source:
+        assert source.frames_present(np.array([2500, 2501], np.uint64)).tolist() == [True, False]
+        assert source.frame_limit() == 2501 and source.frames_held() == len(stream.data_pfns)

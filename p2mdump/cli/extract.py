@@ -74,7 +74,12 @@ def _extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, s
             if not quiet:
                 for line in resolved.notes():
                     note(line)
-            plan = Plan.from_table(result.table, result.representation)
+            if getattr(source, "saved_p2m", False):
+                from ..savewalk import extract_plan
+
+                plan = extract_plan(result.table, source.stream)
+            else:
+                plan = Plan.from_table(result.table, result.representation)
             walk_summary = result.summary()
             warnings = result.warnings()
             if warnings and not quiet:

@@ -128,8 +128,13 @@ def lookup(image, top_mfn, word_size, max_pfn, base, container, pfn, mfn, paddr,
 
 def _path_lookup(source, r):
     """The single-lookup reader of the resolved p2m: only the path is read."""
+    from ..autowalk import SAVED
     from ..lookup import ListPathLookup, PathLookup
 
+    if r.representation == SAVED:
+        from ..savelookup import SavedPathLookup
+
+        return SavedPathLookup(source.stream, word_size=r.word_size, max_pfn=r.max_pfn)
     if r.representation == "list":
         return ListPathLookup(source, r.p2m_cr3, r.p2m_vaddr, word_size=r.word_size,
                               max_pfn=r.max_pfn, five_level=r.five_level)
@@ -142,7 +147,7 @@ def _walk_table(source, r):
     from ..autowalk import walk_resolved
     from ..walker import walk
 
-    if r.representation == "list":
+    if r.representation != "tree":
         return walk_resolved(source, r)
     return walk(source, r.top_mfn, word_size=r.word_size, max_pfn=None)
 
@@ -160,6 +165,10 @@ def _vaddr_lookup(source, image, vaddr, cr3, top_mfn, word_size, max_pfn, list_o
     if getattr(source, "is_hvm", False):
         raise TreeError(f"{source.describe()}: HVM guest: its page tables hold guest frames, "
                         "not machine frames; --vaddr reads a PV guest's page tables")
+    if getattr(source, "saved_p2m", False):
+        raise TreeError(f"{source.describe()}: --vaddr is not supported on xl save streams: the "
+                        "saver rewrote the guest's page tables to pfns, so they translate "
+                        "guest virtual addresses to pfns, not machine frames")
     asked = (top_mfn is not None or list_opts["p2m_cr3"] is not None
              or list_opts["p2m_vaddr"] is not None or list_opts["representation"] != "auto")
     r, why = None, None

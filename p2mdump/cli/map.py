@@ -64,14 +64,12 @@ def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, qui
             from ..listinfo import read_list_pages
 
             pages = read_list_pages(source, res.list_info, res.layout)
-        limit = source.frame_limit()
+        # a save stream's frames are pfns: no machine-memory strip
+        limit = None if getattr(source, "saved_p2m", False) else source.frame_limit()
     placeholders = (res.mid_placeholder, set(res.leaf_placeholders)) \
         if res.representation == "tree" else None
     svg = render_map(res.table, tree, list_pages=pages, frame_limit=limit,
-                     title=title or (f"p2m of {os.path.basename(image)}, top MFN {top:#x}"
-                                     if pages is None else
-                                     f"p2m list of {os.path.basename(image)}, p2m_vaddr "
-                                     f"{res.list_info['p2m_vaddr']:#x}"),
+                     title=title or _title(os.path.basename(image), res, top),
                      placeholders=placeholders)
     if output == "-":
         click.echo(svg)
@@ -85,3 +83,12 @@ def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, qui
 
 #: the COMMANDS registry looks the command up by its name
 map = map_  # noqa: A001
+
+
+def _title(name: str, res, top) -> str:
+    """The map's default title: which p2m of which image."""
+    if res.list_info is not None:
+        return f"p2m list of {name}, p2m_vaddr {res.list_info['p2m_vaddr']:#x}"
+    if top is None:
+        return f"saved p2m of {name} ({res.representation})"
+    return f"p2m of {name}, top MFN {top:#x}"
