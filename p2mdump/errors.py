@@ -49,6 +49,13 @@ class SpecError(P2MDumpError):
     exit_code = EXIT_USAGE
 
 
+class OptionError(P2MDumpError):
+    """An option whose value does not fit the input it is used on, which only
+    reading the input shows: refused before anything is written."""
+
+    exit_code = EXIT_USAGE
+
+
 class OutputError(P2MDumpError):
     """An output file cannot be written."""
 

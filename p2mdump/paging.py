@@ -158,6 +158,14 @@ HYPERVISOR_HOLE = {8: (0xFFFF800000000000, 0xFFFF87FFFFFFFFFF),
                    4: (0xF5800000, 0xFFFFFFFF)}
 
 
+#: where a 64-bit Linux kernel maps all of (pseudo-)physical memory, virtual =
+#: base + physical ("direct map", PAGE_OFFSET): ``__PAGE_OFFSET_BASE_L4`` of
+#: ``arch/x86/include/asm/page_64_types.h`` with 4-level paging (a Xen PV
+#: guest's) since Linux 4.20; 2.6.27 to 4.19 used 0xFFFF880000000000, and
+#: a kernel that randomises its memory layout (CONFIG_RANDOMIZE_MEMORY)
+#: moves it at every boot (``page_offset_base``)
+LINUX_DIRECT_MAP_BASE = 0xFFFF888000000000
+
 #: the most pfns a linear p2m list may have here: 2^32 pfns (16 TiB of guest
 #: memory) on 64-bit guests; a 32-bit guest's list must fit in its 4 GiB
 #: address space

@@ -3,8 +3,19 @@ from __future__ import annotations
 
 import click
 
-from .common import EXIT_CODES_HELP, Progress, flush_notes, note, write_json_file, ws_value
+from .common import (EXIT_CODES_HELP, NUMBER, Progress, flush_notes, note, write_json_file,
+                     ws_value)
 from .treeopts import tree_options
+
+
+def _vaddr_base(ctx, param, value):
+    """--vaddr-base: what can be checked before the image is read."""
+    from ..extract import vaddr_base_problem
+
+    problem = None if value is None else vaddr_base_problem(value)
+    if problem:
+        raise click.BadParameter(f"{value:#x}: {problem}", ctx, param)
+    return value
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -14,13 +25,24 @@ from .treeopts import tree_options
 @click.option("--format", "fmt", type=click.Choice(["raw", "elf"]), default="raw",
               show_default=True,
               help="raw: page of pfn P at offset P*4096, holes sparse; elf: an ELF64 core "
-                   "with one PT_LOAD per run of consecutive pfns (p_paddr = pfn*4096).")
+                   "as kdump writes them: a PT_NOTE first (a P2MDUMP note naming the "
+                   "source), then one PT_LOAD per run of consecutive pfns (p_paddr = "
+                   "pfn*4096, p_vaddr = --vaddr-base + p_paddr).")
+@click.option("--vaddr-base", type=NUMBER, default=None, callback=_vaddr_base, metavar="ADDR",
+              help="ELF only: p_vaddr of each PT_LOAD is ADDR + p_paddr, the guest kernel's "
+                   "direct map, so that gdb and drgn read kernel virtual addresses. Default "
+                   "for a 64-bit guest 0xffff888000000000 (x86-64 Linux 4.20 and later, "
+                   "4-level paging, no memory KASLR; Linux 2.6.27-4.19 used "
+                   "0xffff880000000000; with CONFIG_RANDOMIZE_MEMORY give the boot's "
+                   "page_offset_base); for a 32-bit guest 0, as i386 Linux maps only its "
+                   "low memory at 0xC0000000. 0: every p_vaddr 0. Must be page-aligned, "
+                   "canonical, and keep every page in the guest's address space.")
 @tree_options
 @click.option("--summary-json", default=None, metavar="PATH",
               help="Also write the report (counts, findings) as JSON ('-' for stdout).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, summary_json,
-            quiet, **list_opts):
+def extract(image, output, fmt, vaddr_base, top_mfn, word_size, max_pfn, base, container,
+            summary_json, quiet, **list_opts):
     """Write the memory of the guest whose p2m is in IMAGE to GUEST, in pfn order,
     so that tools knowing nothing about Xen (Volatility, crash, a hex editor)
     can read it: byte pfn*4096 of a raw GUEST holds the guest page of pfn.
@@ -35,15 +57,18 @@ def extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, su
     from ..atomic import check_outputs, output_transaction
     from ..sidecar import sidecar_path
 
+    if vaddr_base is not None and fmt != "elf":
+        raise click.BadParameter("applies to --format elf only", param_hint="--vaddr-base")
+
     check_outputs({"-o": output, "--summary-json": summary_json},
                   inputs=(image, sidecar_path(image)))
     with output_transaction():
-        _extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container,
+        _extract(image, output, fmt, vaddr_base, top_mfn, word_size, max_pfn, base, container,
                  summary_json, quiet, list_opts)
 
 
-def _extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, summary_json,
-             quiet, list_opts):
+def _extract(image, output, fmt, vaddr_base, top_mfn, word_size, max_pfn, base, container,
+             summary_json, quiet, list_opts):
     """The extract command's work; its outputs are committed together by the caller."""
     from ..errors import TreeError
     from ..extract import Plan, extract as do_extract
@@ -86,7 +111,8 @@ def _extract(image, output, fmt, top_mfn, word_size, max_pfn, base, container, s
                 note(f"the walk has {len(warnings)} warning(s):"
                      + "".join(f"\n  {f}" for f in warnings[:10]))
         try:
-            report = do_extract(source, plan, output, fmt, progress=progress)
+            report = do_extract(source, plan, output, fmt, progress=progress,
+                                vaddr_base=vaddr_base)
         finally:
             progress.close()
     flush_notes()

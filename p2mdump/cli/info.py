@@ -51,15 +51,32 @@ def text_lines(info: dict):
         for s in info["sections"]:
             yield (f"               {s['index']:<3} {s['name'] or '-':<18} {s['type']:<9} "
                    f"{s['offset']:#012x}  {s['size']:#012x}  {s['entsize']}")
+    origin = info.get("p2mdump_origin")
+    if origin is not None:
+        if "problem" in origin:
+            yield f"P2MDUMP note   {origin['problem']}"
+        else:
+            yield (f"P2MDUMP note   p2mdump {origin['p2mdump_version']} extract of "
+                   f"{origin['image']} ({origin['container']}, p2m from "
+                   f"{origin['representation']})")
+            yield (f"               {origin['word_size'] * 8}-bit guest, max_pfn "
+                   f"{origin['max_pfn']:#x}, {origin['pfn_count']} pages"
+                   + (f" ({origin['unreadable']} unreadable, zero-filled)"
+                      if origin["unreadable"] else "")
+                   + (f", p_vaddr = {origin['vaddr_base']:#x} + p_paddr"
+                      if origin["vaddr_base"] else ", p_vaddr 0"))
     loads = info.get("pt_load")
     if loads is not None:
         yield f"PT_LOAD        {len(loads)} segment(s), {info.get('frames', 0)} frames"
+        # an extract output's PT_LOADs hold guest pages at pfn*4096
+        space = "physical" if origin is not None else "machine"
         for seg in loads[:MAX_ROWS]:
             end = seg["paddr"] + seg["memsz"] - 1
             tail = (f", zeros from {seg['paddr'] + seg['filesz']:#x}"
                     if seg["memsz"] > seg["filesz"] else "")
-            yield (f"               #{seg['index']:<3} machine {seg['paddr']:#014x}-{end:#014x} "
-                   f"at file {seg['offset']:#x}{tail}")
+            vaddr = f", vaddr {seg['vaddr']:#x}" if seg.get("vaddr") else ""
+            yield (f"               #{seg['index']:<3} {space} {seg['paddr']:#014x}-{end:#014x} "
+                   f"at file {seg['offset']:#x}{vaddr}{tail}")
         if len(loads) > MAX_ROWS:
             yield f"               ... and {len(loads) - MAX_ROWS} more (see --json)"
     si = info.get("shared_info")

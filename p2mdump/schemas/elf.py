@@ -7,7 +7,8 @@ are the ones of ``elf.h`` / Xen's ``elfstructs.h``.
 """
 from __future__ import annotations
 
-from construct import Const, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
+from construct import (Aligned, Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Padding,
+                       PascalString, Rebuild, Struct, len_, this)
 
 # -- e_ident -------------------------------------------------------------------
 ELF_MAGIC = b"\x7fELF"
@@ -128,6 +129,49 @@ Elf_Nhdr = Struct(
     "n_type" / Int32ul,
 )
 
+#: one whole note: the header, then name and descriptor each padded with
+#: zeros to a 4-byte boundary (``n_namesz`` counts the name's NUL, the
+#: padding is not counted); building fills in both sizes
+Elf_Note = Struct(
+    "n_namesz" / Rebuild(Int32ul, len_(this.name)),
+    "n_descsz" / Rebuild(Int32ul, len_(this.desc)),
+    "n_type" / Int32ul,
+    "name" / Aligned(4, Bytes(this.n_namesz)),
+    "desc" / Aligned(4, Bytes(this.n_descsz)),
+)
+
+# -- p2mdump's own note ------------------------------------------------------------
+# ``p2mdump extract --format elf`` puts one note in the PT_NOTE segment that
+# is program header 0 of its output, saying what the file is and where it
+# came from.  Owner name "P2MDUMP"; type NT_P2MDUMP_ORIGIN; the descriptor is
+# P2mdumpOrigin, whose leading ``layout`` number changes whenever fields are
+# added (readers refuse layouts they do not know).
+
+#: owner name of p2mdump's notes, with the NUL that n_namesz counts
+P2MDUMP_NOTE_NAME = b"P2MDUMP\0"
+#: n_type of the note describing an ``extract`` output: far from the
+#: generic core note types (NT_PRSTATUS 1, NT_PRPSINFO 3, NT_AUXV 6, ...),
+#: because readelf, and BFD under gdb, take the note of an unknown owner in a
+#: core file by its type alone (a type 1 note would pass for a prstatus)
+NT_P2MDUMP_ORIGIN = 0x50324D01
+#: the P2mdumpOrigin layout this version writes and reads
+P2MDUMP_ORIGIN_LAYOUT = 1
+
+_Text = PascalString(Int16ul, "utf8")
+
+P2mdumpOrigin = Struct(
+    "layout" / Int32ul,            # P2MDUMP_ORIGIN_LAYOUT
+    "word_size" / Int32ul,         # the guest's: 8 (x86-64) or 4 (i386 PAE)
+    "max_pfn" / Int64ul,           # pfns the guest's p2m covers
+    "pfn_count" / Int64ul,         # pages the PT_LOAD segments hold
+    "unreadable" / Int64ul,        # of them, zero-filled: the image could not deliver
+    "vaddr_base" / Int64ul,        # p_vaddr = vaddr_base + p_paddr (0: p_vaddr 0)
+    "p2mdump_version" / _Text,
+    "image" / _Text,               # the source image's file name (no directory)
+    "container" / _Text,           # raw, xc-core or elf
+    "representation" / _Text,      # where pfn -> mfn came from: tree, list, xen_p2m-pairs
+)
+
 #: header sizes, by ELF class
 EHDR = {ELFCLASS64: Elf64_Ehdr, ELFCLASS32: Elf32_Ehdr}
 SHDR = {ELFCLASS64: Elf64_Shdr, ELFCLASS32: Elf32_Shdr}
@@ -163,6 +207,11 @@ def build_phdr(*, paddr: int, offset: int, filesz: int, memsz: int | None = None
     return Elf64_Phdr.build(dict(p_type=ptype, p_flags=flags, p_offset=offset, p_vaddr=vaddr,
                                  p_paddr=paddr, p_filesz=filesz,
                                  p_memsz=filesz if memsz is None else memsz, p_align=align))
+
+
+def build_note(ntype: int, desc: bytes, name: bytes) -> bytes:
+    """One note (header, padded name, padded descriptor)."""
+    return Elf_Note.build(dict(n_type=ntype, name=name, desc=desc))
 
 
 def build_shdr(*, name: int, stype: int, offset: int, size: int, addralign: int = 0,

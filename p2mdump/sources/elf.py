@@ -5,8 +5,11 @@ program headers (reading headers only).  :class:`ElfCoreSource` serves frames
 of an ELF core whose PT_LOAD segments carry *machine* addresses in p_paddr
 (e.g. a host kdump vmcore): machine address -> file offset through the
 segment; bytes of p_memsz beyond p_filesz read as zeros; a frame in no
-segment is simply not in the image (the walker reports it).  :func:`open_elf`
-decides between this and the ``xl dump-core`` reader of :mod:`.xc_core`.
+segment is simply not in the image (the walker reports it); PT_NOTE and
+other segments are skipped, except that ``info`` shows the ``P2MDUMP``
+origin note of a ``p2mdump extract`` output (:func:`read_origin`).
+:func:`open_elf` decides between this and the ``xl dump-core`` reader of
+:mod:`.xc_core`.
 """
 from __future__ import annotations
 
@@ -23,6 +26,12 @@ from ..schemas import elf as E
 from .base import FrameSource
 from .base import open_fd
 from .detect import ELF, XC_CORE
+
+
+#: PT_NOTE segments larger than this are not searched for p2mdump's note
+#: (one extract output's note is ~100 bytes; a host vmcore's notes are a few
+#: KiB per CPU)
+ORIGIN_NOTE_LIMIT = 1 << 20
 
 
 def pread_into(fd: int, view, offset: int) -> int:
@@ -338,6 +347,10 @@ class ElfCoreSource(ElfFile, FrameSource):
             done += n
         return done // PAGE_SIZE
 
+    def origin(self) -> dict | None:
+        """The ``P2MDUMP`` origin note of a ``p2mdump extract`` output, or None."""
+        return read_origin(self)
+
     def describe(self) -> str:
         return (f"ELF core {self.path} ({len(self.loads)} PT_LOAD segments, "
                 f"{E.MACHINE_NAMES.get(self.machine, self.machine)})")
@@ -347,7 +360,44 @@ class ElfCoreSource(ElfFile, FrameSource):
         out.update(self.header_info())
         out["pt_load"] = [s.to_dict() for s in self.loads]
         out["frames"] = sum(s.memsz for s in self.loads) // PAGE_SIZE
+        origin = self.origin()
+        if origin is not None:
+            out["p2mdump_origin"] = origin
         return out
+
+
+def read_origin(elf: ElfFile) -> dict | None:
+    """The descriptor of the first ``P2MDUMP`` / NT_P2MDUMP_ORIGIN note in the
+    PT_NOTE segments of ``elf`` as a dict (None when there is none); a note
+    that does not parse, or of a layout this version does not know, gives
+    ``{"problem": ...}`` instead: it is information, never a reason to
+    refuse the file."""
+    for seg in elf.segments:
+        if seg.type != E.PT_NOTE or not 0 < seg.filesz <= ORIGIN_NOTE_LIMIT:
+            continue
+        if seg.offset + seg.filesz > elf.size:
+            continue
+        data = elf.pread(seg.offset, seg.filesz)
+        off = 0
+        while off + E.NHDR_SIZE <= len(data):
+            nh = E.Elf_Nhdr.parse(data[off:off + E.NHDR_SIZE])
+            end = off + E.NHDR_SIZE + E.note_pad(nh.n_namesz) + E.note_pad(nh.n_descsz)
+            if end > len(data):
+                break                                   # not a note we can read
+            note = E.Elf_Note.parse(data[off:end])
+            at, off = seg.offset + off, end
+            if note.name != E.P2MDUMP_NOTE_NAME or note.n_type != E.NT_P2MDUMP_ORIGIN:
+                continue
+            try:
+                desc = E.P2mdumpOrigin.parse(note.desc)
+            except (ConstructError, UnicodeDecodeError) as exc:
+                return {"problem": f"P2MDUMP note at file offset {at:#x} does not parse: "
+                                   f"{' '.join(str(exc).split())}"}
+            if desc.layout != E.P2MDUMP_ORIGIN_LAYOUT:
+                return {"problem": f"P2MDUMP note of layout {desc.layout}; this version "
+                                   f"reads layout {E.P2MDUMP_ORIGIN_LAYOUT}"}
+            return {k: v for k, v in desc.items() if not k.startswith("_")}
+    return None
 
 
 def open_elf(path, want: str | None = None):

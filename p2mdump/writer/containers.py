@@ -119,9 +119,7 @@ elf64_shdr = E.build_shdr
 
 
 def note(ntype: int, desc: bytes, name: bytes = X.NOTE_NAME) -> bytes:
-    head = E.Elf_Nhdr.build(dict(n_namesz=len(name), n_descsz=len(desc), n_type=ntype))
-    return (head + name.ljust(E.note_pad(len(name)), b"\0")
-            + desc.ljust(E.note_pad(len(desc)), b"\0"))
+    return E.build_note(ntype, desc, name)
 
 
 def _cbytes(text: str, size: int) -> bytes:
