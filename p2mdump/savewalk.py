@@ -319,4 +319,4 @@ def extract_plan(table: P2MTable, stream):
                                   (FOREIGN, "foreign"), (VALID, "no page data"))}
     pfns = data.astype(np.int64)
     return Plan(pfns, data, n, table.layout.word_size, skipped,
-                "the stream's PAGE_DATA pages, by pfn")
+                "the stream's PAGE_DATA pages, by pfn", representation=REPRESENTATION)
