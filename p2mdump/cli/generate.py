@@ -79,11 +79,24 @@ def parse_ranges(values, option: str):
 @click.option("--seed", type=NUMBER, default=None, help="Random seed [default: 0].")
 @click.option("--base", type=NUMBER, default=0, show_default=True,
               help="File offset of machine frame 0 (raw container only).")
-@click.option("--container", type=click.Choice(["raw", "xc-core", "elf"]), default="raw",
-              show_default=True,
+@click.option("--container", type=click.Choice(["raw", "xc-core", "elf", "xl-save"]),
+              default="raw", show_default=True,
               help="raw: machine frame M at BASE + M*4096; xc-core: an `xl dump-core` file "
                    "(the tree pages become guest pages: the last valid pfns are remapped to "
-                   "them); elf: an ELF core with one PT_LOAD per run of machine frames.")
+                   "them); elf: an ELF core with one PT_LOAD per run of machine frames; "
+                   "xl-save: an `xl save` file (libxl v2 / libxc v3 migration stream) as "
+                   "Xen's saver writes it: pages keyed by pfn, page tables normalised to "
+                   "pfns, p2m pages as they are.")
+@click.option("--resend", type=click.IntRange(min=0), default=0, show_default=True,
+              help="xl-save: N live-migration rounds after the first pass; before each the "
+                   "guest exchanges the frames of a few pfns (chosen from the seed) and the "
+                   "round resends them and the p2m pages holding them, with their new "
+                   "contents. The truth describes the final state.")
+@click.option("--xen-save-bug", is_flag=True, default=False,
+              help="xl-save of a list/both guest: end X86_PV_P2M_FRAMES where Xen's saver "
+                   "does, bug included: when the list does not start at PMD index 0 of its "
+                   "page table, the pfns of its last 2 MiB PMD are never sent. Off by "
+                   "default.")
 @click.option("--representation", type=click.Choice(["tree", "list", "both"]), default=None,
               help="How the guest publishes its p2m. tree: the 3-level MFN tree (Linux up to "
                    "3.18). list: the virtually mapped linear list of Linux 3.19+ and the "
@@ -117,10 +130,10 @@ def parse_ranges(values, option: str):
 def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, balloon, identity,
              foreign, mfn_order, mfn_base, mfn_offset, placement, scatter_span, identity_leaf,
              shuffle_leaves, data, seed, base, container, representation, p2m_vaddr,
-             p2m_generation, allow_odd_generation, other_mappings, xen_dumpcore_bug, truth,
-             quiet):
+             p2m_generation, allow_odd_generation, other_mappings, xen_dumpcore_bug, resend,
+             xen_save_bug, truth, quiet):
     """Write OUT: a raw machine-memory image (or, with --container, an xl
-    dump-core file or an ELF core) holding a p2m tree or linear list shaped
+    dump-core file, an ELF core or an xl save file) holding a p2m tree or linear list shaped
     like a Linux PV guest's, plus OUT.json (word_size, page_size, top_mfn,
     max_pfn, placeholder MFNs, the spec; for a list also p2m_cr3, p2m_vaddr,
     root_mfn, paging, list_pfns and the shared frames) and, with --truth, the
@@ -190,6 +203,15 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
             raise CLIError("--xen-dumpcore-bug applies to the xc-core container of a list or "
                            "both guest", 2)
         options["xen_dumpcore_bug"] = True
+    if xen_save_bug:
+        if container != "xl-save" or spec.representation == "tree":
+            raise CLIError("--xen-save-bug applies to the xl-save container of a list or "
+                           "both guest", 2)
+        options["xen_save_bug"] = True
+    if resend:
+        if container != "xl-save":
+            raise CLIError("--resend applies to the xl-save container only", 2)
+        options["resend"] = resend
     if base and container != "raw":
         raise CLIError("--base applies to the raw container only", 2)
     # the image, its sidecar and the truth: all of them or none
@@ -202,6 +224,12 @@ def generate(out, spec_file, preset, word_size, max_pfn, memory, ram, hole, ball
 
 def _report(out, spec, built, container) -> None:
     """Two lines on stderr: what was written, and how to walk it."""
+    if container == "xl-save":
+        click.echo(f"wrote {out}: xl save of a {spec.word_size}-byte {spec.representation} "
+                   f"guest, max_pfn {spec.max_pfn:#x}, pfns 0-{built.end_pfn:#x} saved, "
+                   f"{len(built.p2m_frame_pfns)} p2m frames, page tables normalised", err=True)
+        click.echo(f"check it: verify-stream-v2 -f xl -i {out}", err=True)
+        return
     if spec.representation == "tree":
         click.echo(f"wrote {out}: {spec.word_size}-byte words, top MFN {built.top_mfn:#x}, "
                    f"max_pfn {spec.max_pfn:#x}, {built.tree_pages} tree pages, "

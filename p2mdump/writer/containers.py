@@ -40,7 +40,7 @@ from ..sidecar import sidecar_path
 from .image import runs, sidecar, stamped_frames, write_json, write_raw_image, write_truth
 from .tree import BuiltTree, build_tree
 
-CONTAINERS = ("raw", "xc-core", "elf")
+CONTAINERS = ("raw", "xc-core", "elf", "xl-save")
 BATCH = 2048  # pages per write (8 MiB)
 
 DEFAULT_XEN_VERSION = (4, 19, "-p2mdump")
@@ -62,11 +62,13 @@ def tree_pages(tree: BuiltTree) -> dict:
     return pages
 
 
-def tree_pages_as_guest_pages(tree: BuiltTree) -> tuple[BuiltTree, np.ndarray]:
-    """A copy of ``tree`` whose last valid pfns map the tree pages' MFNs.
+def tree_pages_as_guest_pages(tree: BuiltTree, extra_mfns=()) -> tuple[BuiltTree, np.ndarray]:
+    """A copy of ``tree`` whose last valid pfns map the tree pages' MFNs (and
+    ``extra_mfns``, other frames that must be guest pages).
 
-    Returns (new tree, the pfns now holding tree pages, in MFN order)."""
-    mfns = np.array(sorted(tree_pages(tree)), dtype=np.uint64)
+    Returns (new tree, the pfns now holding those pages, in MFN order)."""
+    mfns = np.union1d(np.array(sorted(tree_pages(tree)), dtype=np.uint64),
+                      np.asarray(extra_mfns, dtype=np.uint64))
     own = tree.data_pfns[tree.data_pfns < np.uint64(tree.max_pfn)]
     if len(own) < len(mfns):
         raise SpecError(f"an xc-core dump needs at least {len(mfns)} valid pfns below max_pfn "
@@ -375,7 +377,14 @@ def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar
     its sidecar (``out + '.json'``) and, when asked, the truth table.
     A list or both guest is written by
     :func:`.listcontainers.generate_list_container` (and returned as a
-    :class:`~.listguest.ListGuest`)."""
+    :class:`~.listguest.ListGuest`).  ``xl-save`` is written by
+    :func:`.xlsave.generate_xl_save` (returned as a
+    :class:`~.saveguest.SaveGuest`)."""
+    if container == "xl-save":
+        from .xlsave import generate_xl_save
+
+        check_container(container, base)
+        return generate_xl_save(spec, out, truth=truth, sidecar_file=sidecar_file, **options)
     if spec.representation != "tree":
         from .listcontainers import generate_list_container
 

@@ -41,9 +41,12 @@ from .listguest import ListGuest, build_list
 from .listimage import list_sidecar, write_list_raw_image, write_list_truth
 
 
-def xen_dump_p2m_size(guest: ListGuest) -> int:
-    """The p2m_size Xen 4.16+ ``xl dump-core`` ends up with for ``guest``
-    (its PMD-level trim, bug included): pfns at or past it are not dumped."""
+def xen_dump_p2m_size(guest: ListGuest, bug: bool = True) -> int:
+    """The p2m_size Xen 4.16+ ``xl dump-core`` (and Xen's saver, whose list
+    walk has the same PMD-level trim) ends up with for ``guest``: pfns at or
+    past it are not dumped / saved.  ``bug`` keeps Xen's index mix-up; without
+    it the trim compares relative indices and only cuts trailing PMDs that
+    repeat their predecessor."""
     L = guest.layout
     fpp = L.per_page
     size = guest.max_pfn
@@ -58,7 +61,8 @@ def xen_dump_p2m_size(guest: ListGuest) -> int:
         mfn = int(guest.pmd_table[idx - idx_start])
         if mfn != saved_mfn:
             saved_mfn, saved_idx = mfn, idx - idx_start
-    if saved_idx == idx_end:        # the bug: a relative index against an absolute one
+    # the bug: a relative index against an absolute one
+    if saved_idx == (idx_end if bug else idx_end - idx_start):
         saved_idx += 1
     return min(size, saved_idx * PTES_PER_PAGE * fpp)
 
