@@ -301,3 +301,12 @@ def test_builder_streams_pass_xens_verifier(tmp_path, ws, entry, kw):
     assert res.returncode == 0, res.stderr
     with open_save(path) as s:
         assert s.complete and s.findings == []
+
+
+def test_detection_stays_free_of_construct_and_numpy():
+    code = ("import sys, p2mdump.sources.detect as d, p2mdump.schemas.xl_save_ids as i; "
+            "assert [d.sniff_bytes(h) for h in (i.XL_HEAD, i.LIBXL_HEAD, i.LIBXC_HEAD)] == "
+            "['xl-save'] * 3; assert 'construct' not in sys.modules and 'numpy' not in sys.modules")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert res.returncode == 0, res.stderr
