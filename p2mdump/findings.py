@@ -78,8 +78,22 @@ LIST_GENERATION_ODD = "p2m-generation-odd"   # the dump caught a p2m update in p
 LIST_RANGE = "list-range"
 LIST_SHORT = "list-short"                    # max_pfn goes past what the list maps
 
+# xl save files (p2mdump.sources.xl_save); each message names the record index and offset
+SAVE_TRUNCATED = "save-truncated"            # the stream ends inside a record or before END
+SAVE_RECORD_LENGTH = "save-record-length"    # a record's length disagrees with its contents
+SAVE_PAGE_COUNT = "save-page-count"          # a PAGE_DATA count of 0 or over 1024
+SAVE_RESERVED = "save-reserved-bits"         # reserved bits or fields not zero
+SAVE_PAGE_TYPE = "save-bad-page-type"        # a PAGE_DATA type no saver writes (5-8)
+SAVE_ABSURD_PFN = "save-absurd-pfn"          # a pfn beyond what any guest can have
+SAVE_UNKNOWN_RECORD = "save-unknown-record"  # a mandatory record type p2mdump does not know
+SAVE_PADDING = "save-padding"                # non-zero bytes in a record's padding
+SAVE_CONFIG = "save-config"                  # the domain config is not (valid) JSON
+SAVE_RECORD = "save-record"                  # a known record with odd contents
+SAVE_TRAILING = "save-trailing-data"         # bytes after the END record
+SAVE_TOO_MANY = "save-too-many-findings"     # further findings of one kind not listed
+
 # saved-p2m findings (p2mdump.savewalk): an xl save stream's X86_PV_P2M_FRAMES
-SAVE_RECORD = "save-p2m-record"              # the record disagrees with itself or the stream
+SAVE_P2M_RECORD = "save-p2m-record"            # the record disagrees with itself or the stream
 SAVE_P2M_SHORT = "save-p2m-short"            # arch.max_pfn goes past the saved p2m
 SAVE_P2M_FRAME_NO_DATA = "save-p2m-frame-no-data"    # a named p2m frame has no page data
 SAVE_P2M_FRAME_UNMAPPED = "save-p2m-frame-unmapped"  # a p2m frame's pfn is not mapped

@@ -82,8 +82,9 @@ def fast_lookup(argv) -> int | None:
     if args is None:
         return None
     from .sources.base import read_head
+    from .sources.detect import RAW, sniff_bytes
 
-    if args["container"] == "auto" and read_head(args["image"], 4) == b"\x7fELF":
+    if args["container"] == "auto" and sniff_bytes(read_head(args["image"], 64)) != RAW:
         return None  # containers are the click path's business
     from .errors import P2MDumpError
     from .lookup import ListPathLookup, PathLookup, format_result

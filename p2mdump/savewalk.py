@@ -78,7 +78,7 @@ def walk_saved_p2m(stream, *, word_size="auto", max_pfn: int | None = None,
         findings.append(F.Finding(*args, **kw))
 
     if ws_source == "given" and stream.guest_width not in (None, ws):
-        add(F.SAVE_RECORD, F.WARNING,
+        add(F.SAVE_P2M_RECORD, F.WARNING,
             f"--word-size {ws} overrides X86_PV_INFO's guest width {stream.guest_width}")
     pfns = np.asarray(frames.pfns, dtype=np.uint64)
     start, end = int(frames.start_pfn), int(frames.end_pfn)
@@ -88,11 +88,11 @@ def walk_saved_p2m(stream, *, word_size="auto", max_pfn: int | None = None,
         raise TreeError(f"{where}: {where_rec} has start_pfn {start:#x} past end_pfn {end:#x}")
     expected = end // fpp + 1 - first_frame
     if start:
-        add(F.SAVE_RECORD, F.WARNING,
+        add(F.SAVE_P2M_RECORD, F.WARNING,
             f"{where_rec} starts at pfn {start:#x}, not 0 as Xen's saver writes it; pfns "
             f"before {first_frame * fpp:#x} are missing in the table", level=LEVEL_LIST)
     if len(pfns) != expected:
-        add(F.SAVE_RECORD, F.WARNING,
+        add(F.SAVE_P2M_RECORD, F.WARNING,
             f"{where_rec} names {len(pfns)} frames where pfns {start:#x}-{end:#x} take "
             f"{expected} at {ws} bytes an entry; "
             + ("the missing frames' pfns are missing in the table" if len(pfns) < expected
@@ -114,7 +114,7 @@ def walk_saved_p2m(stream, *, word_size="auto", max_pfn: int | None = None,
     if mp_source == "container" and max_pfn > saved:
         n = _claimed_length(saved, max_pfn, L, arch, add)
     elif mp_source == "container" and max_pfn < saved:
-        add(F.SAVE_RECORD, F.INFO,
+        add(F.SAVE_P2M_RECORD, F.INFO,
             f"shared_info arch.max_pfn {max_pfn:#x} is less than the {saved:#x} pfns "
             f"{where_rec} saved; the table ends at arch.max_pfn", level=LEVEL_LIST)
     table_bytes = n * L.word_size

@@ -188,7 +188,7 @@ def test_frame_count_disagreeing_with_end_pfn():
     stream.p2m_frames.pfns = stream.p2m_frames.pfns[:2]
     r = walk_saved_p2m(stream)
     assert r.max_pfn == 1024            # the entries the two frames hold
-    assert any(f.kind == F.SAVE_RECORD and f.count == 2 for f in r.findings)
+    assert any(f.kind == F.SAVE_P2M_RECORD and f.count == 2 for f in r.findings)
 
 
 def test_no_frames_record_or_width_is_a_tree_error():

@@ -5,6 +5,7 @@ import json
 
 import click
 
+from ..sources.detect import CONTAINERS
 from .common import EXIT_CODES_HELP, NUMBER
 
 #: PT_LOAD rows printed in text mode (--json lists all)
@@ -15,8 +16,61 @@ def _hex(v):
     return "-" if v is None else f"{v:#x}"
 
 
+def save_lines(info: dict):
+    """The text form of an ``xl save`` file's info (see sources.xl_save.summary)."""
+    yield f"image          {info['path']}"
+    yield f"container      xl-save ({info['entry']} entry), file size {info['file_size']}"
+    xl = info["xl_header"]
+    if xl:
+        yield (f"xl header      mandatory flags {xl['mandatory_flags']:#x}, optional data "
+               f"{xl['optional_data_len']} bytes, config "
+               f"{'JSON' if xl['json_config'] else 'xl syntax'}")
+    cfg = info["config"]
+    if cfg:
+        mem = [f"{label} {cfg[k]} KiB" for label, k in (("max memory", "max_memkb"),
+                                                       ("target", "target_memkb"))
+               if cfg[k] is not None]
+        yield (f"domain         {cfg['name'] or '-'} (type {cfg['type'] or '-'}, uuid "
+               f"{cfg['uuid'] or '-'}, vcpus {_dash(cfg['max_vcpus'])}"
+               + "".join(f", {m}" for m in mem) + ")")
+    legacy = " (converted from a legacy stream)" if info["libxl_legacy"] else ""
+    yield (f"streams        libxl v{_dash(info['libxl_version'])}{legacy}, libxc "
+           f"v{_dash(info['libxc_version'])}, Xen {info['xen_version'] or 'unknown'}, "
+           f"{info['domain_type'] or 'no domain header'}"
+           + ("" if info["complete"] else " -- INCOMPLETE (see findings)"))
+    ws = info["word_size"]
+    yield (f"guest          {ws * 8}-bit, {info['pt_levels']} page-table levels" if ws else
+           "guest          width unknown (no usable X86_PV_INFO)")
+    yield "records        " + ", ".join(f"{k} {v}" for k, v in info["record_counts"].items())
+    yield ("pages          " + ", ".join(f"{k} {v}" for k, v in info["page_counts"].items())
+           + f"; {info['pages_with_data']} with data, {info['resent']} resent copies replaced")
+    p2m = info["p2m_frames"]
+    if p2m:
+        yield (f"p2m frames     pfns {p2m['start_pfn']:#x}-{p2m['end_pfn']:#x} in {p2m['count']} "
+               f"frame(s) (record #{p2m['record_index']} at offset {p2m['offset']:#x})")
+    for v in info["vcpus"][:MAX_ROWS]:
+        cr3 = f", cr3 pfn {v['cr3_pfn']:#x}" if "cr3_pfn" in v else ""
+        yield f"vcpu {v['vcpu_id']:<9} {v['record']} ({v['length']} B){cr3}"
+    if len(info["vcpus"]) > MAX_ROWS:
+        yield f"               ... and {len(info['vcpus']) - MAX_ROWS} more (see --json)"
+    si = info.get("shared_info")
+    if si:
+        yield "shared_info    " + ", ".join(f"{k} {v:#x}" for k, v in si.items())
+        yield ("  note: saved as the guest had it: the frame-list-list and p2m_cr3 (a folded "
+               "cr3 value) name source-host MFNs")
+    for f in info["findings"]:
+        yield f"  {f['severity']}: {f['kind']}: {f['message']}"
+
+
+def _dash(v):
+    return "-" if v is None else v
+
+
 def text_lines(info: dict):
     c = info["container"]
+    if c == "xl-save":
+        yield from save_lines(info)
+        return
     yield f"image          {info['path']}"
     yield f"container      {c}"
     if "file_size" in info or "size" in info:
@@ -93,7 +147,7 @@ def text_lines(info: dict):
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("image", metavar="IMAGE")
-@click.option("--container", type=click.Choice(["auto", "raw", "xc-core", "elf"]),
+@click.option("--container", type=click.Choice(CONTAINERS),
               default="auto", show_default=True, help="Image container (auto: detect).")
 @click.option("--base", type=NUMBER, default=0, show_default=True,
               help="File offset of machine frame 0 in a raw image.")
@@ -110,7 +164,7 @@ def info(image, container, base, as_json):
     """
     from ..sources import open_image
 
-    with open_image(image, base=base, container=container) as source:
+    with open_image(image, base=base, container=container, save_ok=True) as source:
         data = source.info()
         if source.container == "raw":
             data.update({"size": source.size, "base": source.base})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import click
 
+from ..sources.detect import CONTAINERS
 from .common import NUMBER, word_size_option
 
 
@@ -36,10 +37,11 @@ def tree_options(f):
                      help="Which form of the p2m to walk: the three-level tree (top MFN), "
                           "the linear list (p2m_cr3/p2m_vaddr), or auto: the list when one "
                           "is named (as Xen's tools prefer it), else the tree.")(f)
-    f = click.option("--container", type=click.Choice(["auto", "raw", "xc-core", "elf"]),
+    f = click.option("--container", type=click.Choice(CONTAINERS),
                      default="auto", show_default=True,
                      help="Image container: auto (detected from the first bytes), raw (frame M "
-                          "at BASE + M*4096), xc-core (xl dump-core) or elf (PT_LOAD core).")(f)
+                          "at BASE + M*4096), xc-core (xl dump-core), elf (PT_LOAD core) or "
+                          "xl-save (xl save file).")(f)
     f = click.option("--base", type=NUMBER, default=0, show_default=True,
                      help="File offset of machine frame 0 in a raw image.")(f)
     f = click.option("--max-pfn", type=NUMBER, default=None,
@@ -71,8 +73,9 @@ def open_source(image: str, base: int, container: str = "auto"):
 
 def _looks_like_container(image: str) -> bool:
     from ..sources.base import read_head
+    from ..sources.detect import RAW, sniff_bytes
 
-    return read_head(image, 8).startswith(b"\x7fELF")  # b"": RawImage says what is wrong
+    return sniff_bytes(read_head(image, 64)) != RAW  # b"": RawImage says what is wrong
 
 
 def resolve_tree(source, image: str, top_mfn, word_size: str, max_pfn, **list_opts):

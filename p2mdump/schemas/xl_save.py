@@ -23,19 +23,17 @@ reader (:mod:`p2mdump.sources.xl_save`) and the writer both import them.
 """
 from __future__ import annotations
 
+import struct
 from functools import lru_cache
 
-from construct import (Array, Bytes, Const, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul,
-                       Int64ub, Int64ul, Struct)
+from construct import (Array, Bytes, Const, FormatField, Int8ul, Int16ub, Int16ul, Int32ub,
+                       Int32ul, Int64ub, Int64ul, Padding, Struct)
 
 from ..layout import PAGE_SIZE
+from .xl_save_ids import (LIBXC_IDENT, LIBXC_MARKER, LIBXL_IDENT,  # noqa: F401 (re-exported)
+                          XL_BYTEORDER_MARKER, XL_BYTEORDER_SWAPPED, XL_MAGIC)
 
 # -- xl header (tools/xl/xl.h) -----------------------------------------------------------
-XL_MAGIC = b"Xen saved domain, xl format\n \x00 \r"
-#: written as a native u32: reads as this value when the saver was little-endian
-XL_BYTEORDER_MARKER = 0x01020304
-#: the same marker written by a big-endian saver, read little-endian
-XL_BYTEORDER_SWAPPED = 0x04030201
 XL_MANDATORY_FLAG_JSON = 1 << 0       # the optional data holds the JSON domain config
 XL_MANDATORY_FLAG_STREAMV2 = 1 << 1   # a libxl v2 stream follows (else a legacy libxc stream)
 XL_MANDATORY_FLAGS_KNOWN = XL_MANDATORY_FLAG_JSON | XL_MANDATORY_FLAG_STREAMV2
@@ -54,10 +52,10 @@ XL_HEADER_SIZE = XlHeader.sizeof()   # 48
 XlConfigLength = Struct("config_len" / Int32ul)
 
 # -- libxl stream (libxl_sr_stream_format.h) -------------------------------------------
-LIBXL_IDENT = 0x4C6962786C466D74     # "LibxlFmt"
 LIBXL_VERSION = 2
 LIBXL_OPT_BIG_ENDIAN = 1 << 0
 LIBXL_OPT_LEGACY = 1 << 1            # converted from a legacy stream by convert-legacy-stream
+LIBXL_OPTIONS_KNOWN = LIBXL_OPT_BIG_ENDIAN | LIBXL_OPT_LEGACY
 
 LibxlHeader = Struct(
     "ident" / Int64ub,
@@ -96,16 +94,34 @@ RECORD_HEADER_SIZE = RecordHeader.sizeof()   # 8
 RECORD_ALIGN = 8
 
 
+def flat_struct(schema) -> struct.Struct:
+    """A :class:`struct.Struct` decoding the same bytes as ``schema``, a Construct Struct
+    of plain integer fields only: for per-record hot loops, where a Construct parse
+    (several microseconds) would dominate.  Derived from the schema, never restated;
+    tests check that both decode alike."""
+    fmts = []
+    for sub in schema.subcons:
+        field = getattr(sub, "subcon", sub)
+        if not isinstance(field, FormatField):
+            raise TypeError(f"{sub!r} is not a plain integer field")
+        fmts.append(field.fmtstr)
+    orders = {f[0] for f in fmts}
+    if len(orders) != 1:
+        raise TypeError("mixed byte orders")
+    return struct.Struct(orders.pop() + "".join(f[1:] for f in fmts))
+
+
 def padded_length(length: int) -> int:
     """Bytes a record body of ``length`` bytes occupies in the stream (padded to 8)."""
     return (length + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
 
 
 # -- libxc image and domain headers -------------------------------------------------------
-LIBXC_MARKER = 0xFFFFFFFFFFFFFFFF
-LIBXC_IDENT = 0x58454E46             # "XENF"
 LIBXC_VERSIONS = (2, 3)              # 3 since Xen 4.14 (STATIC_DATA_END, policies)
 LIBXC_OPT_BIG_ENDIAN = 1 << 0
+LIBXC_OPTIONS_KNOWN = LIBXC_OPT_BIG_ENDIAN
+#: the page_shift every x86 stream's domain header carries
+LIBXC_PAGE_SHIFT = 12
 
 LibxcImageHeader = Struct(
     "marker" / Int64ub,
@@ -276,6 +292,13 @@ VCPU_HEADER_SIZE = VcpuHeader.sizeof()   # 8
 VCPU_CONTEXT_SIZE = {8: 0x1430, 4: 0xAF0}
 VCPU_CR3_OFFSET = {8: 0x1390, 4: 0xAA8}
 
+
+@lru_cache(maxsize=None)
+def vcpu_context_cr3(word_size: int):
+    """The start of a vcpu_guest_context of ``word_size`` up to ctrlreg[3] (cr3)."""
+    return Struct(Padding(VCPU_CR3_OFFSET[word_size]),
+                  "cr3" / (Int64ul if word_size == 8 else Int32ul))
+
 X86TscInfo = Struct(
     "mode" / Int32ul,
     "khz" / Int32ul,
@@ -288,6 +311,15 @@ X86TscInfo = Struct(
 #: schemas.xen_core.shared_info_page)
 SHARED_INFO_RECORD_SIZE = PAGE_SIZE
 
+#: records whose body has one fixed size (others: checked by their own rules)
+RECORD_FIXED_SIZE = {
+    REC_END: 0, REC_X86_PV_INFO: X86PvInfo.sizeof(), REC_SHARED_INFO: SHARED_INFO_RECORD_SIZE,
+    REC_X86_TSC_INFO: X86TscInfo.sizeof(), REC_VERIFY: 0, REC_CHECKPOINT: 0,
+    REC_STATIC_DATA_END: 0,
+}
+LIBXL_RECORD_FIXED_SIZE = {LIBXL_REC_END: 0, LIBXL_REC_LIBXC_CONTEXT: 0,
+                           LIBXL_REC_CHECKPOINT_END: 0}
+
 #: X86_CPUID_POLICY body: an array of xen_cpuid_leaf_t
 CpuidLeaf = Struct(
     "leaf" / Int32ul, "subleaf" / Int32ul,
@@ -299,3 +331,6 @@ MsrEntry = Struct(
     "flags" / Int32ul,
     "val" / Int64ul,
 )
+#: the entry size a policy record's length is a multiple of
+POLICY_ENTRY_SIZE = {REC_X86_CPUID_POLICY: CpuidLeaf.sizeof(),
+                     REC_X86_MSR_POLICY: MsrEntry.sizeof()}

@@ -1,8 +1,9 @@
 """Frame sources: turn an image file into 4096-byte machine frames by MFN.
 
 Containers: ``raw`` (frame m at base + m*4096), ``xc-core`` (an ``xl
-dump-core`` ELF file: frames by MFN through .xen_p2m) and ``elf`` (an ELF core
-whose PT_LOAD physical addresses are machine addresses).  Only the raw reader
+dump-core`` ELF file: frames by MFN through .xen_p2m), ``elf`` (an ELF core
+whose PT_LOAD physical addresses are machine addresses) and ``xl-save`` (an
+``xl save`` file: pages by pfn, see :mod:`.xl_save`).  Only the raw reader
 is imported eagerly; the ELF readers (and construct) load after detection.
 """
 from .base import FrameSource
@@ -10,12 +11,13 @@ from .raw import RawImage
 
 __all__ = ["FrameSource", "RawImage", "open_image", "CONTAINERS"]
 
-CONTAINERS = ("auto", "raw", "xc-core", "elf")
+CONTAINERS = ("auto", "raw", "xc-core", "elf", "xl-save")
 
 
-def open_image(path, *, base: int = 0, container: str = "auto") -> FrameSource:
+def open_image(path, *, base: int = 0, container: str = "auto", save_ok: bool = False):
     """Open ``path`` as a frame source; ``container`` is 'auto' (detect from
-    the first bytes), 'raw', 'xc-core' or 'elf'."""
+    the first bytes), 'raw', 'xc-core', 'elf' or 'xl-save' (a save file, opened
+    as a pfn-keyed SaveStream only when ``save_ok``: see detect.open_container)."""
     from .detect import open_container
 
-    return open_container(path, base=base, container=container)
+    return open_container(path, base=base, container=container, save_ok=save_ok)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import struct
 
 from ..errors import ContainerError, ImageError
+from ..schemas.xl_save_ids import sniff_entry
 from .base import read_head
 
 RAW = "raw"
 XC_CORE = "xc-core"
 ELF = "elf"
+XL_SAVE = "xl-save"
 AUTO = "auto"
-CONTAINERS = (AUTO, RAW, XC_CORE, ELF)
+CONTAINERS = (AUTO, RAW, XC_CORE, ELF, XL_SAVE)
 
 ELF_MAGIC = b"\x7fELF"
 #: pre-ELF xc_core (Xen <= 3.0.4): xch_magic, nr_vcpus, nr_pages, ctxt_offset = 24, ...
@@ -35,6 +37,8 @@ def sniff_bytes(head: bytes) -> str:
         return ELF
     if head[:16] == XM_SAVE_SIGNATURE:
         return XM_SAVE
+    if sniff_entry(head) is not None:
+        return XL_SAVE
     if len(head) >= 24:
         magic, vcpus, _pages, ctxt = struct.unpack_from("<4I", head)
         if magic in LEGACY_XC_MAGICS and 0 < vcpus <= 4096 and ctxt == LEGACY_XC_CTXT_OFFSET:
@@ -47,8 +51,13 @@ def sniff(path) -> str:
     return sniff_bytes(read_head(path, 64))  # b"": the raw opener says what is wrong
 
 
-def open_container(path, *, base: int = 0, container: str = AUTO):
-    """A FrameSource for ``path``: detected (``auto``) or forced."""
+def open_container(path, *, base: int = 0, container: str = AUTO, save_ok: bool = False):
+    """A FrameSource for ``path``: detected (``auto``) or forced.
+
+    A save file (``xl-save``) is keyed by pfn, not MFN: it opens as a
+    :class:`~p2mdump.sources.xl_save.SaveStream` only for callers that say
+    they take one (``save_ok``); others get a clear ContainerError before the
+    file is indexed."""
     if container not in CONTAINERS:
         raise ImageError(f"unknown container {container!r} "
                          f"(use one of {', '.join(CONTAINERS)})")
@@ -59,6 +68,16 @@ def open_container(path, *, base: int = 0, container: str = AUTO):
     if kind == LEGACY_XC:
         raise ContainerError(f"{path}: a pre-ELF xc_core dump (Xen <= 3.0.4): not supported "
                              "(its page index holds MFNs only)")
+    if kind == XL_SAVE:
+        if base:
+            raise ImageError(f"--base {base:#x} applies to raw images only, not to {kind}")
+        if not save_ok:
+            raise ContainerError(f"{path}: an `xl save` file (Xen migration stream): its pages "
+                                 "are keyed by pfn; this command does not read save files yet "
+                                 "(`p2mdump info` does)")
+        from .xl_save import open_save
+
+        return open_save(path)
     if kind == RAW:
         from .raw import RawImage
 
