@@ -74,7 +74,8 @@ class Resolved:
             out.append(f"top MFN {self.top_mfn:#x} from .xen_shared_info "
                        "arch.pfn_to_mfn_frame_list_list")
         if self.word_size_source == "container":
-            out.append(f"word size {self.word_size} from e_machine")
+            out.append(f"word size {self.word_size} from "
+                       + ("X86_PV_INFO" if self.representation == SAVED else "e_machine"))
         if self.max_pfn_source == "container":
             out.append(f"max_pfn {self.max_pfn:#x} from .xen_shared_info arch.max_pfn")
         return out
@@ -280,8 +281,9 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
     if r.representation == SAVED:
         from .savewalk import walk_saved_p2m
 
-        return walk_saved_p2m(source.stream, word_size=r.word_size, max_pfn=r.max_pfn,
-                              progress=progress, check_table=check_table)
+        return walk_saved_p2m(source.stream, max_pfn=r.max_pfn, progress=progress,
+                              word_size=r.word_size if r.word_size_source == "given" else "auto",
+                              check_table=check_table)
     if r.representation == "list":
         from .listwalk import walk_list
 

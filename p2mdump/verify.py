@@ -110,6 +110,8 @@ def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
         max_pfn = top_mfn.max_pfn
         res = walk_resolved(source, top_mfn, progress=progress)
         add_container_findings(source, res)
+        if max_pfn is None and res.max_pfn_source in ("container", "saved"):
+            max_pfn = res.max_pfn     # an xl save stream's arch.max_pfn or end_pfn
     else:
         res = walk(source, top_mfn, word_size=word_size, max_pfn=max_pfn, progress=progress)
     out = _checks(source, res, max_pfn)

@@ -50,6 +50,8 @@ def _load(path, fmt, top_mfn, word_size, base, container):
         res = walk_resolved(source, r)
     if res.representation == "list":
         return res.table, f"{path} @ list p2m_vaddr {res.list_info['p2m_vaddr']:#x}"
+    if res.top_mfn is None:
+        return res.table, f"{path} @ {res.representation}"
     return res.table, f"{path} @ top MFN {res.top_mfn:#x}"
 
 

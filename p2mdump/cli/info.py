@@ -164,7 +164,7 @@ def info(image, container, base, as_json):
     """
     from ..sources import open_image
 
-    with open_image(image, base=base, container=container, save_ok=True) as source:
+    with open_image(image, base=base, container=container) as source:
         data = source.info()
         if source.container == "raw":
             data.update({"size": source.size, "base": source.base})

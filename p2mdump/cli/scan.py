@@ -6,7 +6,7 @@ import shlex
 
 import click
 
-from .common import EXIT_CODES_HELP, NUMBER, Progress
+from .common import EXIT_CODES_HELP, NUMBER, CLIError, Progress
 
 SCAN_HELP = """\b
 How it works: one sequential pass reads the image in 8 MiB blocks (holes of
@@ -112,6 +112,10 @@ def scan(image, word_size, representation, base, container, max_results, as_json
     stats = ScanStats()
     progress = Progress("scanning", enabled=not quiet)
     with open_source(image, base, container) as source:
+        if getattr(source, "saved_p2m", False):
+            raise CLIError(f"{image}: an xl save stream names its p2m itself (X86_PV_P2M_FRAMES) "
+                           f"and holds guest pages by pfn, not machine frames: nothing to scan "
+                           f"for; `p2mdump walk {image}` reads the saved p2m", 3)
         try:
             found = do_scan(source, word_sizes=sizes, progress=progress,
                             max_results=max_results, stats=stats, representations=reps)

@@ -79,6 +79,9 @@ def _walk_line(w, where: str) -> str:
     if w.representation == "list":
         at = (f"list at p2m_vaddr {w.list_info['p2m_vaddr']:#x} (p2m_cr3 "
               f"{w.list_info['p2m_cr3']:#x}, {where})")
+    elif w.save_info is not None:
+        at = (f"saved p2m of X86_PV_P2M_FRAMES (record {w.save_info['record_index']}, "
+              f"{w.save_info['p2m_frames']} frames)")
     else:
         at = f"tree at top MFN {w.top_mfn:#x} ({where})"
     return f"{at}, {w.word_size}-byte words, max_pfn {w.max_pfn:#x} ({w.max_pfn_source})"

@@ -14,10 +14,10 @@ __all__ = ["FrameSource", "RawImage", "open_image", "CONTAINERS"]
 CONTAINERS = ("auto", "raw", "xc-core", "elf", "xl-save")
 
 
-def open_image(path, *, base: int = 0, container: str = "auto", save_ok: bool = False):
+def open_image(path, *, base: int = 0, container: str = "auto"):
     """Open ``path`` as a frame source; ``container`` is 'auto' (detect from
-    the first bytes), 'raw', 'xc-core', 'elf' or 'xl-save' (a save file, opened
-    as a pfn-keyed SaveStream only when ``save_ok``: see detect.open_container)."""
+    the first bytes), 'raw', 'xc-core', 'elf' or 'xl-save' (a save file: its
+    pages by pfn, see :class:`~p2mdump.sources.save_image.SaveImage`)."""
     from .detect import open_container
 
-    return open_container(path, base=base, container=container, save_ok=save_ok)
+    return open_container(path, base=base, container=container)

@@ -51,13 +51,12 @@ def sniff(path) -> str:
     return sniff_bytes(read_head(path, 64))  # b"": the raw opener says what is wrong
 
 
-def open_container(path, *, base: int = 0, container: str = AUTO, save_ok: bool = False):
+def open_container(path, *, base: int = 0, container: str = AUTO):
     """A FrameSource for ``path``: detected (``auto``) or forced.
 
     A save file (``xl-save``) is keyed by pfn, not MFN: it opens as a
-    :class:`~p2mdump.sources.xl_save.SaveStream` only for callers that say
-    they take one (``save_ok``); others get a clear ContainerError before the
-    file is indexed."""
+    :class:`~p2mdump.sources.save_image.SaveImage` over the stream's index,
+    whose p2m is the one the saver recorded."""
     if container not in CONTAINERS:
         raise ImageError(f"unknown container {container!r} "
                          f"(use one of {', '.join(CONTAINERS)})")
@@ -71,13 +70,10 @@ def open_container(path, *, base: int = 0, container: str = AUTO, save_ok: bool 
     if kind == XL_SAVE:
         if base:
             raise ImageError(f"--base {base:#x} applies to raw images only, not to {kind}")
-        if not save_ok:
-            raise ContainerError(f"{path}: an `xl save` file (Xen migration stream): its pages "
-                                 "are keyed by pfn; this command does not read save files yet "
-                                 "(`p2mdump info` does)")
+        from .save_image import SaveImage
         from .xl_save import open_save
 
-        return open_save(path)
+        return SaveImage(open_save(path))
     if kind == RAW:
         from .raw import RawImage
 

@@ -61,6 +61,10 @@ class SaveImage(FrameSource):
     def container_findings(self) -> list:
         return list(self.stream.findings)
 
+    def info(self) -> dict:
+        """The stream's headers and index (see SaveStream.info) for ``p2mdump info``."""
+        return self.stream.info()
+
     def describe(self) -> str:
         return f"xl save stream {self.path}"
 
