@@ -312,11 +312,16 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None, *,
                         unreadable.append(int(bp[a]))
                         a += 1
                         mfn += 1
+            # all-zero pages (and unreadable ones, zeroed above) stay holes
+            # of the sized output: they read as zeros all the same
+            data = ok & _nonzero_pages(buf, len(bm))
             if fmt == "elf":
-                pwrite_all(fd, mem[:len(bm) * PAGE_SIZE], data_start + start * PAGE_SIZE)
+                for c, d in _split(data, 0, len(bm)):
+                    pwrite_all(fd, mem[c * PAGE_SIZE:d * PAGE_SIZE],
+                               data_start + (start + c) * PAGE_SIZE)
             else:
                 for a, b in _runs(bp):
-                    for c, d in _split(ok, a, b):
+                    for c, d in _split(data, a, b):
                         pwrite_all(fd, mem[c * PAGE_SIZE:d * PAGE_SIZE], int(bp[c]) * PAGE_SIZE)
             if progress is not None:
                 progress(min(start + BATCH, total), total)
@@ -335,6 +340,11 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None, *,
     report.segments = len(segs)
     report.size = size
     return report
+
+
+def _nonzero_pages(buf: np.ndarray, count: int) -> np.ndarray:
+    """Per page of the first ``count`` pages of ``buf``: holds a non-zero byte."""
+    return buf[:count * PAGE_SIZE].view(np.uint64).reshape(count, PAGE_SIZE // 8).any(axis=1)
 
 
 def _split(ok: np.ndarray, a: int, b: int):
