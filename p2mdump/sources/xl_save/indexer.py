@@ -3,9 +3,12 @@
 The libxl stream's records are read up to its LIBXC_CONTEXT record, the libxc
 stream (image and domain header, then records) up to its END, then the libxl
 stream again up to its END.  Page data is never read: a PAGE_DATA record's
-header and pfn words go to the :class:`PageIndexBuilder`, its pages are
-stepped over by offset.  Every size taken from the file is checked against
-the file's real size before anything is read or allocated from it.
+header and pfn words are read, its pages stepped over by offset; the pfn
+words of consecutive PAGE_DATA records are decoded together (a batch of up
+to :data:`BATCH_WORDS`) and go to the :class:`PageIndexBuilder`.  A batch is
+decoded before anything else is reported, so findings keep stream order.
+Every size taken from the file is checked against the file's real size
+before anything is read or allocated from it.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ ABSURD_PFN = 1 << 40
 MAX_VCPU_RECORDS = 4 * 8192
 #: distinct unknown record names counted one by one; the rest share a name
 MAX_UNKNOWN_NAMES = 64
+#: pfn words of consecutive PAGE_DATA records decoded at once
+BATCH_WORDS = 1 << 18
 
 LIBXL, LIBXC = "libxl", "libxc"
 _REC = S.flat_struct(S.RecordHeader)
@@ -53,7 +58,9 @@ class Indexer:
         self.win = win
         self.path = path
         self.notes = notes
-        self.pages = PageIndexBuilder()
+        self.pages = PageIndexBuilder(win.size // PAGE_SIZE + 1)
+        self._pending: list = []    # PAGE_DATA records whose words are not decoded yet
+        self._pending_words = 0
         self.record_counts: Counter = Counter()
         self.libxc: dict | None = None
         self.guest_width = self.pt_levels = None
@@ -90,6 +97,8 @@ class Indexer:
             loc = f"record #{idx} ({layer} {name}) at offset {off:#x}"
             body = off + S.RECORD_HEADER_SIZE
             end = body + S.padded_length(length)
+            if layer != LIBXC or rtype != S.REC_PAGE_DATA or end > size:
+                self._flush()
             if end > size:
                 self._truncated(layer, rtype, loc, body, length)
                 return
@@ -115,6 +124,7 @@ class Indexer:
                 layer = LIBXC
             elif action == "end":
                 break
+        self._flush()
         self.complete = True
         self.end_offset = off
         if off < size:
@@ -145,6 +155,7 @@ class Indexer:
         return name
 
     def _note_end(self, layer: str, off: int, got: int) -> None:
+        self._flush()
         if got:
             msg = (f"record #{self._index} header at offset {off:#x} is cut short "
                    f"({got} of {S.RECORD_HEADER_SIZE} bytes)")
@@ -163,6 +174,7 @@ class Indexer:
 
     def _check_padding(self, loc: str, start: int, end: int) -> None:
         if end > start and any(self.win.read(start, end - start)):
+            self._flush()
             self.notes.add(F.SAVE_PADDING, f"{loc}: non-zero padding bytes after the body")
 
     def _check_required(self) -> None:
@@ -230,8 +242,12 @@ class Indexer:
         return None
 
     def _page_data(self, loc, length, body, truncated=False) -> tuple[int, int]:
-        """Index one PAGE_DATA record; (pages indexed, pages with data)."""
+        """Check one PAGE_DATA record's header and read its pfn words: queued
+        for :meth:`_flush`, or (``truncated``, the record the file ends in)
+        indexed at once.  Returns (pages indexed, pages with data) of a
+        truncated record."""
         if length < S.PAGE_DATA_HEADER_SIZE:
+            self._flush()
             self.notes.add(F.SAVE_RECORD_LENGTH, f"{loc}: length {length} is shorter than the "
                            f"{S.PAGE_DATA_HEADER_SIZE}-byte PAGE_DATA header")
             return 0, 0
@@ -240,8 +256,10 @@ class Indexer:
             return 0, 0
         count, reserved = _PAGE_DATA.unpack(raw)
         if reserved:
+            self._flush()
             self.notes.add(F.SAVE_RESERVED, f"{loc}: PAGE_DATA reserved field {reserved:#x}")
         if count == 0 or count > S.PAGE_DATA_MAX_COUNT:
+            self._flush()
             self.notes.add(F.SAVE_PAGE_COUNT, f"{loc}: PAGE_DATA count {count} (a saver writes "
                            f"1 to {S.PAGE_DATA_MAX_COUNT})")
             if count == 0:
@@ -249,15 +267,66 @@ class Indexer:
         words_at = body + S.PAGE_DATA_HEADER_SIZE
         words_len = count * S.PFN_WORD_SIZE
         if S.PAGE_DATA_HEADER_SIZE + words_len > length:
+            self._flush()
             self.notes.add(F.SAVE_RECORD_LENGTH, f"{loc}: PAGE_DATA count {count} needs "
                            f"{words_len} bytes of pfns, the record has {length}; skipped")
             return 0, 0
         raw = self.win.read(words_at, words_len)
         if len(raw) < words_len:
             return 0, 0
+        rec = (loc, length, raw, count, words_at + words_len)
+        if truncated:
+            self._flush()
+            return self._index_record(*rec, truncated=True)
+        self._pending.append(rec)
+        self._pending_words += count
+        if self._pending_words >= BATCH_WORDS:
+            self._flush()
+        return 0, 0
+
+    def _flush(self) -> None:
+        """Decode and index the queued PAGE_DATA records.  When every one is
+        well formed (the usual case) they are indexed together; otherwise one
+        by one, so that their findings come in stream order."""
+        pend = self._pending
+        if not pend:
+            return
+        self._pending, self._pending_words = [], 0
+        counts = np.fromiter((r[3] for r in pend), dtype=np.int64, count=len(pend))
+        starts = np.zeros(len(pend), dtype=np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        words = decode_words(b"".join(r[2] for r in pend), int(counts.sum()))
+        pfns, types = split_words(words)
+        data = HAS_DATA[types]
+        ndata = np.add.reduceat(data, starts, dtype=np.int64)
+        lengths = np.fromiter((r[1] for r in pend), dtype=np.int64, count=len(pend))
+        expected = S.PAGE_DATA_HEADER_SIZE + counts * S.PFN_WORD_SIZE + ndata * PAGE_SIZE
+        odd = (words & _RESERVED_MASK) != 0
+        odd |= INVALID_TYPE[types]
+        odd |= pfns >= np.uint64(ABSURD_PFN)
+        if np.any(expected != lengths) or odd.any():
+            for rec in pend:
+                self._index_record(*rec)
+            return
+        del odd, words
+        # offset of each entry's page: the record's first page + 4096 x its rank
+        # among the record's entries with data
+        rank = np.cumsum(data, dtype=np.int64)
+        base = rank[starts] - data[starts]
+        rank -= 1 + np.repeat(base, counts)
+        firsts = np.fromiter((r[4] for r in pend), dtype=np.uint64, count=len(pend))
+        offsets = np.repeat(firsts, counts)
+        offsets += rank.astype(np.uint64) * np.uint64(PAGE_SIZE)
+        self.pages.add_batch(pfns, types, offsets)
+
+    def _index_record(self, loc, length, raw, count, first_page,
+                      truncated=False) -> tuple[int, int]:
+        """Decode, check and index one PAGE_DATA record's pfn words; (pages
+        indexed, pages with data)."""
         pfns, types = split_words(decode_words(raw, count))
         data = HAS_DATA[types]
         ndata = int(np.count_nonzero(data))
+        words_len = count * S.PFN_WORD_SIZE
         expected = S.PAGE_DATA_HEADER_SIZE + words_len + ndata * PAGE_SIZE
         if length != expected:
             self.notes.add(F.SAVE_RECORD_LENGTH, f"{loc}: length {length}, but {count} pfns "
@@ -266,7 +335,6 @@ class Indexer:
         self._check_words(loc, raw, count, pfns, types)
         invalid = INVALID_TYPE[types]
         keep = ~invalid if invalid.any() else None
-        first_page = words_at + words_len
         in_file = None
         if truncated:
             in_file = max(0, (self.win.size - first_page) // PAGE_SIZE)
