@@ -12,6 +12,8 @@ before anything is read or allocated from it.
 """
 from __future__ import annotations
 
+import os
+import struct
 from collections import Counter
 from dataclasses import dataclass
 
@@ -36,6 +38,10 @@ BATCH_WORDS = 1 << 18
 LIBXL, LIBXC = "libxl", "libxc"
 _REC = S.flat_struct(S.RecordHeader)
 _PAGE_DATA = S.flat_struct(S.PageDataHeader)
+#: a word below ABSURD_PFN is then a plain page (type NOTAB, with data) of that pfn
+_NOTAB_IS_ZERO = S.PFINFO_NOTAB == 0 and bool(HAS_DATA[S.PFINFO_NOTAB])
+#: a record header and the PAGE_DATA header after it, read at once
+_PAGE_DATA_HEAD = struct.Struct(_REC.format + _PAGE_DATA.format.lstrip("<"))
 _VCPU = S.flat_struct(S.VcpuHeader)
 _P2M_FRAMES = S.flat_struct(S.X86PvP2mFramesHeader)
 _RESERVED_MASK = np.uint64(S.PAGE_DATA_RESERVED_MASK)
@@ -86,6 +92,8 @@ class Indexer:
         in_checkpoint = False
         size = self.win.size
         while True:
+            if layer == LIBXC:
+                off = self._page_data_run(off)
             raw = self.win.read(off, S.RECORD_HEADER_SIZE)
             if len(raw) < S.RECORD_HEADER_SIZE:
                 self._note_end(layer, off, len(raw))
@@ -284,6 +292,41 @@ class Indexer:
             self._flush()
         return 0, 0
 
+    def _page_data_run(self, off: int) -> int:
+        """Queue the well-formed PAGE_DATA records from ``off`` on (the bulk of
+        a stream), one read each for the record header, PAGE_DATA header and
+        pfn words; returns the offset of the first record it leaves to the
+        general path (another type, or anything that needs a finding)."""
+        fd, size = self.win.fd, self.win.size
+        head = S.RECORD_HEADER_SIZE + S.PAGE_DATA_HEADER_SIZE
+        want = head + S.PAGE_DATA_MAX_COUNT * S.PFN_WORD_SIZE
+        taken = 0
+        while True:
+            try:
+                raw = os.pread(fd, want, off)
+            except OSError:
+                break
+            if len(raw) < head:
+                break
+            rtype, length, count, reserved = _PAGE_DATA_HEAD.unpack_from(raw)
+            words_end = head + count * S.PFN_WORD_SIZE
+            if (rtype != S.REC_PAGE_DATA or length % S.RECORD_ALIGN or reserved
+                    or not 0 < count <= S.PAGE_DATA_MAX_COUNT or len(raw) < words_end
+                    or words_end - S.RECORD_HEADER_SIZE > length
+                    or off + S.RECORD_HEADER_SIZE + length > size):
+                break
+            self._pending.append(((self._index, off), length, raw[head:words_end], count,
+                                  off + words_end))
+            self._pending_words += count
+            self._index += 1
+            taken += 1
+            off += S.RECORD_HEADER_SIZE + length
+            if self._pending_words >= BATCH_WORDS:
+                self._flush()
+        if taken:
+            self.record_counts[f"{LIBXC}/{S.record_name(S.REC_PAGE_DATA)}"] += taken
+        return off
+
     def _flush(self) -> None:
         """Decode and index the queued PAGE_DATA records.  When every one is
         well formed (the usual case) they are indexed together; otherwise one
@@ -296,17 +339,32 @@ class Indexer:
         starts = np.zeros(len(pend), dtype=np.int64)
         np.cumsum(counts[:-1], out=starts[1:])
         words = decode_words(b"".join(r[2] for r in pend), int(counts.sum()))
+        lengths = np.fromiter((r[1] for r in pend), dtype=np.int64, count=len(pend))
+        firsts = np.fromiter((r[4] for r in pend), dtype=np.int64, count=len(pend))
+        if _NOTAB_IS_ZERO and int(words.max()) < ABSURD_PFN:
+            # plain pages only (type NOTAB, no reserved bit, pfns in range):
+            # the words are the pfns and each has its page, in order
+            expected = S.PAGE_DATA_HEADER_SIZE + counts * (S.PFN_WORD_SIZE + PAGE_SIZE)
+            if np.array_equal(expected, lengths):
+                offsets = np.repeat(firsts - starts * PAGE_SIZE, counts)
+                offsets += np.arange(0, len(words) * PAGE_SIZE, PAGE_SIZE, dtype=np.int64)
+                self.pages.add_batch(words, np.zeros(len(words), dtype=np.uint8),
+                                     offsets.view(np.uint64), all_data=True)
+                return
         pfns, types = split_words(words)
         data = HAS_DATA[types]
         ndata = np.add.reduceat(data, starts, dtype=np.int64)
-        lengths = np.fromiter((r[1] for r in pend), dtype=np.int64, count=len(pend))
         expected = S.PAGE_DATA_HEADER_SIZE + counts * S.PFN_WORD_SIZE + ndata * PAGE_SIZE
         odd = (words & _RESERVED_MASK) != 0
         odd |= INVALID_TYPE[types]
         odd |= pfns >= np.uint64(ABSURD_PFN)
         if np.any(expected != lengths) or odd.any():
-            for rec in pend:
-                self._index_record(*rec)
+            for loc, *rec in pend:
+                if not isinstance(loc, str):
+                    idx, at = loc
+                    loc = (f"record #{idx} ({LIBXC} {S.record_name(S.REC_PAGE_DATA)}) at "
+                           f"offset {at:#x}")
+                self._index_record(loc, *rec)
             return
         del odd, words
         # offset of each entry's page: the record's first page + 4096 x its rank
@@ -314,10 +372,9 @@ class Indexer:
         rank = np.cumsum(data, dtype=np.int64)
         base = rank[starts] - data[starts]
         rank -= 1 + np.repeat(base, counts)
-        firsts = np.fromiter((r[4] for r in pend), dtype=np.uint64, count=len(pend))
         offsets = np.repeat(firsts, counts)
-        offsets += rank.astype(np.uint64) * np.uint64(PAGE_SIZE)
-        self.pages.add_batch(pfns, types, offsets)
+        offsets += rank * PAGE_SIZE
+        self.pages.add_batch(pfns, types, offsets.view(np.uint64))
 
     def _index_record(self, loc, length, raw, count, first_page,
                       truncated=False) -> tuple[int, int]:

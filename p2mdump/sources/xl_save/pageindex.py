@@ -97,18 +97,20 @@ class PageIndexBuilder:
         self._last = -1             # last pfn of the ascending prefix
         self._prefix: tuple | None = None   # (data, nodata) entries in it once it ends
 
-    def add_batch(self, pfns: np.ndarray, types: np.ndarray, offsets: np.ndarray) -> None:
+    def add_batch(self, pfns: np.ndarray, types: np.ndarray, offsets: np.ndarray,
+                  all_data: bool = False) -> None:
         """Entries in stream order: ``offsets`` is the file offset of the page of
-        each entry whose type has data (ignored for the others)."""
+        each entry whose type has data (ignored for the others); ``all_data``
+        says every type has data."""
         if not len(pfns):
             return
-        data = HAS_DATA[types]
         if self._prefix is None and not (
                 int(pfns[0]) > self._last and bool(np.all(pfns[1:] > pfns[:-1]))):
             self._prefix = (self._data.n, self._nodata.n)
         if self._prefix is None:
             self._last = int(pfns[-1])
-        if data.all():
+        data = None if all_data else HAS_DATA[types]
+        if all_data or data.all():
             self._data.append(pfns, offsets, types)
             return
         before = np.cumsum(data, dtype=np.int64) - data + self._data.n
