@@ -33,7 +33,7 @@ MAX_VCPU_RECORDS = 4 * 8192
 #: distinct unknown record names counted one by one; the rest share a name
 MAX_UNKNOWN_NAMES = 64
 #: pfn words of consecutive PAGE_DATA records decoded at once
-BATCH_WORDS = 1 << 18
+BATCH_WORDS = 1 << 16
 
 LIBXL, LIBXC = "libxl", "libxc"
 _REC = S.flat_struct(S.RecordHeader)
