@@ -34,8 +34,8 @@ from .result import WalkResult
 from .table import FOREIGN, IDENTITY, MISSING, VALID, P2MTable, classify, empty_words
 
 from .autowalk import SAVED as REPRESENTATION  # noqa: E402
-#: frames read per batch (16 MiB of scratch)
-BATCH_FRAMES = 4096
+#: frames read per batch (4 MiB of scratch)
+BATCH_FRAMES = 1024
 #: table entries checked against the stream's pages at a time
 CHECK_CHUNK = 1 << 20
 
