@@ -34,8 +34,10 @@ from .result import WalkResult
 from .table import FOREIGN, IDENTITY, MISSING, VALID, P2MTable, classify, empty_words
 
 from .autowalk import SAVED as REPRESENTATION  # noqa: E402
-#: frames read per batch (16 MiB of scratch)
-BATCH_FRAMES = 4096
+#: frames read per batch (4 MiB of scratch)
+BATCH_FRAMES = 1024
+#: table entries checked against the stream's pages at a time
+CHECK_CHUNK = 1 << 20
 
 
 def saved_arch(stream) -> dict | None:
@@ -237,19 +239,26 @@ def crosscheck_stream(table: P2MTable, stream, saved: int, first_pfn: int = 0) -
     have page data (last copies).  Differences are reported as pfn ranges."""
     out: list = []
     n = len(table)
-    data = np.asarray(stream.data_pfns, dtype=np.uint64)
-    inside = data[data < np.uint64(n)].astype(np.int64)
-    past = int(len(data) - len(inside))
-    kinds_in = classify(table.raw[inside], table.layout)
-    has = np.zeros(n, dtype=bool)
-    has[inside] = True
+    data = np.asarray(stream.data_pfns, dtype=np.uint64)   # sorted, unique
+    inside = int(np.searchsorted(data, np.uint64(n)))
+    past = int(len(data) - inside)
+    # chunk by chunk of the table, against the data pfns that fall in it: memory
+    # bounded by a chunk, not by the table or the index
     valid_no_data = []
     unmapped = []
-    for start, chunk in table.chunks():
+    code_counts = np.zeros(256, dtype=np.int64)
+    lo = 0
+    for start, chunk in table.chunks(CHECK_CHUNK):
+        hi = lo + int(np.searchsorted(data[lo:inside], np.uint64(start + len(chunk))))
+        h = np.zeros(len(chunk), dtype=bool)
+        h[(data[lo:hi] - np.uint64(start)).astype(np.intp)] = True
+        lo = hi
         kinds = classify(chunk, table.layout)
-        h = has[start:start + len(chunk)]
-        valid_no_data.append(np.flatnonzero((kinds == VALID) & ~h) + start)
-        unmapped.append(np.flatnonzero(h & (kinds != VALID)) + start)
+        valid = kinds == VALID
+        valid_no_data.append(np.flatnonzero(valid & ~h) + start)
+        bad = np.flatnonzero(h & ~valid)
+        unmapped.append(bad + start)
+        code_counts += np.bincount(kinds[bad], minlength=256)
     lacking = np.concatenate(valid_no_data) if valid_no_data else np.zeros(0, np.int64)
     extra = np.concatenate(unmapped) if unmapped else np.zeros(0, np.int64)
     if len(lacking):
@@ -263,15 +272,14 @@ def crosscheck_stream(table: P2MTable, stream, saved: int, first_pfn: int = 0) -
             pfn_first=int(lacking[0]), pfn_last=int(lacking[-1])))
     if len(extra) or past:
         why = []
-        codes = kinds_in[kinds_in != VALID]
         for code, name in ((MISSING, "missing"), (IDENTITY, "identity"), (FOREIGN, "foreign")):
-            c = int(np.count_nonzero(codes == code))
+            c = int(code_counts[code])
             if c:
                 why.append(f"{c} {name}")
         if past:
             why.append(f"{past} at or past the table's end {n:#x}")
         total = len(extra) + past
-        pfns_all = np.concatenate([extra.astype(np.uint64), data[data >= np.uint64(n)]])
+        pfns_all = np.concatenate([extra.astype(np.uint64), data[inside:]])
         out.append(F.Finding(
             F.SAVE_DATA_UNMAPPED, F.WARNING,
             f"{total} page(s) in the stream belong to pfns the saved p2m does not map to a "

@@ -62,9 +62,12 @@ def tree_pages(tree: BuiltTree) -> dict:
     return pages
 
 
-def tree_pages_as_guest_pages(tree: BuiltTree, extra_mfns=()) -> tuple[BuiltTree, np.ndarray]:
+def tree_pages_as_guest_pages(tree: BuiltTree, extra_mfns=(), *,
+                              copy: bool = True) -> tuple[BuiltTree, np.ndarray]:
     """A copy of ``tree`` whose last valid pfns map the tree pages' MFNs (and
-    ``extra_mfns``, other frames that must be guest pages).
+    ``extra_mfns``, other frames that must be guest pages).  ``copy=False``
+    changes ``tree``'s tables in place (for a caller that drops ``tree``: no
+    second table in memory).
 
     Returns (new tree, the pfns now holding those pages, in MFN order)."""
     mfns = np.union1d(np.array(sorted(tree_pages(tree)), dtype=np.uint64),
@@ -76,15 +79,20 @@ def tree_pages_as_guest_pages(tree: BuiltTree, extra_mfns=()) -> tuple[BuiltTree
                         f"{len(own)}")
     chosen = own[len(own) - len(mfns):]
     dtype = tree.leaf_table.dtype
-    entries = tree.entries.copy()
-    leaf_table = tree.leaf_table.copy()
+    entries = tree.entries.copy() if copy else tree.entries
+    leaf_table = tree.leaf_table.copy() if copy else tree.leaf_table
     entries[chosen.astype(np.int64)] = mfns.astype(dtype)
     leaf_table[chosen.astype(np.int64)] = mfns.astype(dtype)
     # the chosen pfns hold tree pages now, not data frames
-    keep = ~np.isin(tree.data_pfns, chosen)
+    drop = np.flatnonzero(np.isin(tree.data_pfns, chosen))
+    if len(drop) and drop[0] == len(tree.data_pfns) - len(drop):
+        # the last data pfns (the usual case): the rest is a view, not a copy
+        data_pfns, data_mfns = tree.data_pfns[:drop[0]], tree.data_mfns[:drop[0]]
+    else:
+        data_pfns, data_mfns = np.delete(tree.data_pfns, drop), np.delete(tree.data_mfns, drop)
     new = dataclasses.replace(
-        tree, entries=entries, leaf_table=leaf_table, data_pfns=tree.data_pfns[keep],
-        data_mfns=tree.data_mfns[keep],
+        tree, entries=entries, leaf_table=leaf_table, data_pfns=data_pfns,
+        data_mfns=data_mfns,
         notes=list(tree.notes) + [f"pfns {int(chosen[0]):#x}-{int(chosen[-1]):#x} hold the "
                                   f"{len(mfns)} tree pages"])
     return new, chosen

@@ -257,12 +257,13 @@ def build_save_guest(spec, *, xen_save_bug: bool = False) -> SaveGuest:
 
 
 def _tree_save_guest(tree: BuiltTree) -> SaveGuest:
-    pages = tree_pages(tree)
-    top = max(max(pages), int(tree.data_mfns.max()) if len(tree.data_mfns) else 0)
+    page_mfns = set(tree_pages(tree))
+    top = max(max(page_mfns), int(tree.data_mfns.max()) if len(tree.data_mfns) else 0)
     tables, root = tree_kernel_tables(tree, top + 1)
     table_mfns = np.array(sorted(tables), dtype=np.uint64)
-    tree, chosen = tree_pages_as_guest_pages(tree, extra_mfns=table_mfns)
-    mfns = np.array(sorted(set(pages) | set(tables)), dtype=np.uint64)
+    # the built tree is not used again: remap its tables in place
+    tree, chosen = tree_pages_as_guest_pages(tree, extra_mfns=table_mfns, copy=False)
+    mfns = np.array(sorted(page_mfns | set(tables)), dtype=np.uint64)
     end = tree_save_end(tree)
     fpp = tree.layout.per_page
     leaves = tree_leaf_mfns(tree, end // fpp + 1)

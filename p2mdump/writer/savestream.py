@@ -131,6 +131,23 @@ def p2m_frames(end_pfn: int, pfns: np.ndarray) -> bytes:
 
 # -- the stream ------------------------------------------------------------------------------
 
+class SparsePages:
+    """``count`` pages of a PAGE_DATA record that are zero but for ``rows``
+    (index -> 4096 uint8): a batch of a guest without data frames costs no
+    zero-filled array.  Indexed like the (count, 4096) array it stands for
+    when a row is assigned."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.rows: dict = {}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __setitem__(self, i: int, page) -> None:
+        self.rows[int(i)] = np.asarray(page, dtype=np.uint8).reshape(PAGE_SIZE)
+
+
 class RecordStream:
     """Records written one after the other at increasing offsets of ``fd``.
 
@@ -154,10 +171,10 @@ class RecordStream:
         self.raw(S.RecordHeader.build(dict(type=rtype, length=len(body))) + body + bytes(pad))
         self.records += 1
 
-    def page_data(self, words: np.ndarray, pages: np.ndarray | None) -> None:
+    def page_data(self, words: np.ndarray, pages) -> None:
         """A PAGE_DATA record: the pfn words (type in bits 63-60) and ``pages``
-        ((k, 4096) uint8 for the k words whose type carries data, or None when
-        there is none); zero pages become holes."""
+        ((k, 4096) uint8 or :class:`SparsePages` for the k words whose type
+        carries data, or None when there is none); zero pages become holes."""
         count = len(words)
         if not 0 < count <= S.PAGE_DATA_MAX_COUNT:
             raise ValueError(f"a PAGE_DATA record holds 1..{S.PAGE_DATA_MAX_COUNT} pfns")
@@ -170,8 +187,15 @@ class RecordStream:
             self._pages(pages)
         self.records += 1   # 8 + 8*count + 4096*k: already a multiple of 8, no padding
 
-    def _pages(self, pages: np.ndarray) -> None:
+    def _pages(self, pages) -> None:
         """Write the non-zero pages of ``pages`` in runs; leave zero pages as holes."""
+        if isinstance(pages, SparsePages):
+            for i, page in sorted(pages.rows.items()):
+                if page.any():
+                    pwrite_all(self.fd, page, self.offset + i * PAGE_SIZE)
+                    self.page_bytes_written += PAGE_SIZE
+            self.offset += len(pages) * PAGE_SIZE
+            return
         nonzero = pages.reshape(len(pages), -1).any(axis=1)
         idx = np.flatnonzero(nonzero)
         if len(idx):

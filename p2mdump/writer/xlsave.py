@@ -99,8 +99,11 @@ def normalise_pagetable(save: SaveGuest, level: int, ptes: np.ndarray) -> np.nda
 
 
 def page_batch(save: SaveGuest, pfns: np.ndarray):
-    """The PAGE_DATA words and page contents ((k, 4096) uint8 or None) of ``pfns``
-    (ascending, at most 1024), as ``write_batch`` sends them."""
+    """The PAGE_DATA words and page contents of ``pfns`` (ascending, at most
+    1024), as ``write_batch`` sends them: a (k, 4096) uint8 array for the k
+    words with data, or, for a guest without data frames, a
+    :class:`~.savestream.SparsePages` (only the structure pages are not zero),
+    or None when no word has data."""
     p2m_words = np.empty(len(pfns), dtype=save.layout.numpy_dtype)
     # runs of consecutive pfns are read at once
     brk = np.flatnonzero(np.diff(pfns.astype(np.int64)) != 1) + 1
@@ -117,7 +120,7 @@ def page_batch(save: SaveGuest, pfns: np.ndarray):
     if len(opfns):
         pages = save.data_frames(opfns, omfns)
         if pages is None:
-            pages = np.zeros((len(opfns), PAGE_SIZE), dtype=np.uint8)
+            pages = W.SparsePages(len(opfns))
         struct = save.structure_words(omfns)
         for i in np.flatnonzero(save.is_structure(omfns)).tolist():
             mfn = int(omfns[i])

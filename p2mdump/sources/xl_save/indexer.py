@@ -3,12 +3,17 @@
 The libxl stream's records are read up to its LIBXC_CONTEXT record, the libxc
 stream (image and domain header, then records) up to its END, then the libxl
 stream again up to its END.  Page data is never read: a PAGE_DATA record's
-header and pfn words go to the :class:`PageIndexBuilder`, its pages are
-stepped over by offset.  Every size taken from the file is checked against
-the file's real size before anything is read or allocated from it.
+header and pfn words are read, its pages stepped over by offset; the pfn
+words of consecutive PAGE_DATA records are decoded together (a batch of up
+to :data:`BATCH_WORDS`) and go to the :class:`PageIndexBuilder`.  A batch is
+decoded before anything else is reported, so findings keep stream order.
+Every size taken from the file is checked against the file's real size
+before anything is read or allocated from it.
 """
 from __future__ import annotations
 
+import os
+import struct
 from collections import Counter
 from dataclasses import dataclass
 
@@ -27,10 +32,16 @@ ABSURD_PFN = 1 << 40
 MAX_VCPU_RECORDS = 4 * 8192
 #: distinct unknown record names counted one by one; the rest share a name
 MAX_UNKNOWN_NAMES = 64
+#: pfn words of consecutive PAGE_DATA records decoded at once
+BATCH_WORDS = 1 << 16
 
 LIBXL, LIBXC = "libxl", "libxc"
 _REC = S.flat_struct(S.RecordHeader)
 _PAGE_DATA = S.flat_struct(S.PageDataHeader)
+#: a word below ABSURD_PFN is then a plain page (type NOTAB, with data) of that pfn
+_NOTAB_IS_ZERO = S.PFINFO_NOTAB == 0 and bool(HAS_DATA[S.PFINFO_NOTAB])
+#: a record header and the PAGE_DATA header after it, read at once
+_PAGE_DATA_HEAD = struct.Struct(_REC.format + _PAGE_DATA.format.lstrip("<"))
 _VCPU = S.flat_struct(S.VcpuHeader)
 _P2M_FRAMES = S.flat_struct(S.X86PvP2mFramesHeader)
 _RESERVED_MASK = np.uint64(S.PAGE_DATA_RESERVED_MASK)
@@ -53,7 +64,9 @@ class Indexer:
         self.win = win
         self.path = path
         self.notes = notes
-        self.pages = PageIndexBuilder()
+        self.pages = PageIndexBuilder(win.size // PAGE_SIZE + 1)
+        self._pending: list = []    # PAGE_DATA records whose words are not decoded yet
+        self._pending_words = 0
         self.record_counts: Counter = Counter()
         self.libxc: dict | None = None
         self.guest_width = self.pt_levels = None
@@ -79,6 +92,8 @@ class Indexer:
         in_checkpoint = False
         size = self.win.size
         while True:
+            if layer == LIBXC:
+                off = self._page_data_run(off)
             raw = self.win.read(off, S.RECORD_HEADER_SIZE)
             if len(raw) < S.RECORD_HEADER_SIZE:
                 self._note_end(layer, off, len(raw))
@@ -90,6 +105,8 @@ class Indexer:
             loc = f"record #{idx} ({layer} {name}) at offset {off:#x}"
             body = off + S.RECORD_HEADER_SIZE
             end = body + S.padded_length(length)
+            if layer != LIBXC or rtype != S.REC_PAGE_DATA or end > size:
+                self._flush()
             if end > size:
                 self._truncated(layer, rtype, loc, body, length)
                 return
@@ -115,6 +132,7 @@ class Indexer:
                 layer = LIBXC
             elif action == "end":
                 break
+        self._flush()
         self.complete = True
         self.end_offset = off
         if off < size:
@@ -145,6 +163,7 @@ class Indexer:
         return name
 
     def _note_end(self, layer: str, off: int, got: int) -> None:
+        self._flush()
         if got:
             msg = (f"record #{self._index} header at offset {off:#x} is cut short "
                    f"({got} of {S.RECORD_HEADER_SIZE} bytes)")
@@ -163,6 +182,7 @@ class Indexer:
 
     def _check_padding(self, loc: str, start: int, end: int) -> None:
         if end > start and any(self.win.read(start, end - start)):
+            self._flush()
             self.notes.add(F.SAVE_PADDING, f"{loc}: non-zero padding bytes after the body")
 
     def _check_required(self) -> None:
@@ -230,8 +250,12 @@ class Indexer:
         return None
 
     def _page_data(self, loc, length, body, truncated=False) -> tuple[int, int]:
-        """Index one PAGE_DATA record; (pages indexed, pages with data)."""
+        """Check one PAGE_DATA record's header and read its pfn words: queued
+        for :meth:`_flush`, or (``truncated``, the record the file ends in)
+        indexed at once.  Returns (pages indexed, pages with data) of a
+        truncated record."""
         if length < S.PAGE_DATA_HEADER_SIZE:
+            self._flush()
             self.notes.add(F.SAVE_RECORD_LENGTH, f"{loc}: length {length} is shorter than the "
                            f"{S.PAGE_DATA_HEADER_SIZE}-byte PAGE_DATA header")
             return 0, 0
@@ -240,8 +264,10 @@ class Indexer:
             return 0, 0
         count, reserved = _PAGE_DATA.unpack(raw)
         if reserved:
+            self._flush()
             self.notes.add(F.SAVE_RESERVED, f"{loc}: PAGE_DATA reserved field {reserved:#x}")
         if count == 0 or count > S.PAGE_DATA_MAX_COUNT:
+            self._flush()
             self.notes.add(F.SAVE_PAGE_COUNT, f"{loc}: PAGE_DATA count {count} (a saver writes "
                            f"1 to {S.PAGE_DATA_MAX_COUNT})")
             if count == 0:
@@ -249,15 +275,115 @@ class Indexer:
         words_at = body + S.PAGE_DATA_HEADER_SIZE
         words_len = count * S.PFN_WORD_SIZE
         if S.PAGE_DATA_HEADER_SIZE + words_len > length:
+            self._flush()
             self.notes.add(F.SAVE_RECORD_LENGTH, f"{loc}: PAGE_DATA count {count} needs "
                            f"{words_len} bytes of pfns, the record has {length}; skipped")
             return 0, 0
         raw = self.win.read(words_at, words_len)
         if len(raw) < words_len:
             return 0, 0
+        rec = (loc, length, raw, count, words_at + words_len)
+        if truncated:
+            self._flush()
+            return self._index_record(*rec, truncated=True)
+        self._pending.append(rec)
+        self._pending_words += count
+        if self._pending_words >= BATCH_WORDS:
+            self._flush()
+        return 0, 0
+
+    def _page_data_run(self, off: int) -> int:
+        """Queue the well-formed PAGE_DATA records from ``off`` on (the bulk of
+        a stream), one read each for the record header, PAGE_DATA header and
+        pfn words; returns the offset of the first record it leaves to the
+        general path (another type, or anything that needs a finding)."""
+        fd, size = self.win.fd, self.win.size
+        head = S.RECORD_HEADER_SIZE + S.PAGE_DATA_HEADER_SIZE
+        want = head + S.PAGE_DATA_MAX_COUNT * S.PFN_WORD_SIZE
+        taken = 0
+        while True:
+            try:
+                raw = os.pread(fd, want, off)
+            except OSError:
+                break
+            if len(raw) < head:
+                break
+            rtype, length, count, reserved = _PAGE_DATA_HEAD.unpack_from(raw)
+            words_end = head + count * S.PFN_WORD_SIZE
+            if (rtype != S.REC_PAGE_DATA or length % S.RECORD_ALIGN or reserved
+                    or not 0 < count <= S.PAGE_DATA_MAX_COUNT or len(raw) < words_end
+                    or words_end - S.RECORD_HEADER_SIZE > length
+                    or off + S.RECORD_HEADER_SIZE + length > size):
+                break
+            self._pending.append(((self._index, off), length, raw[head:words_end], count,
+                                  off + words_end))
+            self._pending_words += count
+            self._index += 1
+            taken += 1
+            off += S.RECORD_HEADER_SIZE + length
+            if self._pending_words >= BATCH_WORDS:
+                self._flush()
+        if taken:
+            self.record_counts[f"{LIBXC}/{S.record_name(S.REC_PAGE_DATA)}"] += taken
+        return off
+
+    def _flush(self) -> None:
+        """Decode and index the queued PAGE_DATA records.  When every one is
+        well formed (the usual case) they are indexed together; otherwise one
+        by one, so that their findings come in stream order."""
+        pend = self._pending
+        if not pend:
+            return
+        self._pending, self._pending_words = [], 0
+        counts = np.fromiter((r[3] for r in pend), dtype=np.int64, count=len(pend))
+        starts = np.zeros(len(pend), dtype=np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        words = decode_words(b"".join(r[2] for r in pend), int(counts.sum()))
+        lengths = np.fromiter((r[1] for r in pend), dtype=np.int64, count=len(pend))
+        firsts = np.fromiter((r[4] for r in pend), dtype=np.int64, count=len(pend))
+        if _NOTAB_IS_ZERO and int(words.max()) < ABSURD_PFN:
+            # plain pages only (type NOTAB, no reserved bit, pfns in range):
+            # the words are the pfns and each has its page, in order
+            expected = S.PAGE_DATA_HEADER_SIZE + counts * (S.PFN_WORD_SIZE + PAGE_SIZE)
+            if np.array_equal(expected, lengths):
+                offsets = np.repeat(firsts - starts * PAGE_SIZE, counts)
+                offsets += np.arange(0, len(words) * PAGE_SIZE, PAGE_SIZE, dtype=np.int64)
+                self.pages.add_batch(words, np.zeros(len(words), dtype=np.uint8),
+                                     offsets.view(np.uint64), all_data=True)
+                return
+        pfns, types = split_words(words)
+        data = HAS_DATA[types]
+        ndata = np.add.reduceat(data, starts, dtype=np.int64)
+        expected = S.PAGE_DATA_HEADER_SIZE + counts * S.PFN_WORD_SIZE + ndata * PAGE_SIZE
+        odd = (words & _RESERVED_MASK) != 0
+        odd |= INVALID_TYPE[types]
+        odd |= pfns >= np.uint64(ABSURD_PFN)
+        if np.any(expected != lengths) or odd.any():
+            for loc, *rec in pend:
+                if not isinstance(loc, str):
+                    idx, at = loc
+                    loc = (f"record #{idx} ({LIBXC} {S.record_name(S.REC_PAGE_DATA)}) at "
+                           f"offset {at:#x}")
+                self._index_record(loc, *rec)
+            return
+        del odd, words
+        # offset of each entry's page: the record's first page + 4096 x its rank
+        # among the record's entries with data
+        rank = np.cumsum(data, dtype=np.int64)
+        base = rank[starts] - data[starts]
+        rank -= 1 + np.repeat(base, counts)
+        offsets = np.repeat(firsts, counts)
+        offsets += rank * PAGE_SIZE
+        self.pages.add_batch(pfns, types, offsets.view(np.uint64))
+
+    def _index_record(self, loc, length, raw, count, first_page,
+                      truncated=False) -> tuple[int, int]:
+        """Decode, check and index one PAGE_DATA record's pfn words; (pages
+        indexed, pages with data)."""
         pfns, types = split_words(decode_words(raw, count))
         data = HAS_DATA[types]
         ndata = int(np.count_nonzero(data))
+        words_len = count * S.PFN_WORD_SIZE
         expected = S.PAGE_DATA_HEADER_SIZE + words_len + ndata * PAGE_SIZE
         if length != expected:
             self.notes.add(F.SAVE_RECORD_LENGTH, f"{loc}: length {length}, but {count} pfns "
@@ -266,7 +392,6 @@ class Indexer:
         self._check_words(loc, raw, count, pfns, types)
         invalid = INVALID_TYPE[types]
         keep = ~invalid if invalid.any() else None
-        first_page = words_at + words_len
         in_file = None
         if truncated:
             in_file = max(0, (self.win.size - first_page) // PAGE_SIZE)

@@ -1,8 +1,9 @@
 """Bounded reads at file offsets for the one-pass indexer of a save file.
 
 The indexer reads record headers and PAGE_DATA pfn arrays and skips page
-data by offset.  A small window (64 KiB) is read at a time, so a run of short
-records costs one system call per window, not one per record; a read larger
+data by offset.  A small window (16 KiB: a PAGE_DATA record's header and
+its 1024 pfn words) is read at a time, so a run of short records costs one
+system call per window, not one per record; a read larger
 than the window (a long pfn array, a P2M_FRAMES record) is read on its own,
 and its size was checked against the file before the call.
 """
@@ -12,7 +13,7 @@ import os
 
 from ...errors import ImageError
 
-WINDOW = 1 << 16
+WINDOW = 1 << 14
 
 
 class Window:
