@@ -500,7 +500,10 @@ def save_stream(kind: str) -> str:
         from p2mdump.writer import GuestSpec
         from p2mdump.writer.xlsave import generate_xl_save
 
+        import atexit
+
         folder = tempfile.mkdtemp(prefix="p2mdump-corpus-")
+        atexit.register(shutil.rmtree, folder, True)
         path = os.path.join(folder, f"{kind}.save")
         generate_xl_save(GuestSpec(**SAVE_SPECS[kind]), path,
                          truth=os.path.join(folder, f"{kind}.truth"))
