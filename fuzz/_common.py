@@ -24,7 +24,8 @@ _PATH = os.path.join(_TMP, "input.img")
 #: instruments them for coverage too
 LAZY_MODULES = ("p2mdump.sources.raw", "p2mdump.sources.elf", "p2mdump.sources.xc_core",
                 "p2mdump.walker", "p2mdump.listwalk", "p2mdump.pagetable", "p2mdump.autowalk",
-                "p2mdump.crosscheck", "p2mdump.verify", "p2mdump.scan", "p2mdump.listscan")
+                "p2mdump.crosscheck", "p2mdump.verify", "p2mdump.scan", "p2mdump.listscan",
+                "p2mdump.sources.xl_save.summary", "p2mdump.savewalk", "p2mdump.savelookup")
 
 
 def as_file(data: bytes) -> str:

@@ -33,6 +33,10 @@ class SavedPathLookup(_PfnPathLookup):
             self.word_size_source = "container"
         else:
             ws, self.word_size_source = int(word_size), "given"
+        if int(frames.start_pfn) > int(frames.end_pfn):
+            raise TreeError(f"{stream.path}: X86_PV_P2M_FRAMES (record {frames.record_index}, "
+                            f"offset {frames.offset:#x}) has start_pfn {int(frames.start_pfn):#x} "
+                            f"past end_pfn {int(frames.end_pfn):#x}")
         self.layout: Layout = layout_for(ws)
         self.stream = stream
         self.frames = frames

@@ -32,6 +32,7 @@ from .listwalk import memory_available
 from .paging import PTES_PER_PAGE, level_span, mode_for
 from .result import WalkResult
 from .table import FOREIGN, IDENTITY, MISSING, VALID, P2MTable, classify, empty_words
+from .walker import TABLE_FLOOR
 
 from .autowalk import SAVED as REPRESENTATION  # noqa: E402
 #: frames read per batch (4 MiB of scratch)
@@ -101,8 +102,18 @@ def walk_saved_p2m(stream, *, word_size="auto", max_pfn: int | None = None,
                else "the frames past them are ignored"), level=LEVEL_LIST,
             count=abs(len(pfns) - expected))
         pfns = pfns[:expected]
-    # the saved entries: bounded by the frames the record really names
+    # the saved entries: bounded by the frames the record really names, and the
+    # table by what they can fill (the walker's rule): a start_pfn far from 0
+    # never sizes it
     saved = min(end + 1, (first_frame + len(pfns)) * fpp)
+    budget = max(len(pfns) * fpp, TABLE_FLOOR)
+    if saved > budget:
+        add(F.TABLE_BUDGET, F.WARNING,
+            f"{where_rec} places its {len(pfns)} frame(s) up to pfn {saved - 1:#x}, more "
+            f"than they can fill from pfn 0; the table stops at {budget:#x} (give --max-pfn "
+            "to widen it)", level=LEVEL_LIST, count=saved - budget, pfn_first=budget,
+            pfn_last=saved - 1)
+        saved = budget
 
     arch = saved_arch(stream)
     claimed = None
@@ -110,6 +121,10 @@ def walk_saved_p2m(stream, *, word_size="auto", max_pfn: int | None = None,
     if max_pfn is None:
         claimed = int(arch["max_pfn"]) if arch and arch.get("max_pfn") else None
         max_pfn, mp_source = (claimed, "container") if claimed else (saved, "saved")
+        if arch and not claimed:
+            add(F.SAVE_P2M_RECORD, F.INFO,
+                f"shared_info arch.max_pfn is 0; the table ends where {where_rec} ends "
+                f"({saved:#x} pfns)", level=LEVEL_LIST)
     elif max_pfn < 0:
         raise LayoutError(f"max_pfn must not be negative (got {max_pfn})")
     n = max_pfn
@@ -207,7 +222,7 @@ def _read_frames(stream, pfns: np.ndarray, first_frame: int, n: int, L, add, pro
     no_data: list = []
     distinct = set()
     for lo in range(0, usable, BATCH_FRAMES):
-        chunk = pfns[lo:lo + BATCH_FRAMES]
+        chunk = pfns[lo:min(lo + BATCH_FRAMES, usable)]
         u, inverse = np.unique(chunk, return_inverse=True)
         view = scratch[:len(u)]
         got = np.asarray(stream.read_pfns_into(u, memoryview(view).cast("B")), dtype=bool)
@@ -313,11 +328,18 @@ def extract_plan(table: P2MTable, stream):
     """An :class:`~p2mdump.extract.Plan` copying every page the stream carries,
     by its pfn (the stream's own key: no p2m is needed to place a page), to be
     read from a :class:`~p2mdump.sources.save_image.SaveImage`.  The output
-    spans the table and any page past it; pfns without a page are listed as
-    not copied, by their kind in the saved p2m ("no page data" for valid ones)."""
+    spans the table and any page past it, up to what the stream's pages could
+    fill as p2m pages (the rule of :meth:`~p2mdump.extract.Plan.from_pairs`):
+    pages of pfns past that are not copied ("beyond-stream"), so an absurd pfn
+    never sizes the output.  pfns without a page are listed as not copied, by
+    their kind in the saved p2m ("no page data" for valid ones)."""
     from .extract import Plan
 
     data = np.asarray(stream.data_pfns, dtype=np.uint64)
+    limit = max(len(table), len(data) * table.layout.per_page, TABLE_FLOOR)
+    far = data >= np.uint64(limit)
+    beyond = data[far].astype(np.int64)
+    data = data[~far]
     n = max(len(table), int(data[-1]) + 1 if len(data) else 0)
     has = np.zeros(len(table), dtype=bool)
     has[data[data < np.uint64(len(table))].astype(np.int64)] = True
@@ -325,6 +347,8 @@ def extract_plan(table: P2MTable, stream):
     skipped = {name: np.flatnonzero((kinds == code) & ~has)
                for code, name in ((MISSING, "missing"), (IDENTITY, "identity"),
                                   (FOREIGN, "foreign"), (VALID, "no page data"))}
+    if len(beyond):
+        skipped["beyond-stream"] = beyond
     pfns = data.astype(np.int64)
     return Plan(pfns, data, n, table.layout.word_size, skipped,
                 "the stream's PAGE_DATA pages, by pfn", representation=REPRESENTATION)

@@ -56,10 +56,23 @@ class Case:
     #: the sidecar (raw fixtures) is copied beside the image
     sidecar: bool = False
     args: tuple = ()
+    #: cut the damaged copy to this many bytes
+    truncate: int | None = None
+    #: (file offset, bytes) inserted into the copy, after the patches
+    inserts: tuple = ()
+    #: (command, exit code, text the output must hold) asserted by the tests
+    expect: tuple = ()
 
     @property
     def fixture(self) -> str:
         return FIXTURES[self.kind]
+
+    @property
+    def source(self) -> str:
+        """The clean file the case damages."""
+        if self.kind in SAVE_SPECS:
+            return save_stream(self.kind)
+        return fixture_path(self.fixture)
 
 
 @dataclass
@@ -318,12 +331,16 @@ def all_cases() -> list[Case]:
 
 def materialise(case: Case, folder: str) -> str:
     """Write the damaged copy of the fixture in ``folder``; returns its path."""
-    src = fixture_path(case.fixture)
+    src = case.source
     dst = os.path.join(folder, os.path.basename(src))
     with open(src, "rb") as fh:
         data = bytearray(fh.read())
     for off, b in case.patches:
         data[off:off + len(b)] = b
+    for off, b in sorted(case.inserts, reverse=True):
+        data[off:off] = b
+    if case.truncate is not None:
+        del data[case.truncate:]
     with open(dst, "wb") as fh:
         fh.write(data)
     if case.sidecar:
@@ -342,7 +359,17 @@ def command_args(cmd: str, image: str, case: Case, folder: str) -> list[str]:
         return ["info", image]
     if cmd == "extract":
         return ["extract", image, *case.args, "-o", os.path.join(folder, "pfns.bin")]
+    if cmd == "lookup":
+        return ["lookup", image, *case.args, "--pfn", hex(LOOKUP_PFN)]
+    if cmd == "map":
+        return ["map", image, *case.args, "-o", os.path.join(folder, "map.svg")]
+    if cmd == "diff":
+        return ["diff", image, case.source]
     raise ValueError(cmd)
+
+
+#: the files a command writes (removed after each run; left behind on an error: a problem)
+OUTPUTS = {"walk": "table.txt", "extract": "pfns.bin", "map": "map.svg"}
 
 
 def run_case(case: Case, folder: str, runner=None) -> Outcome:
@@ -354,11 +381,19 @@ def run_case(case: Case, folder: str, runner=None) -> Outcome:
     runner = runner or CliRunner()
     image = materialise(case, folder)
     out = Outcome(case)
+    before = set(os.listdir(folder))
     for cmd in case.commands:
         r = runner.invoke(main, command_args(cmd, image, case, folder))
         text = r.output
         if r.exception is not None and not isinstance(r.exception, SystemExit):
             text += f"\nTraceback: {type(r.exception).__name__}: {r.exception}"
+        left = set(os.listdir(folder)) - before
+        if r.exit_code >= 2 and left:
+            text += f"\nLeft behind: {sorted(left)}"
+        elif left - {OUTPUTS.get(cmd)}:
+            text += f"\nLeft behind: {sorted(left - {OUTPUTS.get(cmd)})}"
+        for name in left:
+            os.unlink(os.path.join(folder, name))
         out.runs[cmd] = (r.exit_code, text)
     return out
 
@@ -372,6 +407,8 @@ def problems(outcome: Outcome) -> list[str]:
             bad.append(f"{where}: exit {code}: {text.strip().splitlines()[-1:]}")
         if "Traceback" in text or "internal error" in text:
             bad.append(f"{where}: {text.strip().splitlines()[-1:]}")
+        if "\nLeft behind: " in text:
+            bad.append(f"{where}: exit {code}, {text[text.index('Left behind'):]}")
         if code >= 2:
             errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
             if len(errors) != 1:
@@ -386,3 +423,375 @@ def exit_counts(outcomes) -> dict:
         for code, _ in o.runs.values():
             counts[code] = counts.get(code, 0) + 1
     return dict(sorted(counts.items()))
+
+
+# -- xl save streams ----------------------------------------------------------------
+#
+# Small save files generated at test time by the writer (a tree and a list guest
+# at each width, 240 pages with data, three p2m frames), then damaged: header
+# fields, record lengths, PAGE_DATA counts and pfn words, X86_PV_INFO,
+# X86_PV_P2M_FRAMES, SHARED_INFO, truncation at and inside every record,
+# inserted unknown records, a domain config that is not JSON.
+
+#: save stream kinds -> the writer's GuestSpec arguments (about 1 MB each)
+SAVE_SPECS = {
+    "save-tree64": dict(word_size=8, max_pfn=0x480, ballooned=[(0xC0, 0x440)],
+                        identity=[(0xA0, 0xB0)], mfn_order="shuffled", seed=1),
+    "save-tree32": dict(word_size=4, max_pfn=0x880, ballooned=[(0xC0, 0x840)],
+                        identity=[(0xA0, 0xB0)], mfn_order="shuffled", seed=2),
+    "save-list64": dict(word_size=8, representation="list", max_pfn=0x480,
+                        ballooned=[(0xC0, 0x440)], identity=[(0xA0, 0xB0)],
+                        mfn_order="shuffled", seed=3),
+    "save-list32": dict(word_size=4, representation="list", max_pfn=0x880,
+                        ballooned=[(0xC0, 0x840)], identity=[(0xA0, 0xB0)],
+                        mfn_order="shuffled", seed=4),
+}
+#: the commands that read save files
+SAVE_COMMANDS = ("walk", "verify", "lookup", "extract", "info", "map", "diff")
+#: kinds that get the whole grid; the others the records, truncation and insertions
+SAVE_FULL = ("save-tree64", "save-list32")
+#: the pfn looked up by ``lookup --pfn`` (a valid pfn of every save stream)
+LOOKUP_PFN = 0x5
+#: a record type no Xen defines (bit 31: the optional form)
+UNKNOWN_TYPE = 0x7F
+
+
+@dataclass(frozen=True)
+class SaveRecord:
+    layer: str        # "libxl" or "libxc"
+    index: int        # in stream order, both layers counted (as the reader counts)
+    offset: int
+    rtype: int
+    length: int
+
+    @property
+    def body(self) -> int:
+        return self.offset + 8
+
+    @property
+    def end(self) -> int:
+        from p2mdump.schemas.xl_save import padded_length
+
+        return self.body + padded_length(self.length)
+
+
+@dataclass(frozen=True)
+class SaveLayout:
+    """Where the parts of a save file lie (read here with the schemas, not the reader)."""
+    size: int
+    config: int        # offset of the u32 config length
+    config_len: int
+    libxl: int         # the libxl stream header
+    libxc: int         # the libxc image header (the domain header follows)
+    records: tuple
+
+    def of_type(self, layer: str, rtype: int) -> list:
+        return [r for r in self.records if r.layer == layer and r.rtype == rtype]
+
+
+_SAVE_DIR: dict = {}
+
+
+def save_stream(kind: str) -> str:
+    """The clean save file of ``kind``, generated once per process."""
+    if kind not in _SAVE_DIR:
+        import tempfile
+
+        from p2mdump.writer import GuestSpec
+        from p2mdump.writer.xlsave import generate_xl_save
+
+        import atexit
+
+        folder = tempfile.mkdtemp(prefix="p2mdump-corpus-")
+        atexit.register(shutil.rmtree, folder, True)
+        path = os.path.join(folder, f"{kind}.save")
+        generate_xl_save(GuestSpec(**SAVE_SPECS[kind]), path,
+                         truth=os.path.join(folder, f"{kind}.truth"))
+        _SAVE_DIR[kind] = path
+    return _SAVE_DIR[kind]
+
+
+def save_layout(data: bytes) -> SaveLayout:
+    """The headers and records of a clean save file (xl entry)."""
+    from p2mdump.schemas import xl_save as S
+
+    xl = S.XlHeader.parse(data)
+    config = S.XL_HEADER_SIZE
+    clen = S.XlConfigLength.parse(data[config:]).config_len
+    libxl = S.XL_HEADER_SIZE + xl.optional_data_len
+    off, layer, libxc, records = libxl + S.LIBXL_HEADER_SIZE, "libxl", None, []
+    while off + 8 <= len(data):
+        h = S.RecordHeader.parse(data[off:])
+        r = SaveRecord(layer, len(records), off, h.type, h.length)
+        records.append(r)
+        off = r.end
+        if layer == "libxl" and h.type == S.LIBXL_REC_LIBXC_CONTEXT:
+            libxc, layer = off, "libxc"
+            off += S.LIBXC_IMAGE_HEADER_SIZE + S.LIBXC_DOMAIN_HEADER_SIZE
+        elif layer == "libxc" and h.type == S.REC_END:
+            layer = "libxl"
+        elif layer == "libxl" and h.type == S.LIBXL_REC_END:
+            break
+    return SaveLayout(len(data), config, clen, libxl, libxc, tuple(records))
+
+
+def ordered_fields(schema: Struct, base: int = 0):
+    """[(name, offset, size, byte order)] of a struct's integer fields (as
+    :func:`struct_fields`, with each field's byte order)."""
+    out = []
+    for name, off, size in struct_fields(schema, base):
+        sub = next(sc for sc in schema.subcons if sc.name == name)
+        fmt = getattr(getattr(sub, "subcon", sub), "fmtstr", "<")
+        out.append((name, off, size, "big" if fmt[0] == ">" else "little"))
+    return out
+
+
+def _put_order(offset: int, size: int, value: int, order: str):
+    return (offset, value.to_bytes(size, order))
+
+
+def _save_case(name, kind, patches=(), commands=None, truncate=None, inserts=(),
+               expect=()) -> Case:
+    full = f"{kind}/{name}"
+    return Case(name=full, kind=kind, patches=tuple(patches),
+                commands=commands or _save_commands(full), truncate=truncate,
+                inserts=tuple(inserts), expect=tuple(expect))
+
+
+#: save cases run walk; one in this many runs every command
+SAVE_SUBSET = 6
+
+
+def _save_commands(name: str) -> tuple:
+    return ("walk",) + (SAVE_COMMANDS[1:] if _h(name) % SAVE_SUBSET == 0 else ())
+
+
+def _header_cases(kind: str, lay: SaveLayout) -> list:
+    from p2mdump.schemas import xl_save as S
+
+    past = lay.size + PAGE_SIZE
+    groups = (("xl", S.XlHeader, 0), ("libxl", S.LibxlHeader, lay.libxl),
+              ("libxc", S.LibxcImageHeader, lay.libxc),
+              ("domain", S.LibxcDomainHeader, lay.libxc + S.LIBXC_IMAGE_HEADER_SIZE),
+              ("xl.config", S.XlConfigLength, lay.config))
+    cases = []
+    for group, schema, base in groups:
+        for name, off, size, order in ordered_fields(schema, base):
+            top = (1 << (8 * size)) - 1
+            was = int.from_bytes(open_bytes(kind, off, size), order)
+            for vn, v in {"0": 0, "max": top, "past-end": min(past, top)}.items():
+                if v != was:
+                    cases.append(_save_case(f"{group}.{name}={vn}", kind,
+                                            [_put_order(off, size, v, order)]))
+    return cases
+
+
+def _record_cases(kind: str, lay: SaveLayout) -> list:
+    """Every record's length set to 0, to its maximum, past the end, off by 8."""
+    cases = []
+    for r in lay.records:
+        tag = f"rec[{r.index}:{r.layer}:{r.rtype:#x}]"
+        values = {"0": 0, "max": 0xFFFF_FFFF, "past-end": lay.size,
+                  "+8": r.length + 8, "-8": max(r.length - 8, 0) if r.length else 4}
+        for vn, v in values.items():
+            if vn != "0" and v == 0 or (vn == "0" and r.length == 0):
+                continue
+            cases.append(_save_case(f"{tag}.length={vn}", kind, [_put(r.offset + 4, 4, v)]))
+    return cases
+
+
+def _truncation_cases(kind: str, lay: SaveLayout) -> list:
+    """The file cut at every record boundary, inside every record header and body."""
+    from p2mdump.schemas import xl_save as S
+
+    p2m = lay.of_type("libxc", S.REC_X86_PV_P2M_FRAMES)[0]
+    cases = []
+    for r in lay.records:
+        tag = f"rec[{r.index}:{r.layer}:{r.rtype:#x}]"
+        cuts = {"at": r.offset, "in-header": r.offset + 4}
+        if r.length:
+            cuts["in-body"] = r.body + r.length // 2
+        for vn, cut in cuts.items():
+            # cut before the p2m record is whole: no saved p2m; after: a finding
+            walk = (4, "error: ") if cut < p2m.end else (0, "warning: save-truncated: ")
+            name = f"cut-{vn}-{tag}"
+            cases.append(_save_case(name, kind, truncate=cut,
+                                    commands=tuple(dict.fromkeys(("walk", "info")
+                                                                 + _save_commands(name))),
+                                    expect=[("walk", *walk),
+                                            ("info", 0, "warning: save-truncated: ")]))
+    for vn, cut in (("in-xl-header", 20), ("in-config", lay.config + 8),
+                    ("in-libxl-header", lay.libxl + 8), ("in-libxc-header", lay.libxc + 30),
+                    ("empty", 0)):
+        cases.append(_save_case(f"cut-{vn}", kind, truncate=cut))
+    return cases
+
+
+def _page_data_cases(kind: str, lay: SaveLayout) -> list:
+    from p2mdump.schemas import xl_save as S
+
+    recs = lay.of_type("libxc", S.REC_PAGE_DATA)
+    cases = []
+    for which, r in (("first", recs[0]), ("last", recs[-1])):
+        count = int.from_bytes(open_bytes(kind, r.body, 4), "little")
+        for vn, v in {"0": 0, "1025": 1025, "2^32-1": 0xFFFF_FFFF, "+1": count + 1,
+                      "-1": count - 1}.items():
+            kind_ = "save-page-count" if vn in ("0", "1025", "2^32-1") else "save-record-length"
+            cases.append(_save_case(f"page_data[{which}].count={vn}", kind,
+                                    [_put(r.body, 4, v)],
+                                    expect=[("walk", 0, f"warning: {kind_}: record #")]))
+        cases.append(_save_case(f"page_data[{which}].reserved=max", kind,
+                                [_put(r.body + 4, 4, 0xFFFF_FFFF)]))
+        words = r.body + S.PAGE_DATA_HEADER_SIZE
+        for slot in sorted({0, count // 2, count - 1}):
+            at = words + slot * 8
+            word = int.from_bytes(open_bytes(kind, at, 8), "little")
+            pfn, ptype = word & S.PAGE_DATA_PFN_MASK, word >> S.PAGE_DATA_TYPE_SHIFT
+            values = {"reserved-bits": word | S.PAGE_DATA_RESERVED_MASK,
+                      "pfn=2^40": S.pfn_word(1 << 40, ptype),
+                      "pfn=2^52-1": S.pfn_word(S.PAGE_DATA_PFN_MASK, ptype),
+                      "pfn=max_pfn": S.pfn_word(0x1_0000_0000, ptype),
+                      "xtab": S.pfn_word(pfn, S.PFINFO_XTAB)}
+            for t in S.PFINFO_INVALID:
+                values[f"type={t}"] = S.pfn_word(pfn, t)
+            for vn, v in values.items():
+                if v == word:
+                    continue
+                expect = ()
+                if vn.startswith("pfn=2^"):
+                    expect = [("walk", 0, "warning: save-absurd-pfn: record #")]
+                elif vn.startswith("type=") and S.has_page_data(ptype):
+                    expect = [("walk", 0, "warning: save-bad-page-type: record #")]
+                elif vn == "reserved-bits":
+                    expect = [("walk", 0, "warning: save-reserved-bits: record #")]
+                cases.append(_save_case(f"page_data[{which}].pfn[{slot}]={vn}", kind,
+                                        [_put(at, 8, v)], expect=expect))
+    return cases
+
+
+def open_bytes(kind: str, offset: int, n: int) -> bytes:
+    with open(save_stream(kind), "rb") as fh:
+        fh.seek(offset)
+        return fh.read(n)
+
+
+def _pv_cases(kind: str, lay: SaveLayout) -> list:
+    """X86_PV_INFO, X86_PV_P2M_FRAMES and SHARED_INFO contents."""
+    from p2mdump.schemas import xl_save as S
+    from p2mdump.schemas.xen_core import ARCH_FIELDS, ARCH_SHARED_INFO_OFFSET
+
+    ws = SAVE_SPECS[kind]["word_size"]
+    fpp = PAGE_SIZE // ws
+    cases = []
+    info = lay.of_type("libxc", S.REC_X86_PV_INFO)[0]
+    for vn in (0, 3, 16):
+        cases.append(_save_case(f"pv_info.guest_width={vn}", kind, [_put(info.body, 1, vn)],
+                                expect=[("walk", 4, "no X86_PV_INFO record gives the guest's "
+                                         "word size")]))
+    cases.append(_save_case(f"pv_info.guest_width={12 - ws}", kind,
+                            [_put(info.body, 1, 12 - ws)]))
+    for vn in (0, 2, 5, 255):
+        cases.append(_save_case(f"pv_info.pt_levels={vn}", kind, [_put(info.body + 1, 1, vn)]))
+    fr = lay.of_type("libxc", S.REC_X86_PV_P2M_FRAMES)[0]
+    start, end = (int.from_bytes(open_bytes(kind, fr.body + i, 4), "little") for i in (0, 4))
+    frames = [int.from_bytes(open_bytes(kind, fr.body + 8 + 8 * i, 8), "little")
+              for i in range((fr.length - 8) // 8)]
+    ballooned = SAVE_SPECS[kind]["ballooned"][0][0] + 1
+    cases.append(_save_case("p2m_frames.start>end", kind, [_put(fr.body, 4, end + 1)],
+                            commands=("walk", "lookup"),
+                            expect=[(cmd, 4, "past end_pfn") for cmd in ("walk", "lookup")]))
+    mp = ARCH_FIELDS.index("max_pfn")
+    si = lay.of_type("libxc", S.REC_SHARED_INFO)[0]
+    arch = si.body + ARCH_SHARED_INFO_OFFSET[ws]
+    cases.append(_save_case("p2m_frames.start=2^32-1,arch.max_pfn=0", kind,
+                            [_put(fr.body, 4, 0xFFFF_FFFF), _put(fr.body + 4, 4, 0xFFFF_FFFF),
+                             _put(arch + mp * ws, ws, 0)],
+                            expect=[("walk", 0, "warning: table-beyond-image: ")]))
+    for vn, (s, e) in {"start=end": (end, end),
+                       "start=fpp": (fpp, end), "start=2^32-1": (0xFFFF_FFFF, 0xFFFF_FFFF),
+                       "end=2^32-1": (start, 0xFFFF_FFFF), "end=0": (start, 0),
+                       "end+fpp": (start, end + fpp), "end-fpp": (start, end - fpp)}.items():
+        cases.append(_save_case(f"p2m_frames.{vn}", kind,
+                                [_put(fr.body, 4, s), _put(fr.body + 4, 4, e)]))
+    for slot in (0, len(frames) - 1):
+        for vn, v in {"no-data": ballooned, "unsent": 0x10_0000, "2^52": 1 << 52,
+                      "~0": (1 << 64) - 1, "other-frame": frames[(slot + 1) % len(frames)],
+                      "pfn0": 0}.items():
+            expect = ()
+            if vn in ("no-data", "unsent", "2^52", "~0"):
+                expect = [("walk", 0, "warning: save-p2m-frame-no-data: ")]
+            cases.append(_save_case(f"p2m_frames.pfn[{slot}]={vn}", kind,
+                                    [_put(fr.body + 8 + 8 * slot, 8, v)], expect=expect))
+    for vn, v in {"0": 0, "2^63": 1 << 63, "huge": (1 << 40) + 1, "max": (1 << 64) - 1,
+                  "+1": SAVE_SPECS[kind]["max_pfn"] + 1,
+                  "+pmd": SAVE_SPECS[kind]["max_pfn"] + 512 * fpp,
+                  "+pmd+1": SAVE_SPECS[kind]["max_pfn"] + 512 * fpp + 1}.items():
+        v &= (1 << 8 * ws) - 1
+        expect = [("walk", 0, "warning: save-p2m-short: " if v > SAVE_SPECS[kind]["max_pfn"]
+                   else "info: save-p2m-record: " if v else "arch.max_pfn is 0")]
+        cases.append(_save_case(f"shared_info.arch.max_pfn={vn}", kind,
+                                [_put(arch + mp * ws, ws, v)], expect=expect))
+    for name in ("p2m_cr3", "p2m_vaddr"):
+        i = ARCH_FIELDS.index(name)
+        cases.append(_save_case(f"shared_info.arch.{name}=max", kind,
+                                [_put(arch + i * ws, ws, (1 << 8 * ws) - 1)]))
+    return cases
+
+
+def _insert_cases(kind: str, lay: SaveLayout) -> list:
+    """Records no Xen writes, inserted before the libxc END; a config that is not JSON."""
+    from p2mdump.schemas import xl_save as S
+
+    end = lay.of_type("libxc", S.REC_END)[0]
+    lend = lay.of_type("libxl", S.LIBXL_REC_END)[0]
+
+    def record(rtype, body=b"", length=None):
+        n = len(body) if length is None else length
+        return S.RecordHeader.build({"type": rtype, "length": n}) + body + \
+            bytes(S.padded_length(len(body)) - len(body))
+
+    unknown = [("walk", 0, "warning: save-unknown-record: record #")]
+    cases = [
+        _save_case("insert-unknown-mandatory", kind, inserts=[(end.offset, record(
+            UNKNOWN_TYPE, b"x" * 12))], expect=unknown),
+        _save_case("insert-unknown-optional", kind, inserts=[(end.offset, record(
+            UNKNOWN_TYPE | S.REC_TYPE_OPTIONAL, b"x" * 12))], expect=[("walk", 0, "")]),
+        _save_case("insert-unknown-mandatory-huge", kind, inserts=[(end.offset, record(
+            UNKNOWN_TYPE, length=0xFFFF_FFF0))],
+            expect=[("walk", 0, "warning: save-truncated: record #")]),
+        _save_case("insert-unknown-libxl", kind, inserts=[(lend.offset, record(0x77, b"y"))],
+                   expect=unknown),
+        _save_case("insert-second-p2m-frames", kind, inserts=[(end.offset, record(
+            S.REC_X86_PV_P2M_FRAMES, bytes(8) + (1 << 52).to_bytes(8, "little")))]),
+        _save_case("insert-many-unknown", kind, inserts=[(end.offset, b"".join(
+            record(0x100 + i) for i in range(200)))],
+            expect=unknown),
+    ]
+    text = lay.config + 4
+    for vn, body in {"not-json": b"{ name = 'x' ", "not-utf8": b"\xff\xfe\x80",
+                     "array": b"[1, 2]", "nested": b"[" * 64,
+                     "no-nul": b"x"}.items():
+        n = min(len(body), lay.config_len)
+        patch = [(text, body[:n])]
+        if vn == "no-nul":
+            patch = [(text + lay.config_len - 1, b"x")]
+        cases.append(_save_case(f"config={vn}", kind, patch,
+                                commands=("walk", "info"),
+                                expect=[(cmd, 0, "warning: save-config: xl header optional "
+                                         "data at offset 0x34: ") for cmd in ("walk", "info")]))
+    return cases
+
+
+def save_cases() -> list[Case]:
+    """The corpus of damaged save streams."""
+    cases = []
+    for kind in SAVE_SPECS:
+        with open(save_stream(kind), "rb") as fh:
+            lay = save_layout(fh.read())
+        cases += _record_cases(kind, lay) + _truncation_cases(kind, lay)
+        cases += _insert_cases(kind, lay) + _pv_cases(kind, lay)
+        if kind in SAVE_FULL:
+            cases += _header_cases(kind, lay) + _page_data_cases(kind, lay)
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names)), "case names must be unique"
+    return cases

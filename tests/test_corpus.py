@@ -3,6 +3,7 @@ documented exit code, never a traceback, one ``error:`` line when failing;
 a few representative cases end exactly as they should; the worst ones
 stay far below a hard address-space limit."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -139,3 +140,137 @@ def test_worst_cases_under_an_address_space_limit():
     assert not res["bad"], "\n".join(res["bad"][:40])
     assert "6" not in res["counts"]          # no case ran out of memory
     assert res["hwm_kib"] < 512 * 1024
+
+
+# -- xl save streams --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def save_outcomes():
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    out = {}
+    for case in corpus.save_cases():
+        with tempfile.TemporaryDirectory() as folder:
+            out[case.name] = corpus.run_case(case, folder, runner)
+    return out
+
+
+def test_save_corpus_covers_every_kind_group_and_command(save_outcomes):
+    assert {o.case.kind for o in save_outcomes.values()} == set(corpus.SAVE_SPECS)
+    assert {cmd for o in save_outcomes.values() for cmd in o.runs} == set(corpus.SAVE_COMMANDS)
+    assert len(save_outcomes) > 700
+    for group in ("xl.", "xl.config.", "libxl.", "libxc.", "domain.", "rec[", "cut-at-",
+                  "cut-in-header-", "cut-in-body-", "page_data[", "pv_info.", "p2m_frames.",
+                  "shared_info.arch.max_pfn", "insert-unknown-mandatory",
+                  "insert-unknown-optional", "config="):
+        assert any(("/" + group) in n for n in save_outcomes), group
+
+
+def test_no_save_case_breaks_the_rules(save_outcomes):
+    """Documented exit codes, no traceback, one error: line, no output left behind."""
+    bad = [p for o in save_outcomes.values() for p in corpus.problems(o)]
+    assert not bad, "\n".join(bad[:40])
+    counts = corpus.exit_counts(save_outcomes.values())
+    print(f"\n{len(save_outcomes)} save cases, {sum(counts.values())} runs, by exit code: "
+          f"{counts}")
+    assert counts.get(0) and counts.get(1) and counts.get(3) and counts.get(4)
+
+
+def test_save_cases_end_as_expected(save_outcomes):
+    wrong = []
+    checked = 0
+    for o in save_outcomes.values():
+        for cmd, code, needle in o.case.expect:
+            got, text = o.runs[cmd]
+            checked += 1
+            if got != code or needle not in text:
+                wrong.append(f"{o.case.name} {cmd}: exit {got} (want {code}, {needle!r}): "
+                             f"{text.strip().splitlines()[-3:]}")
+    assert not wrong, "\n".join(wrong[:30])
+    assert checked > 300
+
+
+def test_damaged_records_are_named_by_index_and_offset(save_outcomes):
+    """A walk of a stream with a damaged record length ends in an error or
+    with a finding naming a record (its index and file offset)."""
+    for name, o in save_outcomes.items():
+        if "/rec[" not in name:
+            continue
+        code, text = o.runs["walk"]
+        if code == 0:
+            assert re.search(r"warning: save-[a-z-]+: record #\d+ \(lib\S+ [A-Z0-9_()]+\) at "
+                             r"offset 0x[0-9a-f]+", text), (name, text)
+        else:
+            assert code in (3, 4), (name, text)
+
+
+@pytest.mark.parametrize("name,code,needle", [
+    ("save-tree64/xl.byteorder=0", 3, "xl header at offset 0: byte order marker 0x00000000"),
+    ("save-list32/xl.optional_data_len=max", 3, "runs past the end of the file"),
+    ("save-tree64/libxl.version=max", 3, "libxl stream header at offset 0x451: version"),
+    ("save-list32/libxc.marker=0", 3, "libxc image header at offset 0x469: marker/ident 0x0/"),
+    ("save-tree64/domain.type=0", 3, "unknown domain type 0"),
+    ("save-tree64/domain.page_shift=max", 3, "page_shift 65535"),
+    ("save-tree64/cut-empty", 3, "empty file"),
+    ("save-tree32/cut-at-rec[5:libxc:0x3]", 4, "no X86_PV_P2M_FRAMES record"),
+    ("save-list64/rec[1:libxc:0x2].length=0", 4, "no X86_PV_INFO record"),
+])
+def test_representative_save_errors(save_outcomes, name, code, needle):
+    got, text = save_outcomes[name].runs["walk"]
+    assert got == code, text
+    assert needle in _error(text)
+
+
+def test_truncated_page_data_keeps_the_pages_before_the_cut(save_outcomes):
+    for kind in corpus.SAVE_SPECS:
+        name = next(n for n in save_outcomes if n.startswith(f"{kind}/cut-in-body-rec[")
+                    and n.endswith(":libxc:0x1]"))
+        code, text = save_outcomes[name].runs["walk"]
+        assert code == 0, text
+        assert re.search(r"save-truncated: record #\d+ \(libxc PAGE_DATA\) at offset 0x[0-9a-f]+"
+                         r": its \d+-byte body runs past the end of the file \(\d+ bytes\); "
+                         r"\d+ of its \d+ pages indexed", text), text
+
+
+_SAVE_RUNNER = """
+import json, resource, sys, tempfile
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+sys.path.insert(0, sys.argv[2])
+import corpus
+names = set(json.loads(sys.stdin.read()))
+bad, counts = [], {}
+for case in corpus.save_cases():
+    if case.name not in names:
+        continue
+    case = corpus.Case(**dict(case.__dict__, commands=corpus.SAVE_COMMANDS))
+    with tempfile.TemporaryDirectory() as folder:
+        o = corpus.run_case(case, folder)
+    bad += corpus.problems(o)
+    for code, _ in o.runs.values():
+        counts[code] = counts.get(code, 0) + 1
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"bad": bad, "counts": counts, "hwm_kib": int(hwm), "cases": len(names)}))
+"""
+
+#: the save cases that claim the most (lengths, counts, pfns, max_pfn at their maximum)
+SAVE_WORST = ("length=max", "count=2^32-1", "pfn=2^52-1", "start=2^32-1,arch.max_pfn=0",
+              "end=2^32-1", "arch.max_pfn=max", "arch.max_pfn=2^63", "pfn[0]=~0",
+              "insert-unknown-mandatory-huge", "optional_data_len=max", "config_len=max")
+
+
+def test_worst_save_cases_under_an_address_space_limit():
+    names = [c.name for c in corpus.save_cases() if any(w in c.name for w in SAVE_WORST)
+             and (c.kind in corpus.SAVE_FULL or "p2m_frames" in c.name)]
+    assert len(names) > 30
+    out = subprocess.run([sys.executable, "-c", _SAVE_RUNNER, str(AS_LIMIT), HERE],
+                         input=json.dumps(names), capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\nworst {res['cases']} save cases under RLIMIT_AS {AS_LIMIT >> 20} MiB: "
+          f"exit codes {res['counts']}, peak RSS {res['hwm_kib'] >> 10} MiB")
+    assert not res["bad"], "\n".join(res["bad"][:40])
+    assert "6" not in res["counts"]
+    assert res["hwm_kib"] < 256 * 1024

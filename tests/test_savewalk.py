@@ -217,3 +217,44 @@ def test_extract_plan_copies_every_stream_page_by_pfn():
     with SaveImage(stream) as source:
         assert source.frames_present(np.array([2500, 2501], np.uint64)).tolist() == [True, False]
         assert source.frame_limit() == 2501 and source.frames_held() == len(stream.data_pfns)
+
+
+# -- regressions found by the corruption corpus (tests/corpus.py) ------------------------
+
+@pytest.mark.parametrize("ws", [8, 4])
+def test_max_pfn_below_the_first_frame_reads_only_that_frame(ws):
+    """arch.max_pfn shorter than one p2m frame (a 32-bit max_pfn of 1) used to
+    read every frame into a one-frame scratch buffer (exit 70)."""
+    stream, truth = make_guest(ws, 3000 if ws == 8 else 5000, frame_base=40)
+    stream.shared_info = shared_info(ws, max_pfn=1)
+    r = walk_saved_p2m(stream)
+    assert len(r.table) == 1 and r.table.raw[0] == truth[0]
+    assert any(f.kind == F.SAVE_P2M_RECORD and "less than" in f.message for f in r.findings)
+
+
+def test_a_far_start_pfn_never_sizes_the_table():
+    """start_pfn near 2^32 without a max_pfn made a table of 2^32 pfns."""
+    from p2mdump.walker import TABLE_FLOOR
+
+    stream, _ = make_guest(8, 1500)
+    stream.p2m_frames.start_pfn = stream.p2m_frames.end_pfn = 0xFFFF_FFFF
+    stream.shared_info = shared_info(8, max_pfn=0)
+    r = walk_saved_p2m(stream)
+    assert len(r.table) == TABLE_FLOOR
+    kinds = {f.kind for f in r.findings}
+    assert F.TABLE_BUDGET in kinds and F.SAVE_P2M_RECORD in kinds
+    assert any("arch.max_pfn is 0" in f.message for f in r.findings)
+
+
+def test_extract_plan_leaves_absurd_pfns_out():
+    """A page of pfn 2^52-1 used to size extract's output (2^64 bytes: exit 70)."""
+    from p2mdump.savewalk import extract_plan
+
+    stream, truth = make_guest(8, 1500)
+    far = np.array([1 << 40, (1 << 52) - 1], dtype=np.uint64)
+    stream.data_pfns = np.concatenate([stream.data_pfns, far])
+    r = walk_saved_p2m(stream)
+    plan = extract_plan(r.table, stream)
+    assert plan.max_pfn == 1500
+    assert plan.skipped["beyond-stream"].tolist() == far.astype(np.int64).tolist()
+    assert int(plan.pfns.max()) < 1500

@@ -17,8 +17,10 @@ from p2mdump.sources.raw import RawImage
 from p2mdump.writer import GuestSpec, generate
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+#: every fixture image but the xl save files (their frames are pfns: scan refuses
+#: them, see test_xl_save_cli.py)
 IMAGES = sorted(p for p in glob.glob(os.path.join(FIXTURES, "*"))
-                if os.path.exists(p + ".json") and not p.endswith(".json"))
+                if os.path.exists(p + ".json") and not p.endswith((".json", ".save")))
 
 
 def _side(path):
