@@ -92,7 +92,7 @@ def measure(argv, stdout: str | None = None, ok_codes=(0,)) -> dict:
 def interleave(variants: dict, reps: int) -> dict:
     """{name: [measurement, ...]}: each variant ({name: (argv, stdout, ok
     exit codes)}) run once per repetition, in turn, after one warm-up run."""
-    for name, (argv, out, codes) in variants.items():
+    for argv, out, codes in variants.values():
         log(f"$ {qcmd(argv)}" + (f" > {out}" if out else ""))
         measure(argv, out, codes)
     runs: dict = {name: [] for name in variants}
