@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Benchmark: `p2mdump scan` throughput against `cat IMAGE > /dev/null`, warm cache.
+"""Benchmark: `p2mdump scan` throughput against `cat IMAGE > /dev/null`, warm cache,
+and `scan` of a sparse image whose tree pages are scattered against the same
+tree stored contiguously.
 
-    python bench/bench_scan.py [--gib 4] [--runs 3]
+    python bench/bench_scan.py [--gib 4] [--runs 3] [--sizes 24,27] [--reps 5]
+                               [--only throughput|scattered]
 
 Builds (once) bench/out/scan-<N>g.img: a 64-bit guest of N GiB whose every
 valid pfn has a stamped data frame (so the image is N GiB of mostly
@@ -9,6 +12,15 @@ non-zero memory with the tree's pages among it), warms the page cache, then
 times, side by side in one run, `cat IMAGE > /dev/null` and the whole
 `p2mdump scan IMAGE --json -q` process.  Prints and writes
 bench/out/bench_scan.json.
+
+The scattered part (sizes from --sizes, log2 of max_pfn; 2^27 is a 512 GiB
+guest with 1 GiB of tree pages): generates bench/out/scan-compact-<size>.img
+(tree pages at MFNs 1..) and bench/out/scan-scattered-<size>.img (the same
+guest, its tree pages scattered one by one over a sparse file as large as
+the guest: --placement scattered --scatter-span 2^size --shuffle-leaves)
+and times, interleaved, `p2mdump scan IMAGE --json -q` of both (the top MFN
+found is checked).  Target: scattered <= 1.5x compact.  Writes
+bench/out/bench_scan_scattered.json.
 """
 from __future__ import annotations
 
@@ -19,6 +31,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+import benchkit as K
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
@@ -52,12 +66,58 @@ def timed(cmd, shell=False):
     return time.perf_counter() - t, out
 
 
+def scattered_bench(sizes, reps) -> bool:
+    """scan of scattered tree pages against the same tree stored compactly."""
+    rows, checks, data = [], [], {}
+    for size in sizes:
+        n = 1 << size
+        common = ["--max-pfn", hex(n), "--word-size", "8", "--mfn-order", "chunked",
+                  "--identity", "0xa0-0xff", "--seed", "0"]
+        imgs = {
+            "compact": K.generate(f"scan-compact-{size}.img", common),
+            "scattered": K.generate(f"scan-scattered-{size}.img", common + [
+                "--placement", "scattered", "--scatter-span", hex(n), "--shuffle-leaves"]),
+        }
+        for img, _ in imgs.values():
+            K.warm(img)
+        outs = {name: os.path.join(OUT, f"scan-{name}-{size}.out") for name in imgs}
+        variants = {name: ([K.p2mdump_exe(), "scan", img, "--json", "-q"], outs[name], (0,))
+                    for name, (img, _) in imgs.items()}
+        runs = K.interleave(variants, reps)
+        for name, (img, side) in imgs.items():
+            with open(outs[name]) as fh:
+                found = json.load(fh)
+            if not found or found[0]["top_mfn"] != side["top_mfn"]:
+                raise SystemExit(f"scan of {img} did not find top MFN {side['top_mfn']:#x}")
+        label = f"2^{size}"
+        for name in variants:
+            rows.append((label, name, runs[name]))
+        data[label] = runs
+        ratio = K.med(runs["scattered"]) / K.med(runs["compact"])
+        checks.append((f"{label} `scan` scattered / compact", "<= 1.5", f"{ratio:.2f}",
+                       ratio <= 1.5))
+    print(K.table(rows, ref="compact"))
+    print()
+    text, ok = K.verdicts(checks)
+    print(text)
+    K.save("bench_scan_scattered.json", data)
+    return ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=int, default=4)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sizes", type=K.sizes_arg, default=[24])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--only", choices=["throughput", "scattered"], default=None)
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
+    scattered_ok = True
+    if args.only != "throughput":
+        scattered_ok = scattered_bench(args.sizes, args.reps)
+        if args.only == "scattered":
+            return 0 if scattered_ok else 1
     img, side = build(args.gib)
     size = os.path.getsize(img)
     cat = f"cat {img} > /dev/null"
@@ -91,7 +151,7 @@ def main() -> int:
     print(f"p2mdump scan     : best {best_scan:.2f}s  {res['scan_MBps']:.0f} MB/s  "
           f"(runs {', '.join(f'{x:.2f}' for x in scans)})  whole process, tree found: {ok}")
     print(f"scan / cat time  : {res['scan_vs_cat']:.2f}x")
-    return 0 if ok else 1
+    return 0 if ok and scattered_ok else 1
 
 
 if __name__ == "__main__":

@@ -150,17 +150,38 @@ def _commit_all(pending: list) -> None:
 
 @contextlib.contextmanager
 def _signals_held():
-    sigs = {signal.SIGINT, signal.SIGTERM} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP")
-                                              else set())
+    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs; one that
+    arrives meanwhile is raised again right after it.
+
+    Blocking them (``pthread_sigmask``) only holds them off this thread; a
+    signal sent to the process may be taken by another thread (numpy's
+    BLAS threads) and Python then runs its handler in the main thread at
+    the next bytecode, inside the block.  So the Python-level handlers are
+    also swapped for one that only records the signal (main thread only)."""
+    sigs = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP")
+                                              else [])
+    caught: list = []
+    handlers = {}
     try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        for sig in sigs:
+            old = signal.getsignal(sig)
+            if callable(old):
+                handlers[sig] = signal.signal(sig, lambda signum, _frame: caught.append(signum))
+    except ValueError:      # not the main thread: the handlers stay
+        pass
+    try:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     except (AttributeError, OSError, ValueError):
-        yield
-        return
+        mask = None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
 
 
 def check_outputs(outputs: dict, inputs=()) -> None:

@@ -15,15 +15,17 @@ Tables of different word sizes are compared by kind and decoded mfn.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ImageError, LayoutError
 from .layout import KINDS, layout_for
-from .table import CHUNK, MISSING, P2MTable, classify, decode
+from .table import MISSING, P2MTable, decode
 
 CLASSES = ("mapping", "kind", "added", "removed")
+#: pfns compared per chunk (the temporaries of a chunk stay a few MiB)
+DIFF_CHUNK = 1 << 20
 
 
 @dataclass
@@ -56,90 +58,197 @@ class Change:
                 f"{side(self.b_kind, self.b_mfn)}")
 
 
-@dataclass
 class DiffResult:
-    a_len: int
-    b_len: int
-    changes: list = field(default_factory=list)
-    #: pfns per class
-    counts: dict = field(default_factory=dict)
+    """The ranges of a diff, held as arrays (one element per range):
+    ``first``, ``last`` (pfns), ``change`` (index into :data:`CLASSES`),
+    ``a_kind`` / ``b_kind`` (kind codes), ``a_mfn`` / ``b_mfn`` (first mfn
+    of each side, 0 where that side is missing)."""
+
+    def __init__(self, a_len: int, b_len: int, arrays: dict, counts: dict):
+        self.a_len = a_len
+        self.b_len = b_len
+        self.arrays = arrays
+        #: pfns per class
+        self.counts = counts
+        self._changes = None
 
     @property
     def same(self) -> bool:
-        return not self.changes
+        return not len(self.arrays["first"])
+
+    def __len__(self) -> int:
+        return len(self.arrays["first"])
+
+    def _columns(self):
+        """The ranges as Python lists: (change, first, last, a kind, a mfn, b kind, b mfn)
+        with kind names and None for a missing side's mfn."""
+        ar = self.arrays
+        a_kind, b_kind = ar["a_kind"].tolist(), ar["b_kind"].tolist()
+        a_mfn = [None if k == MISSING else m for k, m in zip(a_kind, ar["a_mfn"].tolist())]
+        b_mfn = [None if k == MISSING else m for k, m in zip(b_kind, ar["b_mfn"].tolist())]
+        return ([CLASSES[c] for c in ar["change"].tolist()], ar["first"].tolist(),
+                ar["last"].tolist(), [KINDS[k] for k in a_kind], a_mfn,
+                [KINDS[k] for k in b_kind], b_mfn)
+
+    @property
+    def changes(self) -> list:
+        """The ranges as :class:`Change` objects (built on first use)."""
+        if self._changes is None:
+            self._changes = [Change(*row) for row in zip(*self._columns())]
+        return self._changes
+
+    def lines(self, batch: int = 1 << 14):
+        """The text of the ranges (what ``str(Change)`` gives, one a line),
+        a string per batch of ``batch`` ranges."""
+        cols = self._columns()
+        for i in range(0, len(self), batch):
+            out = []
+            for change, first, last, ak, am, bk, bm in zip(*(c[i:i + batch] for c in cols)):
+                n = last - first
+                rng = f"{first:#x}-{last:#x}" if n else f"{first:#x}"
+                sa = ak if am is None else (f"{ak} {am:#x}-{am + n:#x}" if n else f"{ak} {am:#x}")
+                sb = bk if bm is None else (f"{bk} {bm:#x}-{bm + n:#x}" if n else f"{bk} {bm:#x}")
+                out.append(f"{rng} {change}: {sa} -> {sb}\n")
+            yield "".join(out)
 
     def to_dict(self) -> dict:
         return {"a_max_pfn": self.a_len, "b_max_pfn": self.b_len, "same": self.same,
                 "counts": dict(self.counts), "changes": [c.to_dict() for c in self.changes]}
 
 
-def _side(table: P2MTable, start: int, stop: int):
-    """(kind codes, decoded mfns as uint64) for pfns [start, stop), missing past the end."""
-    n = stop - start
-    codes = np.full(n, MISSING, dtype=np.uint8)
-    mfns = np.zeros(n, dtype=np.uint64)
+def _pieces(table: P2MTable, start: int, stop: int):
+    """Pieces of pfns [start, stop) of ``table`` over which its kind stays
+    and its mfn steps by one (its runs, cut at the chunk; past the table's
+    end one missing piece): (first pfns int64, kind codes, first mfns
+    uint64, 0 where missing)."""
     end = min(stop, len(table))
+    starts = [np.zeros(0, dtype=np.int64)]
+    codes = [np.zeros(0, dtype=np.uint8)]
+    mfns = [np.zeros(0, dtype=np.uint64)]
     if end > start:
-        raw = table.raw[start:end]
-        codes[:end - start] = classify(raw, table.layout)
-        mfns[:end - start] = decode(raw, table.layout).astype(np.uint64)
+        run_starts, _, run_codes, first = P2MTable(table.raw[start:end], table.layout).run_arrays()
+        starts.append(run_starts + start)
+        codes.append(run_codes)
+        mfns.append(decode(first, table.layout).astype(np.uint64))
+    if end < stop:
+        starts.append(np.array([max(end, start)], dtype=np.int64))
+        codes.append(np.array([MISSING], dtype=np.uint8))
+        mfns.append(np.zeros(1, dtype=np.uint64))
+    codes = np.concatenate(codes)
+    mfns = np.concatenate(mfns)
     mfns[codes == MISSING] = 0
-    return codes, mfns
+    return np.concatenate(starts), codes, mfns
 
 
-def diff(a: P2MTable, b: P2MTable, *, chunk: int = CHUNK) -> DiffResult:
-    """Compare table ``a`` with table ``b``."""
+def _same_chunk(a: P2MTable, b: P2MTable, start: int, stop: int) -> bool:
+    """Both tables hold pfns [start, stop) with the same words."""
+    return (a.layout == b.layout and stop <= len(a) and stop <= len(b)
+            and np.array_equal(a.raw[start:stop], b.raw[start:stop]))
+
+
+def _changed_pieces(a: P2MTable, b: P2MTable, start: int, stop: int):
+    """The pieces of [start, stop) over which both sides are each one run
+    and the pfns differ: dict of arrays first, end, change (class code),
+    a_kind, b_kind, a_mfn, b_mfn."""
+    sa, ka, ma = _pieces(a, start, stop)
+    sb, kb, mb = _pieces(b, start, stop)
+    first = np.union1d(sa, sb)
+    ia = np.searchsorted(sa, first, side="right") - 1
+    ib = np.searchsorted(sb, first, side="right") - 1
+    ka, kb = ka[ia], kb[ib]
+    ma = ma[ia] + (first - sa[ia]).astype(np.uint64)
+    mb = mb[ib] + (first - sb[ib]).astype(np.uint64)
+    am, bm = ka == MISSING, kb == MISSING
+    ma[am] = 0
+    mb[bm] = 0
+    cls = np.zeros(len(first), dtype=np.uint8)
+    both = ~am & ~bm
+    cls[both & (ka == kb) & (ma != mb)] = 1 + CLASSES.index("mapping")
+    cls[both & (ka != kb)] = 1 + CLASSES.index("kind")
+    cls[am & ~bm] = 1 + CLASSES.index("added")
+    cls[~am & bm] = 1 + CLASSES.index("removed")
+    end = np.append(first[1:], stop)
+    keep = np.flatnonzero(cls)
+    return {"first": first[keep], "end": end[keep], "change": cls[keep] - 1,
+            "a_kind": ka[keep], "b_kind": kb[keep], "a_mfn": ma[keep], "b_mfn": mb[keep]}
+
+
+_KEYS = ("first", "last", "change", "a_kind", "b_kind", "a_mfn", "b_mfn")
+
+
+def diff(a: P2MTable, b: P2MTable, *, chunk: int = DIFF_CHUNK) -> DiffResult:
+    """Compare table ``a`` with table ``b``.
+
+    Chunk by chunk: a chunk whose words are the same on both sides is
+    skipped; otherwise both sides are cut into their runs (kind constant,
+    mfn stepping by one), the cuts of both are merged into pieces over
+    which the class of every pfn is the same, and neighbouring changed
+    pieces that continue each other (same class and kinds, both mfns
+    stepping on) are joined into ranges.  The work goes by runs, not pfns."""
     n = max(len(a), len(b))
-    counts = {c: 0 for c in CLASSES}
-    changes: list[Change] = []
-    cls_codes = {i + 1: c for i, c in enumerate(CLASSES)}
-    prev = None  # (class, a_code, b_code, next a mfn, next b mfn, last pfn) of the open range
-    one = np.uint64(1)
+    counts = np.zeros(len(CLASSES), dtype=np.int64)
+    done = {k: [] for k in _KEYS}
+    open_range = None   # the last range found, which the next chunk may continue
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        ka, ma = _side(a, start, stop)
-        kb, mb = _side(b, start, stop)
-        am, bm = ka == MISSING, kb == MISSING
-        cls = np.zeros(len(ka), dtype=np.uint8)
-        cls[~am & ~bm & (ka == kb) & (ma != mb)] = 1
-        cls[~am & ~bm & (ka != kb)] = 2
-        cls[am & ~bm] = 3
-        cls[~am & bm] = 4
-        idx = np.flatnonzero(cls)
-        if not len(idx):
+        if _same_chunk(a, b, start, stop):
             continue
-        for c in range(1, 5):
-            counts[cls_codes[c]] += int(np.count_nonzero(cls[idx] == c))
-        # range breaks inside the chunk
-        brk = np.ones(len(idx), dtype=bool)
-        if len(idx) > 1:
-            i0, i1 = idx[:-1], idx[1:]
-            brk[1:] = ((i1 != i0 + 1) | (cls[i1] != cls[i0]) | (ka[i1] != ka[i0])
-                       | (kb[i1] != kb[i0])
-                       | (~am[i1] & (ma[i1] != ma[i0] + one))
-                       | (~bm[i1] & (mb[i1] != mb[i0] + one)))
-        first = idx[0]
-        if prev is not None:
-            pc, pka, pkb, pma, pmb, plast = prev
-            cont = (plast == start + first - 1 and pc == cls[first] and pka == ka[first]
-                    and pkb == kb[first]
-                    and (am[first] or int(ma[first]) == pma)
-                    and (bm[first] or int(mb[first]) == pmb))
-            brk[0] = not cont
-        starts = np.flatnonzero(brk)
-        ends = np.append(starts[1:], len(idx)) - 1
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            i, j = int(idx[s]), int(idx[e])
-            if s == 0 and not brk[0]:
-                changes[-1].last = start + j
-            else:
-                changes.append(Change(
-                    change=cls_codes[int(cls[i])], first=start + i, last=start + j,
-                    a_kind=KINDS[ka[i]], a_mfn=None if am[i] else int(ma[i]),
-                    b_kind=KINDS[kb[i]], b_mfn=None if bm[i] else int(mb[i])))
-        j = int(idx[-1])
-        prev = (int(cls[j]), int(ka[j]), int(kb[j]), int(ma[j]) + 1, int(mb[j]) + 1, start + j)
-    return DiffResult(a_len=len(a), b_len=len(b), changes=changes, counts=counts)
+        p = _changed_pieces(a, b, start, stop)
+        k = len(p["first"])
+        if not k:
+            continue
+        size = p["end"] - p["first"]
+        counts += np.bincount(p["change"], weights=size, minlength=len(CLASSES)).astype(np.int64)
+        am, bm = p["a_kind"] == MISSING, p["b_kind"] == MISSING
+        step = size.astype(np.uint64)
+        join = np.zeros(k, dtype=bool)
+        join[1:] = ((p["first"][1:] == p["end"][:-1]) & (p["change"][1:] == p["change"][:-1])
+                    & (p["a_kind"][1:] == p["a_kind"][:-1])
+                    & (p["b_kind"][1:] == p["b_kind"][:-1])
+                    & (am[1:] | (p["a_mfn"][1:] == p["a_mfn"][:-1] + step[:-1]))
+                    & (bm[1:] | (p["b_mfn"][1:] == p["b_mfn"][:-1] + step[:-1])))
+        if open_range is not None:
+            o = open_range
+            join[0] = (o["end"] == int(p["first"][0]) and o["change"] == int(p["change"][0])
+                       and o["a_kind"] == int(p["a_kind"][0])
+                       and o["b_kind"] == int(p["b_kind"][0])
+                       and (bool(am[0]) or o["a_next"] == int(p["a_mfn"][0]))
+                       and (bool(bm[0]) or o["b_next"] == int(p["b_mfn"][0])))
+        heads = np.flatnonzero(~join)
+        tails = np.append(heads[1:], k) - 1
+        if join[0]:
+            j = int(heads[0]) - 1 if len(heads) else k - 1
+            open_range.update(end=int(p["end"][j]),
+                              a_next=int(p["a_mfn"][j] + step[j]),
+                              b_next=int(p["b_mfn"][j] + step[j]))
+        if not len(heads):
+            continue
+        if open_range is not None:
+            _close(open_range, done)
+        for key in _KEYS:
+            if key != "last":
+                done[key].append(p[key][heads[:-1]])
+        done["last"].append(p["end"][tails[:-1]] - 1)
+        h, t = int(heads[-1]), int(tails[-1])
+        open_range = {key: int(p[key][h]) for key in _KEYS if key != "last"}
+        open_range.update(end=int(p["end"][t]), a_next=int(p["a_mfn"][t] + step[t]),
+                          b_next=int(p["b_mfn"][t] + step[t]))
+    if open_range is not None:
+        _close(open_range, done)
+    dtypes = {"first": np.int64, "last": np.int64, "change": np.uint8, "a_kind": np.uint8,
+              "b_kind": np.uint8, "a_mfn": np.uint64, "b_mfn": np.uint64}
+    arrays = {k: np.concatenate(v).astype(dtypes[k]) if v else np.zeros(0, dtypes[k])
+              for k, v in done.items()}
+    return DiffResult(len(a), len(b), arrays,
+                      {c: int(counts[i]) for i, c in enumerate(CLASSES)})
+
+
+def _close(o: dict, done: dict) -> None:
+    """Add the open range ``o`` to the finished ones."""
+    for key in _KEYS:
+        value = o["end"] - 1 if key == "last" else o[key]
+        done[key].append(np.array([value], dtype=np.uint64 if key.endswith("mfn")
+                                  else np.int64))
 
 
 def load_table(path, *, word_size: int | None = None, fmt: str = "auto") -> P2MTable:

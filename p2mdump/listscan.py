@@ -173,8 +173,8 @@ class SharedInfoFilter:
         self.kept = 0
         self.dropped = 0
 
-    def feed(self, block: np.ndarray, mfn0: int) -> None:
-        """Test every page of ``block`` (whole frames from ``mfn0``)."""
+    def feed(self, block: np.ndarray, mfns: np.ndarray) -> None:
+        """Test every page of ``block`` (whole frames; ``mfns``: the MFN of each)."""
         a = arch_words(block, self.ws)
         mp = a[:, 0]
         # the cheap first cut: max_pfn in [1, cap] (0 wraps to the top)
@@ -191,8 +191,7 @@ class SharedInfoFilter:
             self.dropped += len(rows) - room
             rows, fields = rows[:room], fields[:room]
         if len(rows):
-            mfns = (rows + mfn0).astype(np.uint64)
-            self.hits.append(np.column_stack([mfns, fields]))
+            self.hits.append(np.column_stack([mfns[rows].astype(np.uint64), fields]))
             self.kept += len(rows)
 
     def candidates(self) -> list[dict]:

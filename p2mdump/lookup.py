@@ -27,6 +27,10 @@ from .ptlookup import FramePages, PathTranslator, check_vaddr, root_for_cr3
 
 OFFSET_MASK = PAGE_SIZE - 1
 QUERY_KINDS = ("pfn", "mfn", "paddr", "maddr")
+#: batches of at most this many mfns are answered by equality scans
+FEW_MFNS = 8
+#: entries compared per block of an equality scan (256 KiB of 64-bit words)
+SCAN_BLOCK = 1 << 15
 
 
 def top_pointer_score(page: bytes, source, word_size: int) -> float:
@@ -353,6 +357,9 @@ class TableLookup:
         out = {m: {"pfns": [], "foreign_pfns": []} for m in mfns}
         if not want or not len(self.table):
             return out
+        if len(want) <= FEW_MFNS:
+            self._scan_equal(want, out)
+            return out
         q = np.array(want, dtype=np.uint64)
         fbit = np.uint64(L.foreign_bit)
         flags = np.uint64(L.flag_mask)
@@ -370,6 +377,22 @@ class TableLookup:
                 for p, m in zip((hit + start).tolist(), values[hit].tolist()):
                     out[m][name].append(p)
         return out
+
+    def _scan_equal(self, want: list, out: dict) -> None:
+        """A few mfns: compare the table with each exact entry it can hold
+        (mfn: valid; mfn | FOREIGN bit: foreign), block by block so the
+        block stays in the cache between the comparisons."""
+        import numpy as np
+
+        L = self.layout
+        t = self.table.raw.dtype.type
+        probes = [(m, name, t(m | bit)) for m in want
+                  for name, bit in (("pfns", 0), ("foreign_pfns", L.foreign_bit))]
+        for start, block in self.table.chunks(SCAN_BLOCK):
+            for m, name, value in probes:
+                hit = np.flatnonzero(block == value)
+                if len(hit):
+                    out[m][name].extend((hit + start).tolist())
 
     def mfn(self, mfn: int) -> dict:
         if mfn < 0:

@@ -5,16 +5,13 @@ atomic temporary file (``-o``) or stdout.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from .layout import KINDS
-from .table import MISSING, P2MTable, classify, decode
+from .table import MISSING, P2MTable, decode
 
 FORMATS = ("ranges", "table", "csv", "jsonl", "raw", "npy")
 BINARY_FORMATS = ("raw", "npy")
-ROW_CHUNK = 1 << 16
 
 
 def _hexw(value: int) -> int:
@@ -47,37 +44,11 @@ def write_ranges(table: P2MTable, fh) -> int:
     return n + len(lines)
 
 
-def _rows(table: P2MTable):
-    lay = table.layout
-    for start in range(0, len(table), ROW_CHUNK):
-        raw = table.raw[start:start + ROW_CHUNK]
-        codes = classify(raw, lay)
-        mfns = decode(raw, lay)
-        yield (range(start, start + len(raw)), raw.tolist(), codes.tolist(), mfns.tolist())
-
-
 def write_rows(table: P2MTable, fh, fmt: str) -> int:
-    """One row per pfn: pfn, raw entry, kind, mfn."""
-    lay = table.layout
-    rw = 2 * lay.word_size
-    pw = _hexw(len(table) - 1)
-    if fmt == "csv":
-        fh.write(b"pfn,raw,kind,mfn\n")
-    elif fmt == "table":
-        fh.write(f"{'pfn':<{pw + 2}} {'raw':<{rw + 2}} {'kind':<8} mfn\n".encode())
-    for pfns, raws, codes, mfns in _rows(table):
-        if fmt == "csv":
-            out = [f"0x{p:x},0x{r:0{rw}x},{KINDS[c]},{'' if c == MISSING else hex(m)}\n"
-                   for p, r, c, m in zip(pfns, raws, codes, mfns)]
-        elif fmt == "jsonl":
-            out = [json.dumps({"pfn": p, "raw": r, "kind": KINDS[c],
-                               "mfn": None if c == MISSING else m}) + "\n"
-                   for p, r, c, m in zip(pfns, raws, codes, mfns)]
-        else:
-            out = [f"0x{p:0{pw}x} 0x{r:0{rw}x} {KINDS[c]:<8} {'-' if c == MISSING else hex(m)}\n"
-                   for p, r, c, m in zip(pfns, raws, codes, mfns)]
-        fh.write("".join(out).encode())
-    return len(table)
+    """One row per pfn: pfn, raw entry, kind, mfn (built in bulk: :mod:`p2mdump.rowtext`)."""
+    from .rowtext import write_rows as write_text_rows
+
+    return write_text_rows(table.raw, table.layout, fh, fmt)
 
 
 def write_raw(table: P2MTable, fh) -> int:

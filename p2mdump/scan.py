@@ -191,7 +191,9 @@ class _WordState:
         both = (w & self.flags) == self.flags
         return ((rest <= self.mfn_max) & (w != 0) & ~both) | (w == self.inv)
 
-    def feed(self, block: np.ndarray, mfn0: int) -> None:
+    def feed(self, block: np.ndarray, mfns: np.ndarray) -> None:
+        """Classify every page of ``block`` (whole frames; ``mfns``: the MFN of
+        each, ascending)."""
         fpp = self.L.per_page
         w = block.view(self.dtype).reshape(-1, fpp)
         rows = np.flatnonzero(self._wordok(w[:, self.pre_at]).all(axis=1))
@@ -202,7 +204,7 @@ class _WordState:
         r1 = rows[self._wordok(w[rows, :c]).all(axis=1)]
         if len(r1):
             leaf = self._wordok(w[r1, c:]).all(axis=1)
-            self.leafish.set(r1[leaf] + mfn0)
+            self.leafish.set(mfns[r1[leaf]])
         # pointer pages: a sample first, then every word
         samp = w[rows[:, None], self.ptr_at[None, :]]
         okp = ((samp - self.one) < self.lim1).sum(axis=1) >= len(self.ptr_at) - 1
@@ -221,7 +223,7 @@ class _WordState:
         noteq = wp != wp[:, -1:]
         last_neq = fpp - 1 - np.argmax(noteq[:, ::-1], axis=1)
         tail = np.where(noteq.any(axis=1), fpp - 1 - last_neq, fpp)
-        self.p_mfn.append((rp[ptr] + mfn0).astype(np.int64))
+        self.p_mfn.append(mfns[rp[ptr]])
         self.p_samples.append(samples.astype(self.sdtype))
         self.p_tail.append(tail.astype(np.int32))
 
@@ -256,29 +258,34 @@ def _raw_extents(source) -> list[tuple[int, int]] | None:
     holes of a sparse file; None when the file system cannot tell."""
     fd, base, frames = source.fd, source.base, source.frames
     end = base + frames * PAGE_SIZE
-    out = []
-    pos = base
+    lseek, seek_data, seek_hole = os.lseek, os.SEEK_DATA, os.SEEK_HOLE
+    bounds = []     # data offset, hole offset, ... (a tight loop: a scattered
+    pos = base      # image has one extent per tree page)
     try:
         while pos < end:
             try:
-                data = os.lseek(fd, pos, os.SEEK_DATA)
+                data = lseek(fd, pos, seek_data)
             except OSError as exc:
                 if exc.errno == errno.ENXIO:
                     break
                 raise
             if data >= end:
                 break
-            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
-            f0 = (data - base) // PAGE_SIZE
-            f1 = -(-(hole - base) // PAGE_SIZE)
-            if out and out[-1][0] + out[-1][1] >= f0:
-                a, n = out.pop()
-                f0 = a
-            out.append((f0, min(f1, frames) - f0))
-            pos = base + min(f1, frames) * PAGE_SIZE
+            pos = lseek(fd, data, seek_hole)
+            bounds += (data, pos)
     except (OSError, AttributeError):
         return None
-    return out
+    if not bounds:
+        return []
+    b = np.array(bounds, dtype=np.int64).reshape(-1, 2) - base
+    f0 = b[:, 0] // PAGE_SIZE
+    f1 = np.minimum(-(-b[:, 1] // PAGE_SIZE), frames)
+    # extents that touch or overlap once widened to whole frames are one
+    new = np.ones(len(f0), dtype=bool)
+    new[1:] = f0[1:] > np.maximum.accumulate(f1)[:-1]
+    heads = np.flatnonzero(new)
+    last = np.maximum.reduceat(f1, heads)
+    return list(zip(f0[heads].tolist(), (last - f0[heads]).tolist()))
 
 
 def _extents(source) -> list[tuple[int, int]]:
@@ -305,26 +312,62 @@ def _extents(source) -> list[tuple[int, int]]:
     return out
 
 
+def _read_piece(source, mfn: int, view) -> int:
+    """Whole frames from ``mfn`` read into ``view``: one ``preadv`` when the
+    container says where they lie in its file, else its own reader."""
+    ext = source.file_extent(mfn, len(view) // PAGE_SIZE)
+    if ext is not None:
+        fd, offset, avail = ext
+        want = min(avail, len(view) // PAGE_SIZE) * PAGE_SIZE
+        try:
+            if want and os.preadv(fd, [view[:want]], offset) == want:
+                return want // PAGE_SIZE
+        except OSError:
+            pass    # the container's reader retries and says what it could read
+    return source.read_frames_into(mfn, view)
+
+
 def _blocks(source, extents, progress: Progress | None, stats: ScanStats):
-    """Yield (first mfn, uint8 array of whole frames) in file order."""
+    """Yield (MFN of every page as int64, uint8 array of those whole frames),
+    up to BLOCK_PAGES frames at a time in file order: small extents (the
+    scattered pages of a sparse image) are gathered into one block, so the
+    bulk tests run once per block, not once per extent."""
     total = sum(n for _, n in extents) * PAGE_SIZE
     buf = np.empty(BLOCK_PAGES * PAGE_SIZE, dtype=np.uint8)
     mem = memoryview(buf)
     done = 0
+    fill = 0
+    pieces: list[tuple[int, int]] = []     # (first MFN, frames) in the block
     for first, count in extents:
         mfn, end = first, first + count
         while mfn < end:
-            want = min(BLOCK_PAGES, end - mfn)
-            got = source.read_frames_into(mfn, mem[:want * PAGE_SIZE])
+            want = min(BLOCK_PAGES - fill, end - mfn)
+            got = _read_piece(source, mfn, mem[fill * PAGE_SIZE:(fill + want) * PAGE_SIZE])
             if got:
+                pieces.append((mfn, got))
+                fill += got
                 stats.pages_scanned += got
-                yield mfn, buf[:got * PAGE_SIZE]
             step = got if got == want else got + 1  # skip a frame not in the image
             mfn += step
             done += step * PAGE_SIZE
-            if progress is not None:
-                progress(min(done, total), total)
+            if fill == BLOCK_PAGES:
+                yield _piece_mfns(pieces, fill), buf
+                fill, pieces = 0, []
+                if progress is not None:
+                    progress(min(done, total), total)
+    if fill:
+        yield _piece_mfns(pieces, fill), buf[:fill * PAGE_SIZE]
+    if progress is not None:
+        progress(total, total)
     stats.bytes_scanned = stats.pages_scanned * PAGE_SIZE
+
+
+def _piece_mfns(pieces: list[tuple[int, int]], fill: int) -> np.ndarray:
+    """The MFN of every page of a block gathered from ``pieces``."""
+    first = np.array([m for m, _ in pieces], dtype=np.int64)
+    counts = np.array([n for _, n in pieces], dtype=np.int64)
+    at = np.cumsum(counts) - counts
+    return np.repeat(first - at, counts) + np.arange(fill, dtype=np.int64)
 
 
 # -- stage 3: trial walks ----------------------------------------------------------
@@ -557,11 +600,11 @@ def scan(source, *, word_sizes=WORD_SIZES, progress: Progress | None = None,
               if "tree" in representations else [])
     filters = ([listscan.SharedInfoFilter(ws, int(limit)) for ws in word_sizes]
                if "list" in representations else [])
-    for mfn0, block in _blocks(source, extents, progress, stats):
+    for mfns, block in _blocks(source, extents, progress, stats):
         for st in states:
-            st.feed(block, mfn0)
+            st.feed(block, mfns)
         for flt in filters:
-            flt.feed(block, mfn0)
+            flt.feed(block, mfns)
     lists = listscan.find_lists(
         source, filters, max_results=max_results, stats=stats,
         full_walk_bytes=listscan.FULL_WALK_BYTES if full_walk_bytes is None

@@ -133,3 +133,106 @@ def test_bad_input(args, code, text, tmp_path):
     junk.write_bytes(b"not numpy at all")
     r = run(junk, os.path.join(FIXTURES, "guest64.truth"))
     assert r.exit_code == 3 and r.stderr.startswith("error: ")
+
+
+def reference_diff(a, b):
+    """The diff by its definition, pfn by pfn: (changes as tuples, counts)."""
+    classes = ("mapping", "kind", "added", "removed")
+    n = max(len(a), len(b))
+
+    def side(t, p):
+        raw = int(t.raw[p]) if p < len(t) else t.layout.invalid
+        return t.layout.kind_of(raw), t.layout.decode(raw)
+
+    out, counts = [], {c: 0 for c in classes}
+    for p in range(n):
+        (ka, ma), (kb, mb) = side(a, p), side(b, p)
+        if ma is None and mb is None:
+            continue
+        if ma is None:
+            cls = "added"
+        elif mb is None:
+            cls = "removed"
+        elif ka != kb:
+            cls = "kind"
+        elif ma != mb:
+            cls = "mapping"
+        else:
+            continue
+        counts[cls] += 1
+        if out:
+            c, first, last, pka, pma, pkb, pmb = out[-1]
+            k = p - first
+            if (last == p - 1 and c == cls and pka == ka and pkb == kb
+                    and (ma is None or ma == pma + k) and (mb is None or mb == pmb + k)):
+                out[-1] = (c, first, p, pka, pma, pkb, pmb)
+                continue
+        out.append((cls, p, p, ka, ma, kb, mb))
+    return out, counts
+
+
+def damaged_table(rng, ws, n):
+    """Runs of frames with breaks, INVALID stretches, identity entries (some
+    with the FOREIGN bit too), foreign entries, wrap-around at INVALID - 1."""
+    L = layout_for(ws)
+    raw = np.zeros(n, dtype=np.uint64)
+    p = 0
+    while p < n:
+        k = int(rng.integers(1, 40))
+        what = int(rng.integers(0, 6))
+        base = int(rng.integers(0, 1 << 12))
+        seq = np.arange(base, base + k, dtype=np.uint64)
+        if what == 0:
+            seq[:] = L.invalid
+        elif what == 1:
+            seq = np.arange(p, p + k, dtype=np.uint64) | np.uint64(L.identity_bit)
+            seq[rng.random(k) < 0.3] |= np.uint64(L.foreign_bit)
+        elif what == 2:
+            seq |= np.uint64(L.foreign_bit)
+        elif what == 3:
+            seq = np.uint64(L.invalid - 2) + np.arange(k, dtype=np.uint64) % 3
+        raw[p:p + k] = seq[:n - p]
+        p += k
+    return P2MTable(raw.astype(L.numpy_dtype), L)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_runs_diff_matches_per_pfn_definition(seed):
+    """Random damaged tables, of one or both word sizes and different
+    lengths, also with one side a lightly changed copy of the other."""
+    rng = np.random.default_rng(seed)
+    wa, wb = (8, 8) if seed % 3 == 0 else (4, 4) if seed % 3 == 1 else (4, 8)
+    a = damaged_table(rng, wa, int(rng.integers(500, 3000)))
+    b = damaged_table(rng, wb, int(rng.integers(500, 3000)))
+    if wa == wb:
+        near = a.raw.copy()
+        near[rng.integers(0, len(near), 40)] = rng.integers(0, 1 << 12, 40)
+        near[100:300] = b.raw[:200] if len(b) >= 200 else near[100:300]
+        pairs = [(a, b), (a, P2MTable(near, a.layout)), (a, P2MTable(a.raw[:-7], a.layout))]
+    else:
+        pairs = [(a, b), (b, a)]
+    for x, y in pairs:
+        want, counts = reference_diff(x, y)
+        for chunk in (64, 1000, 1 << 20):
+            res = diff(x, y, chunk=chunk)
+            got = [(c.change, c.first, c.last, c.a_kind, c.a_mfn, c.b_kind, c.b_mfn)
+                   for c in res.changes]
+            assert got == want, chunk
+            assert res.counts == counts
+            assert "".join(res.lines(batch=7)) == "".join(f"{c}\n" for c in res.changes)
+            assert res.same == (not want)
+
+
+def test_cli_text_lists_every_change(tmp_path):
+    rng = np.random.default_rng(9)
+    a, b = damaged_table(rng, 8, 5000), damaged_table(rng, 8, 4000)
+    pa, pb = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(pa, a.raw)
+    np.save(pb, b.raw)
+    r = run(pa, pb)
+    assert r.exit_code == 1
+    lines = r.stdout.splitlines()
+    want, counts = reference_diff(a, b)
+    assert lines[0] == f"--- A: {pa} (0x1388 pfns)" and lines[1] == f"+++ B: {pb} (0xfa0 pfns)"
+    assert lines[2:-1] == [str(c) for c in diff(a, b).changes] and len(lines) == len(want) + 3
+    assert lines[-1] == "differs: " + ", ".join(f"{n} pfn(s) {k}" for k, n in counts.items() if n)

@@ -210,3 +210,52 @@ def test_generated_32bit_guest_high_pfns(tmp_path):
         pl = PathLookup(src, tree.top_mfn)
         assert pl.pfn(0x100010)["mfn"] == int(tree.truth[0x100010])
         assert pl.pfn(0x900)["kind"] == "missing"
+
+
+def test_mfn_equality_scan_agrees_with_batch_search():
+    """A few mfns are answered by equality scans, many by one sorted search:
+    both give what a plain loop over the table gives (valid and foreign
+    entries apart, duplicates all listed, identity and INVALID never)."""
+    from types import SimpleNamespace
+
+    from p2mdump.lookup import FEW_MFNS
+    from p2mdump.table import P2MTable
+
+    for ws in (4, 8):
+        L = layout_for(ws)
+        rng = np.random.default_rng(ws)
+        n = 200_000
+        raw = rng.integers(1, 64, n).astype(np.uint64)
+        raw[rng.random(n) < 0.2] = np.uint64(L.invalid)
+        ident = rng.random(n) < 0.1
+        raw[ident] = np.arange(n, dtype=np.uint64)[ident] % 64 | np.uint64(L.identity_bit)
+        foreign = rng.random(n) < 0.1
+        raw[foreign] = raw[foreign] % 64 | np.uint64(L.foreign_bit)
+        raw = raw.astype(L.numpy_dtype)
+        tl = TableLookup(SimpleNamespace(table=P2MTable(raw, L), layout=L, top_mfn=None))
+        few = [3, 17, 63, 64]
+        many = list(range(0, 70))
+        assert len(few) <= FEW_MFNS < len(many)
+        got_few, got_many = tl.mfns(few), tl.mfns(many)
+        for m in many:
+            want = {"pfns": np.flatnonzero(raw == m).tolist(),
+                    "foreign_pfns": np.flatnonzero(
+                        raw == raw.dtype.type(m | L.foreign_bit)).tolist()}
+            assert got_many[m] == want, (ws, m)
+            if m in few:
+                assert got_few[m] == want, (ws, m)
+        assert got_many[3]["pfns"] and got_many[3]["foreign_pfns"]
+
+
+def test_cli_mfn_honours_max_pfn():
+    """--mfn walks the tree to --max-pfn when one is given (a pfn past it is
+    not reported), else to the tree's last entry."""
+    img, side, truth = fixture("data64")
+    pfn = side["max_pfn"] - 1
+    m = int(truth[pfn])
+    assert layout_for(8).kind_of(m) == "valid"
+    assert run(img, "--top-mfn", 4, "--mfn", m).stdout.strip() == f"mfn {m:#x} -> pfn {pfn:#x}"
+    r = run(img, "--top-mfn", 4, "--max-pfn", pfn, "--mfn", m)
+    assert r.exit_code == 0 and r.stdout.strip() == f"mfn {m:#x} -> pfn none"
+    r = run(img, "--top-mfn", 4, "--max-pfn", pfn + 1, "--mfn", m, "--json")
+    assert json.loads(r.stdout)["pfns"] == [pfn]

@@ -345,3 +345,24 @@ def test_check_outputs_api(tmp_path):
         check_outputs({"-o": tmp_path})
     with pytest.raises(OutputError):
         check_outputs({"-o": inp / "child"})
+
+
+def test_signals_held_even_when_another_thread_takes_them():
+    """A SIGINT the process gets while a temporary file is being created is
+    raised after the block, even when another thread (numpy's BLAS threads)
+    is the one the kernel hands it to."""
+    import threading
+
+    from p2mdump.atomic import _signals_held
+
+    inside = []
+    with pytest.raises(KeyboardInterrupt):
+        with _signals_held():
+            t = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT))
+            t.start()
+            t.join()
+            for _ in range(1000):       # bytecodes at which a handler could run
+                inside.append(1)
+            time.sleep(0.05)
+            inside.append("done")
+    assert inside[-1] == "done"

@@ -337,7 +337,7 @@ def test_hits_are_capped():
     page[off:off + 6] = [0x100, (1 << 64) - 1, 0, 5 << 12, 0xFFFFC90000000000, 0]
     block = np.tile(page, 2048).view(np.uint8)
     for k in range(3):
-        flt.feed(block, 2048 * k)
+        flt.feed(block, np.arange(2048 * k, 2048 * (k + 1)))
     assert flt.kept == MAX_HITS and flt.dropped == 3 * 2048 - MAX_HITS
     (c,) = flt.candidates()            # one content, many copies
     assert c["shared_info_mfn"] == 0 and len(c["copies"]) == MAX_HITS - 1

@@ -47,7 +47,7 @@ def _load(path, fmt, top_mfn, word_size, base, container):
 
     with open_source(path, base, container) as source:
         r = resolve_tree(source, path, top_mfn, word_size, None)
-        res = walk_resolved(source, r)
+        res = walk_resolved(source, r, check_table=False)
     if res.representation == "list":
         return res.table, f"{path} @ list p2m_vaddr {res.list_info['p2m_vaddr']:#x}"
     if res.top_mfn is None:
@@ -101,14 +101,16 @@ def diff(a, b, top_mfn, top_mfn_a, top_mfn_b, word_size, format_a, format_b, bas
         data["a"], data["b"] = da, db
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
-        click.echo(f"--- A: {da} ({result.a_len:#x} pfns)")
-        click.echo(f"+++ B: {db} ({result.b_len:#x} pfns)")
-        for c in result.changes:
-            click.echo(str(c))
+        out = click.get_text_stream("stdout")
+        out.write(f"--- A: {da} ({result.a_len:#x} pfns)\n")
+        out.write(f"+++ B: {db} ({result.b_len:#x} pfns)\n")
+        for text in result.lines():
+            out.write(text)
         if result.same:
-            click.echo("same: no pfn differs")
+            out.write("same: no pfn differs\n")
         else:
-            click.echo("differs: " + ", ".join(f"{n} pfn(s) {k}"
-                                               for k, n in result.counts.items() if n))
+            out.write("differs: " + ", ".join(f"{n} pfn(s) {k}"
+                                             for k, n in result.counts.items() if n) + "\n")
+        out.flush()
     if not result.same:
         raise click.exceptions.Exit(1)

@@ -142,14 +142,18 @@ def _path_lookup(source, r):
 
 
 def _walk_table(source, r):
-    """The whole table of the resolved p2m (for the inverse); a tree is
-    walked to its last entry, past max_pfn, so no mapping is overlooked."""
+    """The whole table of the resolved p2m (for the inverse).  A tree is
+    walked to --max-pfn when one is given, else to its last entry (past a
+    max_pfn the container or sidecar claims), so no mapping is overlooked.
+    The whole-table checks (duplicate frames) are skipped: a lookup does not
+    report findings."""
     from ..autowalk import walk_resolved
     from ..walker import walk
 
     if r.representation != "tree":
-        return walk_resolved(source, r)
-    return walk(source, r.top_mfn, word_size=r.word_size, max_pfn=None)
+        return walk_resolved(source, r, check_table=False)
+    max_pfn = r.max_pfn if r.max_pfn_source == "given" else None
+    return walk(source, r.top_mfn, word_size=r.word_size, max_pfn=max_pfn, check_table=False)
 
 
 def _vaddr_lookup(source, image, vaddr, cr3, top_mfn, word_size, max_pfn, list_opts) -> dict:
