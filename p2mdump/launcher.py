@@ -132,7 +132,14 @@ def _emit(text: str) -> int:
     return 0
 
 
+#: numpy's BLAS would start a thread per CPU at import; p2mdump does no linear
+#: algebra, so the command line asks for one (a user's own setting wins)
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def main():
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, "1")
     argv = sys.argv[1:]
     if argv[:1] == ["lookup"]:
         rc = fast_lookup(argv[1:])

@@ -39,3 +39,25 @@ def test_fast_path_errors(tmp_path):
     assert code == 3 and err.startswith("error:") and "no such file" in err
     code, out, err = fast([img, "--top-mfn", "0x999999", "--pfn", "1"])
     assert code == 4 and "not in the image" in err and "Traceback" not in err
+
+
+def test_the_command_line_starts_no_blas_threads(tmp_path):
+    """numpy's BLAS starts a thread per CPU at import unless told otherwise;
+    the command line tells it one (p2mdump does no linear algebra)."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "for v in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'):\n"
+            "    os.environ.pop(v, None)\n"
+            "sys.argv = ['p2mdump', 'info', sys.argv[1]]\n"
+            "import p2mdump.launcher as L\n"
+            "L._exit_now = lambda code: None\n"
+            "L.main()\n"
+            "import numpy\n"
+            "print('threads', len(os.listdir('/proc/self/task')))\n")
+    from conftest import FIXTURES
+
+    out = subprocess.run([sys.executable, "-c", code, f"{FIXTURES}/e820-64.img"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("threads 1"), out
