@@ -52,6 +52,14 @@ class Numbering:
             return self.perm[(ranks // chunk).astype(np.int64)] * chunk + ranks % chunk + self.base
         return ranks + self.base
 
+    def top(self) -> int:
+        """The highest MFN handed out (``count`` at least 1)."""
+        if self.order != "chunked":
+            return int(self.base) + self.count - 1
+        last = self.count - (len(self.perm) - 1) * CHUNK_PFNS
+        full = int(self.perm[:-1].max()) * CHUNK_PFNS + CHUNK_PFNS - 1 if len(self.perm) > 1 else 0
+        return int(self.base) + max(full, int(self.perm[-1]) * CHUNK_PFNS + last - 1)
+
     @property
     def end(self) -> int:
         """One past the highest MFN handed out."""
