@@ -292,7 +292,7 @@ def write_xc_core(tree: TreeShape, path, *, nr_vcpus: int = 1, padding: int = 0,
                 frames = stamped_frames(pfns[a:b], mfns[a:b]) if tree.spec.data else None
                 frames = pages.overlay(mfns[a:b], frames, (pos[lo:hi] - a, idx[lo:hi]))
                 pwrite_all(fd, frames, lay.off_pages + (written + a) * PAGE_SIZE)
-            pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8"),
+            pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8", copy=False),
                        lay.off_p2m + written * X.P2M_PAIR_SIZE)
             written += len(pfns)
         for k in range(written, nr_pages, CHUNK_PFNS):

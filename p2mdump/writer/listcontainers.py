@@ -89,7 +89,7 @@ def write_list_xc_core(guest: ListGuest, path, *, nr_vcpus: int = 1, padding: in
             frames = _frames_for(pfns, mfns, guest.page_words(mfns), guest.spec.data)
             if frames is not None:
                 pwrite_all(fd, frames, lay.off_pages + written * PAGE_SIZE)
-            pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8"),
+            pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8", copy=False),
                        lay.off_p2m + written * X.P2M_PAIR_SIZE)
             written += len(pfns)
         for k in range(written, nr_pages, BATCH):

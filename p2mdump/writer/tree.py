@@ -39,7 +39,7 @@ from .spec import GuestSpec
 #: leaf row states
 ROW_MISSING, ROW_IDENTITY, ROW_REAL = 0, 1, 2
 #: pfns per piece when a table is produced or scanned piecewise
-CHUNK_PFNS = 1 << 20
+CHUNK_PFNS = 1 << 18
 
 
 class TreeShape:
