@@ -11,6 +11,8 @@ import numpy as np
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+#: words drawn at once by :meth:`Stream.choice`
+DRAW_CHUNK = 1 << 20
 
 
 class Stream:
@@ -32,7 +34,38 @@ class Stream:
         return np.argsort(self.words(n), kind="stable")
 
     def choice(self, span: int, k: int) -> np.ndarray:
-        """k distinct integers from range(span)."""
+        """k distinct integers from range(span): ``permutation(span)[:k]``, the
+        positions of the k smallest of ``span`` fresh words, smallest first.
+
+        The words are drawn :data:`DRAW_CHUNK` at a time; those below the k-th
+        smallest so far are kept, and cut back to the k smallest whenever more
+        than 2k are kept (splitmix64 is a bijection, so the words are distinct
+        and their order is the stable argsort's)."""
         if k > span:
             raise ValueError("cannot choose more values than the span holds")
-        return self.permutation(span)[:k]
+        kept_w, kept_i = [np.zeros(0, dtype=np.uint64)], [np.zeros(0, dtype=np.intp)]
+        held = 0
+        limit = None        # the k-th smallest word so far, once there are k
+
+        def cut():
+            w, i = np.concatenate(kept_w), np.concatenate(kept_i)
+            if len(w) > k:
+                keep = np.argpartition(w, k - 1)[:k] if k else np.zeros(0, dtype=np.intp)
+                w, i = w[keep], i[keep]
+            return w, i
+
+        for a in range(0, span, DRAW_CHUNK):
+            w = self.words(min(DRAW_CHUNK, span - a))
+            i = np.arange(a, a + len(w), dtype=np.intp)
+            if limit is not None:
+                low = w < limit
+                w, i = w[low], i[low]
+            kept_w.append(w)
+            kept_i.append(i)
+            held += len(w)
+            if held > 2 * k or (limit is None and held >= k):
+                w, i = cut()
+                kept_w, kept_i, held = [w], [i], len(w)
+                limit = w.max() + np.uint64(1) if k else np.uint64(0)
+        w, i = cut()
+        return i[np.argsort(w)]
