@@ -22,3 +22,14 @@ def test_choice_is_the_head_of_the_permutation(span, k, seed):
 def test_choice_refuses_more_than_the_span():
     with pytest.raises(ValueError):
         Stream(0).choice(3, 4)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 1000, DRAW_CHUNK, 3 * DRAW_CHUNK + 17])
+def test_uint32_permutation_is_the_permutation(n):
+    whole, bucketed = Stream(3), Stream(3)
+    whole.words(5)
+    bucketed.words(5)
+    want = whole.permutation(n)
+    got = bucketed.permutation_u32(n)
+    assert got.dtype == np.uint32 and np.array_equal(got, want)
+    assert np.array_equal(whole.words(4), bucketed.words(4))

@@ -22,16 +22,63 @@ class Stream:
         self.seed = np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
         self.counter = 0
 
-    def words(self, n: int) -> np.ndarray:
+    def _mix(self, counters: np.ndarray) -> np.ndarray:
+        """The words of the given counter values."""
         with np.errstate(over="ignore"):
-            x = (np.arange(self.counter, self.counter + n, dtype=np.uint64) + self.seed) * _GOLDEN
-            self.counter += n
+            x = (counters + self.seed) * _GOLDEN
             x = (x ^ (x >> np.uint64(30))) * _M1
             x = (x ^ (x >> np.uint64(27))) * _M2
             return x ^ (x >> np.uint64(31))
 
+    def words(self, n: int) -> np.ndarray:
+        x = self._mix(np.arange(self.counter, self.counter + n, dtype=np.uint64))
+        self.counter += n
+        return x
+
     def permutation(self, n: int) -> np.ndarray:
         return np.argsort(self.words(n), kind="stable")
+
+    def permutation_u32(self, n: int) -> np.ndarray:
+        """``permutation(n)`` as uint32 (n at most 2^32), holding little beside it.
+
+        The words are distinct (splitmix64 is a bijection), so the permutation
+        is their sort order: a counting sort by their top bits, a chunk of
+        words at a time, puts every position in its bucket; each run of
+        buckets is then sorted by its words, recomputed from the positions."""
+        if n > 1 << 32:
+            raise ValueError("a uint32 permutation holds at most 2^32 values")
+        first = self.counter
+        self.counter += n
+        out = np.empty(n, dtype=np.uint32)
+        bits = max(1, min(16, (4 * n // DRAW_CHUNK).bit_length()))
+        shift, nb = np.uint64(64 - bits), 1 << bits
+        chunks = [(a, min(a + DRAW_CHUNK, n)) for a in range(0, n, DRAW_CHUNK)]
+
+        def buckets(a, b):
+            return (self._mix(np.arange(first + a, first + b, dtype=np.uint64)) >> shift
+                    ).astype(np.uint16)
+
+        counts = np.zeros(nb, dtype=np.int64)
+        for a, b in chunks:
+            counts += np.bincount(buckets(a, b), minlength=nb)
+        ends = np.cumsum(counts)
+        fill = ends - counts
+        for a, b in chunks:
+            bk = buckets(a, b)
+            order = np.argsort(bk, kind="stable")
+            sb = bk[order].astype(np.intp)
+            c = np.bincount(sb, minlength=nb)
+            group_first = np.cumsum(c) - c
+            out[fill[sb] + np.arange(b - a) - group_first[sb]] = order + a
+            fill += c
+        lo = 0
+        while lo < n:
+            hi = int(ends[max(np.searchsorted(ends, lo + DRAW_CHUNK, side="right") - 1,
+                              np.searchsorted(ends, lo, side="right"))])
+            seg = out[lo:hi]
+            out[lo:hi] = seg[np.argsort(self._mix(seg.astype(np.uint64) + np.uint64(first)))]
+            lo = hi
+        return out
 
     def choice(self, span: int, k: int) -> np.ndarray:
         """k distinct integers from range(span): ``permutation(span)[:k]``, the
