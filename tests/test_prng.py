@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from p2mdump.writer.prng import DRAW_CHUNK, Stream
+from p2mdump.writer.prng import DRAW_CHUNK, SORT_CHUNK, Stream
 
 
 @pytest.mark.parametrize("span,k", [(1, 0), (1, 1), (5, 3), (10, 10), (DRAW_CHUNK + 7, 1),
@@ -24,7 +24,7 @@ def test_choice_refuses_more_than_the_span():
         Stream(0).choice(3, 4)
 
 
-@pytest.mark.parametrize("n", [0, 1, 5, 1000, DRAW_CHUNK, 3 * DRAW_CHUNK + 17])
+@pytest.mark.parametrize("n", [0, 1, 5, 1000, SORT_CHUNK, 3 * SORT_CHUNK + 17, 1 << 22])
 def test_uint32_permutation_is_the_permutation(n):
     whole, bucketed = Stream(3), Stream(3)
     whole.words(5)

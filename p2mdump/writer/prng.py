@@ -13,6 +13,8 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 #: words drawn at once by :meth:`Stream.choice`
 DRAW_CHUNK = 1 << 20
+#: words drawn (and sorted) at once by :meth:`Stream.permutation_u32`
+SORT_CHUNK = 1 << 18
 
 
 class Stream:
@@ -50,9 +52,9 @@ class Stream:
         first = self.counter
         self.counter += n
         out = np.empty(n, dtype=np.uint32)
-        bits = max(1, min(16, (4 * n // DRAW_CHUNK).bit_length()))
+        bits = max(1, min(16, (4 * n // SORT_CHUNK).bit_length()))
         shift, nb = np.uint64(64 - bits), 1 << bits
-        chunks = [(a, min(a + DRAW_CHUNK, n)) for a in range(0, n, DRAW_CHUNK)]
+        chunks = [(a, min(a + SORT_CHUNK, n)) for a in range(0, n, SORT_CHUNK)]
 
         def buckets(a, b):
             return (self._mix(np.arange(first + a, first + b, dtype=np.uint64)) >> shift
@@ -73,7 +75,7 @@ class Stream:
             fill += c
         lo = 0
         while lo < n:
-            hi = int(ends[max(np.searchsorted(ends, lo + DRAW_CHUNK, side="right") - 1,
+            hi = int(ends[max(np.searchsorted(ends, lo + SORT_CHUNK, side="right") - 1,
                               np.searchsorted(ends, lo, side="right"))])
             seg = out[lo:hi]
             out[lo:hi] = seg[np.argsort(self._mix(seg.astype(np.uint64) + np.uint64(first)))]
