@@ -14,7 +14,8 @@ installed from main) at --compare-sizes, side by side.
 
 Usage:  python bench/bench_generate.py [--sizes 24,27] [--word-sizes 8,4]
             [--containers raw,xc-core,elf] [--representations tree,list,both]
-            [--truth] [--compare /path/to/main/venv/bin/p2mdump] [--compare-sizes 24]
+            [--truth] [--extra "--mfn-order shuffled"]
+            [--compare /path/to/main/venv/bin/p2mdump] [--compare-sizes 24]
 Run with the interpreter p2mdump is installed in (a non-editable install).
 An xc-core of 2^27 pfns is a 512 GiB sparse file (about 3 GiB allocated).
 """
@@ -67,6 +68,8 @@ def main() -> int:
     ap.add_argument("--containers", type=_csv(str), default=["raw", "xc-core", "elf"])
     ap.add_argument("--representations", type=_csv(str), default=["tree"])
     ap.add_argument("--truth", action="store_true", help="write the truth file too")
+    ap.add_argument("--extra", default="", metavar="OPTIONS",
+                    help='more generate options, e.g. "--mfn-order shuffled"')
     ap.add_argument("--limit", type=float, default=1.5, help="target: peak RSS / table")
     ap.add_argument("--compare", metavar="EXE", help="another p2mdump to run side by side")
     ap.add_argument("--compare-sizes", type=_csv(int), default=None,
@@ -100,6 +103,7 @@ def main() -> int:
                                      "--representation", rep, "-q"]
                         if args.truth:
                             cmd += ["--truth", out + ".truth"]
+                        cmd += args.extra.split()
                         wall, rss = measure(cmd, outputs)
                         ratio = rss / table
                         row += f" {wall:.2f} | {rss / 2**20:.0f} |"
