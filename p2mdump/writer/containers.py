@@ -37,11 +37,10 @@ from ..layout import PAGE_SIZE
 from ..schemas import elf as E
 from ..schemas import xen_core as X
 from ..sidecar import sidecar_path
-from .image import runs, sidecar, stamped_frames, write_json, write_raw_image, write_truth
-from .tree import BuiltTree, build_tree
+from .image import BATCH, runs, sidecar, stamped_frames, write_json, write_raw_image, write_truth
+from .tree import CHUNK_PFNS, BuiltTree, TreeShape, build_tree_guest
 
 CONTAINERS = ("raw", "xc-core", "elf", "xl-save")
-BATCH = 2048  # pages per write (8 MiB)
 
 DEFAULT_XEN_VERSION = (4, 19, "-p2mdump")
 
@@ -113,12 +112,47 @@ def _frames_for(pfns: np.ndarray, mfns: np.ndarray, tree_by_mfn: dict, data: boo
     return frames
 
 
-def _write_batches(fd: int, offset: int, pfns, mfns, tree_by_mfn, data) -> None:
-    """Frames (pfn, mfn) written back to back from ``offset`` (zeros skipped)."""
-    for a in range(0, len(mfns), BATCH):
-        frames = _frames_for(pfns[a:a + BATCH], mfns[a:a + BATCH], tree_by_mfn, data)
-        if frames is not None:
-            pwrite_all(fd, frames, offset + a * PAGE_SIZE)
+class TreeFrames:
+    """The content of a tree's pages, looked up by MFN a batch at a time.
+
+    Holds the tree pages' MFNs (sorted) and, for each, its leaf row (or -1
+    and its words for the few non-leaf pages); leaf pages are produced by the
+    tree when a batch names them (:meth:`.tree.TreeShape.leaf_pages`)."""
+
+    def __init__(self, tree: TreeShape):
+        self.tree = tree
+        self.small = {int(m): w for m, w in tree.page_list()}
+        mfns = np.concatenate([np.fromiter(self.small, dtype=np.uint64, count=len(self.small)),
+                               tree.leaf_mfns.astype(np.uint64)])
+        rows = np.concatenate([np.full(len(self.small), -1, dtype=np.int64),
+                               tree.leaf_rows.astype(np.int64)])
+        #: every tree page's MFN, in page_list order then leaf row order
+        self.listed = mfns
+        order = np.argsort(mfns, kind="stable")
+        self.mfns, self.rows = mfns[order], rows[order]
+
+    def find(self, mfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``mfns`` that are tree pages, their index in :attr:`mfns`)."""
+        j = np.minimum(np.searchsorted(self.mfns, mfns), len(self.mfns) - 1)
+        hit = np.flatnonzero(self.mfns[j] == mfns)
+        return hit, j[hit]
+
+    def overlay(self, mfns: np.ndarray, frames=None, hits=None):
+        """``frames`` ((k, 4096) uint8, or None: zeros) with the tree pages among
+        ``mfns`` filled in; None if there are none and ``frames`` is None."""
+        pos, idx = self.find(mfns) if hits is None else hits
+        if not len(pos):
+            return frames
+        if frames is None:
+            frames = np.zeros((len(mfns), PAGE_SIZE), dtype=np.uint8)
+        words = frames.view(self.tree.layout.numpy_dtype)
+        rows = self.rows[idx]
+        leaf = rows >= 0
+        if leaf.any():
+            words[pos[leaf]] = self.tree.leaf_pages(rows[leaf])
+        for p, i in zip(pos[~leaf].tolist(), idx[~leaf].tolist()):
+            words[p] = self.small[int(self.mfns[i])]
+        return frames
 
 
 # -- ELF building blocks ----------------------------------------------------------------
@@ -231,43 +265,52 @@ class XcCoreLayout:
                 "notes_offset": self.off_notes, "size": self.size, "e_machine": self.machine}
 
 
-def write_xc_core(tree: BuiltTree, path, *, nr_vcpus: int = 1, padding: int = 0,
+def write_xc_core(tree: TreeShape, path, *, nr_vcpus: int = 1, padding: int = 0,
                   fll: int | None = None, max_pfn: int | None = None, p2m_cr3: int = 0,
                   p2m_vaddr: int = 0, version=DEFAULT_XEN_VERSION) -> dict:
     """Write ``tree`` (whose tree pages are guest pages, see
-    :func:`tree_pages_as_guest_pages`) as an ``xl dump-core`` file.
+    :func:`tree_pages_as_guest_pages` / :meth:`.tree.TreeGuest.with_pages_as_guest_pages`)
+    as an ``xl dump-core`` file, chunk by chunk.
 
     ``fll`` / ``max_pfn`` override what shared_info publishes (default: the
     tree's top MFN and max_pfn).  Returns a description of the layout."""
     ws = tree.layout.word_size
-    L = tree.layout
-    tree_by_mfn = tree_pages(tree)
+    pages = TreeFrames(tree)
     # the pages Xen dumps for a PV guest: pfns whose entry is a machine frame
     # (not INVALID, no FOREIGN / IDENTITY bit), ascending, below max_pfn
-    entries = tree.entries[:tree.max_pfn]
-    own = (entries != entries.dtype.type(L.invalid)) & \
-        ((entries & entries.dtype.type(L.flag_mask)) == 0)
-    pfns = np.flatnonzero(own).astype(np.uint64)
-    mfns = entries[own].astype(np.uint64)
-    dumped = set(mfns.tolist())
-    missing = [m for m in tree_by_mfn if m not in dumped]
-    if missing:
-        raise SpecError(f"tree page MFN {missing[0]:#x} is not a guest page; wrap the tree "
-                        "with tree_pages_as_guest_pages() first")
-    nr_pages = len(pfns) + padding
+    nr_pages = tree.own_frames_count(tree.max_pfn) + padding
     sinfo = shared_info(ws, max_pfn=tree.max_pfn if max_pfn is None else max_pfn,
                         pfn_to_mfn_frame_list_list=tree.top_mfn if fll is None else fll,
                         p2m_cr3=p2m_cr3, p2m_vaddr=p2m_vaddr)
     lay = XcCoreLayout(word_size=ws, nr_vcpus=nr_vcpus, nr_pages=nr_pages, sinfo=sinfo,
                        version=version)
-    pairs = np.full((nr_pages, 2), X.INVALID_PFN, dtype="<u8")
-    pairs[:len(pfns), 0] = pfns
-    pairs[:len(pfns), 1] = mfns
+    seen = np.zeros(len(pages.mfns), dtype=bool)
+    written = 0
     with atomic_output(path, "wb") as fh:
         fd = fh.fileno()
         lay.write_skeleton(fd)
-        _write_batches(fd, lay.off_pages, pfns, mfns, tree_by_mfn, tree.spec.data)
-        pwrite_all(fd, pairs, lay.off_p2m)
+        for pfns, mfns in tree.own_frames(tree.max_pfn, CHUNK_PFNS):
+            pos, idx = pages.find(mfns)
+            seen[idx] = True
+            for a in range(0, len(mfns), BATCH):
+                b = min(a + BATCH, len(mfns))
+                lo, hi = np.searchsorted(pos, [a, b])
+                if lo == hi and not tree.spec.data:
+                    continue        # zeros: left a hole
+                frames = stamped_frames(pfns[a:b], mfns[a:b]) if tree.spec.data else None
+                frames = pages.overlay(mfns[a:b], frames, (pos[lo:hi] - a, idx[lo:hi]))
+                pwrite_all(fd, frames, lay.off_pages + (written + a) * PAGE_SIZE)
+            pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8", copy=False),
+                       lay.off_p2m + written * X.P2M_PAIR_SIZE)
+            written += len(pfns)
+        for k in range(written, nr_pages, CHUNK_PFNS):
+            pad = np.full((min(CHUNK_PFNS, nr_pages - k), 2), X.INVALID_PFN, dtype="<u8")
+            pwrite_all(fd, pad, lay.off_p2m + k * X.P2M_PAIR_SIZE)
+        if not seen.all():
+            dumped = set(pages.mfns[seen].tolist())
+            missing = next(m for m in pages.listed.tolist() if m not in dumped)
+            raise SpecError(f"tree page MFN {missing:#x} is not a guest page; wrap the tree "
+                            "with tree_pages_as_guest_pages() first")
     return lay.describe()
 
 
@@ -340,21 +383,25 @@ class DataStamps:
         return frames
 
 
-def write_elf_core(tree: BuiltTree, path) -> dict:
+def write_elf_core(tree: TreeShape, path) -> dict:
     """Write the frames of ``tree`` (as a raw image would hold them) as an ELF
     core, one PT_LOAD per run of consecutive MFNs."""
-    tree_by_mfn = tree_pages(tree)
-    data = bool(tree.spec.data and len(tree.data_mfns))
-    mfns = np.array(sorted(tree_by_mfn), dtype=np.uint64)
-    tree_mfns = mfns
-    if data:
-        mfns = np.union1d(mfns, tree.data_mfns.astype(np.uint64))
-    stamps = DataStamps(tree.data_pfns, tree.data_mfns)
+    pages = TreeFrames(tree)
+    mfns = pages.mfns
+    stamps = None
+    if tree.spec.data and tree.data_count:
+        pairs = list(tree.data_pairs())
+        stamps = DataStamps(np.concatenate([p for p, _ in pairs]),
+                            np.concatenate([m for _, m in pairs]))
+        mfns = np.union1d(mfns, stamps.mfns)
 
     def frames_of(mm):
-        frames = _frames_for(np.zeros_like(mm), mm, tree_by_mfn, False)
-        if data:
-            frames = stamps.overlay(frames, mm, np.isin(mm, tree_mfns))
+        hits = pages.find(mm)
+        frames = pages.overlay(mm, None, hits)
+        if stamps is not None:
+            tree_page = np.zeros(len(mm), dtype=bool)
+            tree_page[hits[0]] = True
+            frames = stamps.overlay(frames, mm, tree_page)
         return frames
 
     return write_elf_frames(path, mfns, frames_of)
@@ -373,16 +420,18 @@ def check_container(container: str, base: int) -> None:
 def generate(spec, out, *, truth=None, sidecar_file=None, base: int = 0):
     """Build ``spec`` (any representation), write the raw image ``out``, its
     sidecar (default ``out + '.json'``) and, when asked, the truth table in
-    the raw format.  Returns the :class:`BuiltTree` or
+    the raw format.  Returns the :class:`~.tree.TreeGuest` or
     :class:`~.listguest.ListGuest`."""
     return generate_container(spec, out, container="raw", truth=truth,
                               sidecar_file=sidecar_file, base=base)
 
 
 def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar_file=None,
-                       base: int = 0, **options) -> BuiltTree:
+                       base: int = 0, **options) -> TreeShape:
     """Build ``spec`` and write it as ``container`` (raw, xc-core or elf), with
     its sidecar (``out + '.json'``) and, when asked, the truth table.
+    A tree guest is built without its table (:func:`.tree.build_tree_guest`)
+    and written chunk by chunk (returned as a :class:`~.tree.TreeGuest`).
     A list or both guest is written by
     :func:`.listcontainers.generate_list_container` (and returned as a
     :class:`~.listguest.ListGuest`).  ``xl-save`` is written by
@@ -399,12 +448,12 @@ def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar
         return generate_list_container(spec, out, container=container, truth=truth,
                                        sidecar_file=sidecar_file, base=base, **options)
     check_container(container, base)
-    tree = build_tree(spec)
+    tree = build_tree_guest(spec)
     extra = {}
     if container == "raw":
         write_raw_image(tree, out, base)
     elif container == "xc-core":
-        tree, chosen = tree_pages_as_guest_pages(tree)
+        tree, chosen = tree.with_pages_as_guest_pages()
         info = write_xc_core(tree, out, **options)
         extra = {"xc_core": info, "tree_pfns": [int(chosen[0]), int(chosen[-1]) + 1]}
     else:

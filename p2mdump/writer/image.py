@@ -9,13 +9,16 @@ import numpy as np
 
 from ..atomic import atomic_output, pwrite_all
 from ..errors import SpecError
-from ..layout import PAGE_SIZE
+from ..layout import KINDS, PAGE_SIZE
 from ..sidecar import SIDECAR_FORMAT
 from ..schemas.stamp import STAMP_HEADER_SIZE, STAMP_MAGIC
-from .tree import BuiltTree
+from ..table import classify
+from .tree import TreeShape
 
 #: refuse to stamp more data frames than this (a 4 GiB guest)
 MAX_DATA_FRAMES = 1 << 20
+#: pages per write (8 MiB)
+BATCH = 2048
 
 
 def stamped_frames(pfns: np.ndarray, mfns: np.ndarray) -> np.ndarray:
@@ -30,26 +33,24 @@ def stamped_frames(pfns: np.ndarray, mfns: np.ndarray) -> np.ndarray:
     return frames
 
 
-def write_frames(fd: int, tree: BuiltTree, base: int = 0) -> int:
+def write_frames(fd: int, tree: TreeShape, base: int = 0) -> int:
     """Write every page of ``tree`` into ``fd`` (frame m at base + m*4096);
-    returns the file size."""
+    returns the file size.  Leaf pages are produced a batch at a time."""
     L = tree.layout
-    fpp = L.per_page
     size = base + tree.frame_count() * PAGE_SIZE
     os.ftruncate(fd, size)
     for mfn, words in tree.page_list():
         pwrite_all(fd, np.ascontiguousarray(words, dtype=L.numpy_dtype), base + mfn * PAGE_SIZE)
-    leaf2d = tree.leaf_table.reshape(-1, fpp)
     order = np.argsort(tree.leaf_mfns, kind="stable")
     rows, mfns = tree.leaf_rows[order], tree.leaf_mfns[order]
     for a, b in runs(mfns, rows):
-        r = int(rows[a])
-        pwrite_all(fd, leaf2d[r:r + (b - a)], base + int(mfns[a]) * PAGE_SIZE)
-    if tree.spec.data and len(tree.data_pfns):
-        check_data_frames(len(tree.data_pfns))
-        step = 4096
-        for i in range(0, len(tree.data_pfns), step):
-            write_stamped(fd, tree.data_pfns[i:i + step], tree.data_mfns[i:i + step], base)
+        for c in range(a, b, BATCH):
+            d = min(c + BATCH, b)
+            pwrite_all(fd, tree.leaf_pages(rows[c:d]), base + int(mfns[c]) * PAGE_SIZE)
+    if tree.spec.data and tree.data_count:
+        check_data_frames(tree.data_count)
+        for pfns, mfns in tree.data_pairs(4096):
+            write_stamped(fd, pfns, mfns, base)
     return size
 
 
@@ -83,7 +84,7 @@ def write_stamped(fd, pfns: np.ndarray, mfns: np.ndarray, base: int = 0) -> None
     write_runs(fd, stamped_frames(pfns, mfns), mfns, base)
 
 
-def write_raw_image(tree: BuiltTree, path, base: int = 0) -> int:
+def write_raw_image(tree: TreeShape, path, base: int = 0) -> int:
     with atomic_output(path, "wb") as fh:
         fh.flush()
         return write_frames(fh.fileno(), tree, base)
@@ -106,13 +107,20 @@ def sidecar_fields(spec, *, container: str, base: int, frames: int, top_mfn,
     }
 
 
-def sidecar(tree: BuiltTree, container: str = "raw", base: int = 0,
-            extra: dict | None = None) -> dict:
-    from ..table import P2MTable
+def chunk_counts(chunks, layout) -> dict:
+    """Entries of each kind in a table given as (first pfn, words) chunks (as
+    ``P2MTable.counts`` gives them)."""
+    counts = np.zeros(len(KINDS), dtype=np.int64)
+    for _, words in chunks:
+        counts += np.bincount(classify(words, layout), minlength=len(KINDS))
+    return {k: int(counts[i]) for i, k in enumerate(KINDS)}
 
+
+def sidecar(tree: TreeShape, container: str = "raw", base: int = 0,
+            extra: dict | None = None) -> dict:
     out = sidecar_fields(tree.spec, container=container, base=base, frames=tree.frame_count(),
                          top_mfn=tree.top_mfn,
-                         truth_counts=P2MTable(tree.truth, tree.layout).counts())
+                         truth_counts=chunk_counts(tree.truth_chunks(), tree.layout))
     out["placeholders"] = dict(tree.placeholders)
     out["tree_pages"] = tree.tree_pages
     if extra:
@@ -126,7 +134,9 @@ def write_json(path, data: dict) -> None:
         fh.write("\n")
 
 
-def write_truth(tree: BuiltTree, path) -> None:
+def write_truth(tree: TreeShape, path) -> None:
+    """The truth (the leaf slots of pfns 0..max_pfn-1), written chunk by chunk."""
     with atomic_output(path, "wb") as fh:
-        fh.write(memoryview(np.ascontiguousarray(tree.truth)).cast("B"))
+        for _, words in tree.truth_chunks():
+            fh.write(memoryview(np.ascontiguousarray(words)).cast("B"))
 

@@ -39,6 +39,7 @@ from .containers import (BATCH, DEFAULT_XEN_VERSION, DataStamps, XcCoreLayout, _
 from .image import check_data_frames, write_json
 from .listguest import ListGuest, build_list
 from .listimage import list_sidecar, write_list_raw_image, write_list_truth
+from .tree import CHUNK_PFNS
 
 
 def xen_dump_p2m_size(guest: ListGuest, bug: bool = True) -> int:
@@ -85,15 +86,23 @@ def write_list_xc_core(guest: ListGuest, path, *, nr_vcpus: int = 1, padding: in
     with atomic_output(path, "wb") as fh:
         fd = fh.fileno()
         lay.write_skeleton(fd)
-        for pfns, mfns in guest.own_frames(limit, batch=BATCH):
-            frames = _frames_for(pfns, mfns, guest.page_words(mfns), guest.spec.data)
-            if frames is not None:
-                pwrite_all(fd, frames, lay.off_pages + written * PAGE_SIZE)
-            pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8"),
+        for pfns, mfns in guest.own_frames(limit, batch=CHUNK_PFNS):
+            # pages are written where they hold something: structure pages, data
+            meta = np.flatnonzero(guest.is_meta(mfns))
+            for a in range(0, len(mfns), BATCH):
+                b = min(a + BATCH, len(mfns))
+                lo, hi = np.searchsorted(meta, [a, b])
+                if lo == hi and not guest.spec.data:
+                    continue        # zeros: left a hole
+                words = guest.page_words(mfns[a:b]) if lo < hi else {}
+                frames = _frames_for(pfns[a:b], mfns[a:b], words, guest.spec.data)
+                if frames is not None:
+                    pwrite_all(fd, frames, lay.off_pages + (written + a) * PAGE_SIZE)
+            pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8", copy=False),
                        lay.off_p2m + written * X.P2M_PAIR_SIZE)
             written += len(pfns)
-        for k in range(written, nr_pages, BATCH):
-            pad = np.full((min(BATCH, nr_pages - k), 2), X.INVALID_PFN, dtype="<u8")
+        for k in range(written, nr_pages, CHUNK_PFNS):
+            pad = np.full((min(CHUNK_PFNS, nr_pages - k), 2), X.INVALID_PFN, dtype="<u8")
             pwrite_all(fd, pad, lay.off_p2m + k * X.P2M_PAIR_SIZE)
     out = lay.describe()
     out["dumped_pages"] = written

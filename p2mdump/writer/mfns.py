@@ -39,18 +39,28 @@ class Numbering:
         self.base = np.uint64(base)
         self.perm = None
         if order == "shuffled":
-            self.perm = rng.permutation(count).astype(np.uint64)
+            # the only pfn-sized array a generated guest holds: 4 bytes an own pfn
+            self.perm = (rng.permutation_u32(count) if count <= 1 << 32
+                         else rng.permutation(count).astype(np.uint64))
         elif order == "chunked":
             self.perm = rng.permutation(-(-count // CHUNK_PFNS)).astype(np.uint64)
 
     def __call__(self, ranks: np.ndarray) -> np.ndarray:
         ranks = np.asarray(ranks, dtype=np.uint64)
         if self.order == "shuffled":
-            return self.perm[ranks.astype(np.int64)] + self.base
+            return self.perm[ranks.astype(np.int64)].astype(np.uint64) + self.base
         if self.order == "chunked":
             chunk = np.uint64(CHUNK_PFNS)
             return self.perm[(ranks // chunk).astype(np.int64)] * chunk + ranks % chunk + self.base
         return ranks + self.base
+
+    def top(self) -> int:
+        """The highest MFN handed out (``count`` at least 1)."""
+        if self.order != "chunked":
+            return int(self.base) + self.count - 1
+        last = self.count - (len(self.perm) - 1) * CHUNK_PFNS
+        full = int(self.perm[:-1].max()) * CHUNK_PFNS + CHUNK_PFNS - 1 if len(self.perm) > 1 else 0
+        return int(self.base) + max(full, int(self.perm[-1]) * CHUNK_PFNS + last - 1)
 
     @property
     def end(self) -> int:

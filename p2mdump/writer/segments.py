@@ -13,6 +13,8 @@ import numpy as np
 
 #: segment classes
 MISSING, IDENTITY, OWN, FOREIGN = range(4)
+#: pfns computed at once by :meth:`Segments.entries` (1 MiB of 64-bit temporaries)
+PIECE = 1 << 17
 
 
 class Segments:
@@ -77,24 +79,30 @@ class Segments:
 
     def entries(self, a: int, b: int, layout, own_mfn, foreign_mfn) -> np.ndarray:
         """The p2m entries of pfns [a, b): ``own_mfn(ranks)`` / ``foreign_mfn(ranks)``
-        number the own / foreign pfns; identity pfns hold ``pfn | IDENTITY_FRAME_BIT``."""
+        number the own / foreign pfns; identity pfns hold ``pfn | IDENTITY_FRAME_BIT``.
+
+        Computed in pieces of :data:`PIECE` pfns, so the temporaries stay small
+        beside the result."""
         dtype = np.dtype(layout.numpy_dtype)
         out = np.full(b - a, layout.invalid, dtype=dtype)
-        for i, s, e in self.overlapping(a, b):
+        for i, s0, e0 in self.overlapping(a, b):
             cls = self.classes[i]
             if cls == MISSING:
                 continue
-            if cls == IDENTITY:
-                out[s - a:e - a] = np.arange(s, e, dtype=np.uint64) | np.uint64(layout.identity_bit)
-                continue
-            first = s - int(self.starts[i])
-            if cls == OWN:
-                r0 = int(self.own_before[i]) + first
-                out[s - a:e - a] = own_mfn(np.arange(r0, r0 + e - s, dtype=np.uint64))
-            else:
-                r0 = int(self.foreign_before[i]) + first
-                mfns = foreign_mfn(np.arange(r0, r0 + e - s, dtype=np.uint64))
-                out[s - a:e - a] = mfns | np.uint64(layout.foreign_bit)
+            for s in range(s0, e0, PIECE):
+                e = min(s + PIECE, e0)
+                if cls == IDENTITY:
+                    out[s - a:e - a] = (np.arange(s, e, dtype=np.uint64)
+                                        | np.uint64(layout.identity_bit))
+                    continue
+                first = s - int(self.starts[i])
+                if cls == OWN:
+                    r0 = int(self.own_before[i]) + first
+                    out[s - a:e - a] = own_mfn(np.arange(r0, r0 + e - s, dtype=np.uint64))
+                else:
+                    r0 = int(self.foreign_before[i]) + first
+                    mfns = foreign_mfn(np.arange(r0, r0 + e - s, dtype=np.uint64))
+                    out[s - a:e - a] = mfns | np.uint64(layout.foreign_bit)
         return out
 
     def own_runs(self, limit: int):
