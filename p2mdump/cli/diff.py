@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -101,7 +102,7 @@ def diff(a, b, top_mfn, top_mfn_a, top_mfn_b, word_size, format_a, format_b, bas
         data["a"], data["b"] = da, db
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
-        out = click.get_text_stream("stdout")
+        out = sys.stdout
         out.write(f"--- A: {da} ({result.a_len:#x} pfns)\n")
         out.write(f"+++ B: {db} ({result.b_len:#x} pfns)\n")
         for text in result.lines():
