@@ -265,6 +265,20 @@ class XcCoreLayout:
                 "notes_offset": self.off_notes, "size": self.size, "e_machine": self.machine}
 
 
+def write_pairs(fd: int, lay: "XcCoreLayout", first: int, pfns: np.ndarray,
+                mfns: np.ndarray) -> None:
+    """.xen_p2m pairs ``first``, ``first + 1``, ...: {pfn, gmfn} of each dumped page."""
+    pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8", copy=False),
+               lay.off_p2m + first * X.P2M_PAIR_SIZE)
+
+
+def pad_pairs(fd: int, lay: "XcCoreLayout", written: int, nr_pages: int) -> None:
+    """The pairs past the ``written`` ones up to ``nr_pages``: Xen's {~0, ~0} padding."""
+    for k in range(written, nr_pages, CHUNK_PFNS):
+        pad = np.full((min(CHUNK_PFNS, nr_pages - k), 2), X.INVALID_PFN, dtype="<u8")
+        pwrite_all(fd, pad, lay.off_p2m + k * X.P2M_PAIR_SIZE)
+
+
 def write_xc_core(tree: TreeShape, path, *, nr_vcpus: int = 1, padding: int = 0,
                   fll: int | None = None, max_pfn: int | None = None, p2m_cr3: int = 0,
                   p2m_vaddr: int = 0, version=DEFAULT_XEN_VERSION) -> dict:
@@ -300,12 +314,9 @@ def write_xc_core(tree: TreeShape, path, *, nr_vcpus: int = 1, padding: int = 0,
                 frames = stamped_frames(pfns[a:b], mfns[a:b]) if tree.spec.data else None
                 frames = pages.overlay(mfns[a:b], frames, (pos[lo:hi] - a, idx[lo:hi]))
                 pwrite_all(fd, frames, lay.off_pages + (written + a) * PAGE_SIZE)
-            pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8", copy=False),
-                       lay.off_p2m + written * X.P2M_PAIR_SIZE)
+            write_pairs(fd, lay, written, pfns, mfns)
             written += len(pfns)
-        for k in range(written, nr_pages, CHUNK_PFNS):
-            pad = np.full((min(CHUNK_PFNS, nr_pages - k), 2), X.INVALID_PFN, dtype="<u8")
-            pwrite_all(fd, pad, lay.off_p2m + k * X.P2M_PAIR_SIZE)
+        pad_pairs(fd, lay, written, nr_pages)
         if not seen.all():
             dumped = set(pages.mfns[seen].tolist())
             missing = next(m for m in pages.listed.tolist() if m not in dumped)

@@ -32,10 +32,9 @@ from ..atomic import atomic_output, pwrite_all
 from ..errors import SpecError
 from ..layout import PAGE_SIZE
 from ..paging import PTES_PER_PAGE, level_shift
-from ..schemas import xen_core as X
 from ..sidecar import sidecar_path
 from .containers import (BATCH, DEFAULT_XEN_VERSION, DataStamps, XcCoreLayout, _frames_for,
-                         check_container, write_elf_frames)
+                         check_container, pad_pairs, write_elf_frames, write_pairs)
 from .image import check_data_frames, write_json
 from .listguest import ListGuest, build_list
 from .listimage import list_sidecar, write_list_raw_image, write_list_truth
@@ -98,12 +97,9 @@ def write_list_xc_core(guest: ListGuest, path, *, nr_vcpus: int = 1, padding: in
                 frames = _frames_for(pfns[a:b], mfns[a:b], words, guest.spec.data)
                 if frames is not None:
                     pwrite_all(fd, frames, lay.off_pages + (written + a) * PAGE_SIZE)
-            pwrite_all(fd, np.stack([pfns, mfns], axis=1).astype("<u8", copy=False),
-                       lay.off_p2m + written * X.P2M_PAIR_SIZE)
+            write_pairs(fd, lay, written, pfns, mfns)
             written += len(pfns)
-        for k in range(written, nr_pages, CHUNK_PFNS):
-            pad = np.full((min(CHUNK_PFNS, nr_pages - k), 2), X.INVALID_PFN, dtype="<u8")
-            pwrite_all(fd, pad, lay.off_p2m + k * X.P2M_PAIR_SIZE)
+        pad_pairs(fd, lay, written, nr_pages)
     out = lay.describe()
     out["dumped_pages"] = written
     return out

@@ -50,7 +50,7 @@ from .image import runs
 from .mfns import Numbering, check_fits, foreign_base, foreign_mfns, place_pages
 from .pagetables import PMD_SHIFT, PageTables
 from .prng import Stream
-from .segments import FOREIGN, IDENTITY, MISSING, OWN, Segments
+from .segments import FOREIGN, IDENTITY, MISSING, OWN, Segments, guest_entries
 from .spec import GuestSpec
 
 #: list page kinds (and region kinds): a private page, or one of the shared frames
@@ -180,15 +180,7 @@ class ListGuest:
     # -- words --------------------------------------------------------------------
     def entries(self, a: int, b: int) -> np.ndarray:
         """What the guest's p2m says for pfns [a, b) (identity entries kept)."""
-        out = self.segments.entries(a, b, self.layout, self.numbering, self._foreign_mfn)
-        if len(self.override_pfns):
-            lo, hi = np.searchsorted(self.override_pfns, [a, b])
-            out[(self.override_pfns[lo:hi] - np.uint64(a)).astype(np.int64)] = \
-                self.override_mfns[lo:hi]
-        return out
-
-    def _foreign_mfn(self, ranks: np.ndarray) -> np.ndarray:
-        return self.foreign[ranks.astype(np.int64)]
+        return guest_entries(self, a, b)
 
     def words(self, a: int, b: int) -> np.ndarray:
         """What memory holds at list slots [a, b): INVALID where a shared frame backs them."""

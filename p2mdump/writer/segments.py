@@ -132,3 +132,17 @@ class Segments:
         if not parts:
             return np.zeros(0, dtype=np.uint64)
         return np.concatenate(parts[::-1])
+
+
+def guest_entries(guest, a: int, b: int) -> np.ndarray:
+    """What a generated guest's p2m says for pfns [a, b) (identity entries kept):
+    its ``segments`` numbered by its ``numbering`` and ``foreign`` frames, then its
+    ``override_pfns`` -> ``override_mfns`` (sorted by pfn).  The tree and the list
+    guest (writer.tree.TreeGuest, writer.listguest.ListGuest) share it."""
+    out = guest.segments.entries(a, b, guest.layout, guest.numbering,
+                                 lambda ranks: guest.foreign[ranks.astype(np.int64)])
+    if len(guest.override_pfns):
+        lo, hi = np.searchsorted(guest.override_pfns, [a, b])
+        out[(guest.override_pfns[lo:hi] - np.uint64(a)).astype(np.int64)] = \
+            guest.override_mfns[lo:hi]
+    return out

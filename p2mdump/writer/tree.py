@@ -33,7 +33,7 @@ from ..errors import SpecError
 from ..layout import Layout, layout_for
 from .mfns import Numbering, check_fits, foreign_base, foreign_mfns, place_pages
 from .prng import Stream
-from .segments import FOREIGN, IDENTITY, OWN, Segments
+from .segments import FOREIGN, IDENTITY, OWN, Segments, guest_entries
 from .spec import GuestSpec
 
 #: leaf row states
@@ -179,15 +179,7 @@ class TreeGuest(TreeShape):
     # -- words ---------------------------------------------------------------------
     def entries_in(self, a: int, b: int) -> np.ndarray:
         """What the guest's p2m says for pfns [a, b) (identity entries kept)."""
-        out = self.segments.entries(a, b, self.layout, self.numbering, self._foreign_mfn)
-        if len(self.override_pfns):
-            lo, hi = np.searchsorted(self.override_pfns, [a, b])
-            out[(self.override_pfns[lo:hi] - np.uint64(a)).astype(np.int64)] = \
-                self.override_mfns[lo:hi]
-        return out
-
-    def _foreign_mfn(self, ranks: np.ndarray) -> np.ndarray:
-        return self.foreign[ranks.astype(np.int64)]
+        return guest_entries(self, a, b)
 
     def words_in(self, a: int, b: int) -> np.ndarray:
         """What the leaf slots of pfns [a, b) hold: whole-identity rows read INVALID."""
