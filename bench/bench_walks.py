@@ -233,8 +233,8 @@ def main() -> int:
     for what, same in b.outputs:
         print(f"- {what}: output {'== truth' if same else 'DIFFERS from the truth'}")
     print("\nCommands:\n```")
-    for label, variants in b.data.items():
-        for name, v in variants.items():
+    for variants in b.data.values():
+        for v in variants.values():
             print(v["argv"].replace(BENCH + os.sep, "bench/"))
     print("```")
     K.save("bench_walks.json", {"checks": b.checks, "outputs": b.outputs, "runs": b.data})

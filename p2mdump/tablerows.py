@@ -6,7 +6,10 @@ whose frames are consecutive in the image.  :class:`MemoryRows` does that in
 an anonymous mapping, as every output format needs.  :class:`FileRows` does
 it in the (temporary) file of a ``--format raw`` output: runs of frames are
 copied by the kernel from the image into the output (``copy_file_range``, no
-trip through this process's memory) and the finished file is mapped
+trip through this process's memory), while short runs (leaves scattered over
+the image) are read into a staging buffer of consecutive rows that is written
+with one ``pwrite`` (a ``copy_file_range`` of one page costs twice a ``pread``
+of it); the finished file is mapped
 read-only as the table, so the summary and the findings read the very bytes
 written.  Both give the same table; a test checks them against each other.
 """
@@ -23,6 +26,11 @@ from .table import empty_words
 
 #: bytes written per call when a row pattern repeats (256 pages)
 BLOCK_PAGES = 256
+#: runs of fewer frames are read into the staging buffer, longer ones copied
+#: by the kernel
+COPY_MIN_PAGES = 16
+#: rows the staging buffer holds (4 MiB)
+STAGE_PAGES = 1024
 
 
 def row_runs(rows: np.ndarray):
@@ -116,6 +124,9 @@ class FileRows:
         self.n_rows = n_rows
         self._copy_ok = hasattr(os, "copy_file_range")
         self._invalid = b"\xff" * (PAGE_SIZE * BLOCK_PAGES)   # INVALID is all ones
+        self._stage = memoryview(bytearray(PAGE_SIZE * STAGE_PAGES))
+        self._stage_row = 0    # output row of the buffer's first page
+        self._staged = 0       # pages held
         os.ftruncate(fd, 0)
 
     def _pwrite_all(self, data, offset: int) -> None:
@@ -140,7 +151,33 @@ class FileRows:
     def words(self, rows, words: np.ndarray) -> None:
         self._repeat(rows, np.ascontiguousarray(words).tobytes())
 
+    def _flush(self) -> None:
+        """Write the staged rows."""
+        if self._staged:
+            self._pwrite_all(self._stage[:self._staged * PAGE_SIZE],
+                             self._stage_row * PAGE_SIZE)
+            self._staged = 0
+
+    def _staged_frames(self, source, row: int, mfn: int, n: int) -> int:
+        """Rows row.. read into the staging buffer (flushed when full or when
+        the rows do not follow its last one); the number of whole frames read."""
+        done = 0
+        while done < n:
+            if row + done != self._stage_row + self._staged or self._staged == STAGE_PAGES:
+                self._flush()
+                self._stage_row = row + done
+            k = min(n - done, STAGE_PAGES - self._staged)
+            at = self._staged * PAGE_SIZE
+            got = source.read_frames_into(mfn + done, self._stage[at:at + k * PAGE_SIZE])
+            self._staged += got
+            done += got
+            if got < k:
+                break
+        return done
+
     def frames(self, source, row: int, mfn: int, n: int) -> int:
+        if n < COPY_MIN_PAGES:
+            return self._staged_frames(source, row, mfn, n)
         extent = source.file_extent(mfn, n) if self._copy_ok else None
         if extent is None:
             buf = bytearray(n * PAGE_SIZE)
@@ -169,6 +206,7 @@ class FileRows:
 
     def finish(self, max_pfn: int):
         """Cut the file to max_pfn words and map it: (table, the words past max_pfn)."""
+        self._flush()
         ws = self.L.word_size
         full = self.n_rows * PAGE_SIZE
         size = max_pfn * ws
