@@ -49,40 +49,61 @@ def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
     """Fill ``rows`` of ``sink`` from frames ``mfns`` (one per row): runs of
     consecutive rows whose frames are consecutive take one read (or copy)
     each.  A frame not in the image makes its row INVALID and is reported as
-    ``unreadable(row, mfn)``.  Returns the number of frames read."""
+    ``unreadable(row, mfn)``, in row order.  Returns the number of frames read.
+
+    A run of one frame (a leaf scattered over the image) whose file offset the
+    source names (``frame_offsets``) is read by ``sink.page`` with one
+    ``preadv`` and no further Python work: with hundreds of thousands of
+    scattered leaves the per-run overhead is what counts."""
     if not len(rows):
         return 0
     brk = np.ones(len(rows), dtype=bool)
     brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
     starts = np.flatnonzero(brk)
-    ends = np.append(starts[1:], len(rows))
+    lengths = np.diff(np.append(starts, len(rows)))
+    offsets_of = getattr(source, "frame_offsets", None)
+    if offsets_of is not None:
+        fd, offsets = offsets_of(mfns[starts])
+        offsets = np.where(lengths == 1, offsets, -1).tolist()
+    else:
+        fd, offsets = -1, [-1] * len(starts)
+    page = sink.page
     total = len(rows)
     done = read = 0
     step = max(1, total // 100)
     next_report = step
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        row = int(rows[a])
-        mfn = int(mfns[a])
-        n = b - a
-        while n > 0:
-            got = sink.frames(source, row, mfn, n)
-            read += got
-            row += got
-            mfn += got
-            n -= got
-            if n > 0:  # the frame at `mfn` is not in the image
-                sink.invalid([row])
-                unreadable(row, mfn)
-                row += 1
-                mfn += 1
-                n -= 1
-        done += b - a
+    for row, mfn, n, off in zip(rows[starts].tolist(), mfns[starts].tolist(),
+                                lengths.tolist(), offsets):
+        done += n
+        if off >= 0 and page(fd, row, off):
+            read += 1
+        else:
+            while n > 0:
+                got = sink.frames(source, row, mfn, n)
+                read += got
+                row += got
+                mfn += got
+                n -= got
+                if n > 0:  # the frame at `mfn` is not in the image
+                    sink.invalid([row])
+                    unreadable(row, mfn)
+                    row += 1
+                    mfn += 1
+                    n -= 1
         if progress is not None and done >= next_report:
             progress(done, total)
             next_report = done + step
     if progress is not None:
         progress(total, total)
     return read
+
+
+def _pread_page(fd: int, view, offset: int) -> bool:
+    """One whole page read into ``view`` at file ``offset``."""
+    try:
+        return os.preadv(fd, [view], offset) == PAGE_SIZE
+    except OSError:
+        return False   # EINTR or an I/O error: the caller takes the careful path
 
 
 class MemoryRows:
@@ -105,6 +126,10 @@ class MemoryRows:
 
     def words(self, rows, words: np.ndarray) -> None:
         self.rows2d[rows] = words
+
+    def page(self, fd: int, row: int, offset: int) -> bool:
+        """Row ``row`` read from file ``offset`` of ``fd``; False if not whole."""
+        return _pread_page(fd, self._mem[row * PAGE_SIZE:(row + 1) * PAGE_SIZE], offset)
 
     def frames(self, source, row: int, mfn: int, n: int) -> int:
         """Rows row.. from frames mfn..; the number of whole frames read."""
@@ -174,6 +199,18 @@ class FileRows:
             if got < k:
                 break
         return done
+
+    def page(self, fd: int, row: int, offset: int) -> bool:
+        """Row ``row`` read from file ``offset`` of ``fd`` into the staging
+        buffer; False if not whole."""
+        if row != self._stage_row + self._staged or self._staged == STAGE_PAGES:
+            self._flush()
+            self._stage_row = row
+        at = self._staged * PAGE_SIZE
+        if not _pread_page(fd, self._stage[at:at + PAGE_SIZE], offset):
+            return False
+        self._staged += 1
+        return True
 
     def frames(self, source, row: int, mfn: int, n: int) -> int:
         if n < COPY_MIN_PAGES:
