@@ -253,14 +253,53 @@ class _WordState:
         return int(sum(len(a) for a in self.p_mfn))
 
 
-def _raw_extents(source) -> list[tuple[int, int]] | None:
-    """(first frame, frame count) of the data extents of a raw image, skipping
-    holes of a sparse file; None when the file system cannot tell."""
-    fd, base, frames = source.fd, source.base, source.frames
-    end = base + frames * PAGE_SIZE
+def _fiemap_bounds(fd: int, start: int, end: int) -> list[int] | None:
+    """Data offset, hole offset, ... of the file's extents between ``start``
+    and ``end`` from the FIEMAP ioctl, a call per thousands of extents; None
+    when the file system does not answer it or reports an extent whose data
+    SEEK_DATA might call a hole (unwritten)."""
+    import fcntl
+
+    from .schemas import fiemap as FM
+
+    head = FM.Fiemap.sizeof()
+    buf = bytearray(head + FM.EXTENTS_PER_CALL * FM.EXTENT_DTYPE.itemsize)
+    bounds: list[int] = []
+    pos = start
+    while pos < end:
+        buf[:head] = FM.Fiemap.build(dict(fm_start=pos, fm_length=end - pos, fm_flags=0,
+                                          fm_mapped_extents=0,
+                                          fm_extent_count=FM.EXTENTS_PER_CALL))
+        try:
+            fcntl.ioctl(fd, FM.FS_IOC_FIEMAP, buf, True)
+        except OSError:
+            return None
+        n = FM.Fiemap.parse(bytes(buf[:head])).fm_mapped_extents
+        if n == 0 or n > FM.EXTENTS_PER_CALL:
+            break
+        ext = np.frombuffer(buf, dtype=FM.EXTENT_DTYPE, count=n, offset=head)
+        flags = ext["fe_flags"]
+        if np.any(flags & FM.FIEMAP_EXTENT_UNWRITTEN):
+            return None
+        lo = ext["fe_logical"].astype(np.int64)
+        hi = lo + ext["fe_length"].astype(np.int64)
+        if np.any(hi[:-1] > lo[1:]) or hi[-1] <= pos:
+            return None     # not ascending, or no progress: let SEEK_DATA decide
+        pair = np.stack([np.maximum(lo, start), np.minimum(hi, end)], axis=1)
+        pair = pair[pair[:, 0] < pair[:, 1]]
+        bounds += pair.reshape(-1).tolist()
+        if flags[-1] & FM.FIEMAP_EXTENT_LAST:
+            break
+        pos = int(hi[-1])
+    return bounds
+
+
+def _seek_bounds(fd: int, start: int, end: int) -> list[int] | None:
+    """The same from SEEK_DATA / SEEK_HOLE (two ``lseek`` calls per extent);
+    None when the file system cannot tell."""
     lseek, seek_data, seek_hole = os.lseek, os.SEEK_DATA, os.SEEK_HOLE
-    bounds = []     # data offset, hole offset, ... (a tight loop: a scattered
-    pos = base      # image has one extent per tree page)
+    bounds = []     # a tight loop: a scattered image has one extent per tree page
+    pos = start
     try:
         while pos < end:
             try:
@@ -274,6 +313,20 @@ def _raw_extents(source) -> list[tuple[int, int]] | None:
             pos = lseek(fd, data, seek_hole)
             bounds += (data, pos)
     except (OSError, AttributeError):
+        return None
+    return bounds
+
+
+def _raw_extents(source) -> list[tuple[int, int]] | None:
+    """(first frame, frame count) of the data extents of a raw image, skipping
+    holes of a sparse file (the FIEMAP extent map, else SEEK_DATA); None when
+    the file system cannot tell."""
+    fd, base, frames = source.fd, source.base, source.frames
+    end = base + frames * PAGE_SIZE
+    bounds = _fiemap_bounds(fd, base, end)
+    if bounds is None:
+        bounds = _seek_bounds(fd, base, end)
+    if bounds is None:
         return None
     if not bounds:
         return []

@@ -6,7 +6,10 @@ whose frames are consecutive in the image.  :class:`MemoryRows` does that in
 an anonymous mapping, as every output format needs.  :class:`FileRows` does
 it in the (temporary) file of a ``--format raw`` output: runs of frames are
 copied by the kernel from the image into the output (``copy_file_range``, no
-trip through this process's memory) and the finished file is mapped
+trip through this process's memory), while short runs (leaves scattered over
+the image) are read into a staging buffer of consecutive rows that is written
+with one ``pwrite`` (a ``copy_file_range`` of one page costs twice a ``pread``
+of it); the finished file is mapped
 read-only as the table, so the summary and the findings read the very bytes
 written.  Both give the same table; a test checks them against each other.
 """
@@ -23,6 +26,11 @@ from .table import empty_words
 
 #: bytes written per call when a row pattern repeats (256 pages)
 BLOCK_PAGES = 256
+#: runs of fewer frames are read into the staging buffer, longer ones copied
+#: by the kernel
+COPY_MIN_PAGES = 16
+#: rows the staging buffer holds (4 MiB)
+STAGE_PAGES = 1024
 
 
 def row_runs(rows: np.ndarray):
@@ -41,40 +49,61 @@ def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
     """Fill ``rows`` of ``sink`` from frames ``mfns`` (one per row): runs of
     consecutive rows whose frames are consecutive take one read (or copy)
     each.  A frame not in the image makes its row INVALID and is reported as
-    ``unreadable(row, mfn)``.  Returns the number of frames read."""
+    ``unreadable(row, mfn)``, in row order.  Returns the number of frames read.
+
+    A run of one frame (a leaf scattered over the image) whose file offset the
+    source names (``frame_offsets``) is read by ``sink.page`` with one
+    ``preadv`` and no further Python work: with hundreds of thousands of
+    scattered leaves the per-run overhead is what counts."""
     if not len(rows):
         return 0
     brk = np.ones(len(rows), dtype=bool)
     brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
     starts = np.flatnonzero(brk)
-    ends = np.append(starts[1:], len(rows))
+    lengths = np.diff(np.append(starts, len(rows)))
+    offsets_of = getattr(source, "frame_offsets", None)
+    if offsets_of is not None:
+        fd, offsets = offsets_of(mfns[starts])
+        offsets = np.where(lengths == 1, offsets, -1).tolist()
+    else:
+        fd, offsets = -1, [-1] * len(starts)
+    page = sink.page
     total = len(rows)
     done = read = 0
     step = max(1, total // 100)
     next_report = step
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        row = int(rows[a])
-        mfn = int(mfns[a])
-        n = b - a
-        while n > 0:
-            got = sink.frames(source, row, mfn, n)
-            read += got
-            row += got
-            mfn += got
-            n -= got
-            if n > 0:  # the frame at `mfn` is not in the image
-                sink.invalid([row])
-                unreadable(row, mfn)
-                row += 1
-                mfn += 1
-                n -= 1
-        done += b - a
+    for row, mfn, n, off in zip(rows[starts].tolist(), mfns[starts].tolist(),
+                                lengths.tolist(), offsets):
+        done += n
+        if off >= 0 and page(fd, row, off):
+            read += 1
+        else:
+            while n > 0:
+                got = sink.frames(source, row, mfn, n)
+                read += got
+                row += got
+                mfn += got
+                n -= got
+                if n > 0:  # the frame at `mfn` is not in the image
+                    sink.invalid([row])
+                    unreadable(row, mfn)
+                    row += 1
+                    mfn += 1
+                    n -= 1
         if progress is not None and done >= next_report:
             progress(done, total)
             next_report = done + step
     if progress is not None:
         progress(total, total)
     return read
+
+
+def _pread_page(fd: int, view, offset: int) -> bool:
+    """One whole page read into ``view`` at file ``offset``."""
+    try:
+        return os.preadv(fd, [view], offset) == PAGE_SIZE
+    except OSError:
+        return False   # EINTR or an I/O error: the caller takes the careful path
 
 
 class MemoryRows:
@@ -98,6 +127,10 @@ class MemoryRows:
     def words(self, rows, words: np.ndarray) -> None:
         self.rows2d[rows] = words
 
+    def page(self, fd: int, row: int, offset: int) -> bool:
+        """Row ``row`` read from file ``offset`` of ``fd``; False if not whole."""
+        return _pread_page(fd, self._mem[row * PAGE_SIZE:(row + 1) * PAGE_SIZE], offset)
+
     def frames(self, source, row: int, mfn: int, n: int) -> int:
         """Rows row.. from frames mfn..; the number of whole frames read."""
         return source.read_frames_into(mfn, self._mem[row * PAGE_SIZE:(row + n) * PAGE_SIZE])
@@ -116,6 +149,9 @@ class FileRows:
         self.n_rows = n_rows
         self._copy_ok = hasattr(os, "copy_file_range")
         self._invalid = b"\xff" * (PAGE_SIZE * BLOCK_PAGES)   # INVALID is all ones
+        self._stage = memoryview(bytearray(PAGE_SIZE * STAGE_PAGES))
+        self._stage_row = 0    # output row of the buffer's first page
+        self._staged = 0       # pages held
         os.ftruncate(fd, 0)
 
     def _pwrite_all(self, data, offset: int) -> None:
@@ -140,7 +176,45 @@ class FileRows:
     def words(self, rows, words: np.ndarray) -> None:
         self._repeat(rows, np.ascontiguousarray(words).tobytes())
 
+    def _flush(self) -> None:
+        """Write the staged rows."""
+        if self._staged:
+            self._pwrite_all(self._stage[:self._staged * PAGE_SIZE],
+                             self._stage_row * PAGE_SIZE)
+            self._staged = 0
+
+    def _staged_frames(self, source, row: int, mfn: int, n: int) -> int:
+        """Rows row.. read into the staging buffer (flushed when full or when
+        the rows do not follow its last one); the number of whole frames read."""
+        done = 0
+        while done < n:
+            if row + done != self._stage_row + self._staged or self._staged == STAGE_PAGES:
+                self._flush()
+                self._stage_row = row + done
+            k = min(n - done, STAGE_PAGES - self._staged)
+            at = self._staged * PAGE_SIZE
+            got = source.read_frames_into(mfn + done, self._stage[at:at + k * PAGE_SIZE])
+            self._staged += got
+            done += got
+            if got < k:
+                break
+        return done
+
+    def page(self, fd: int, row: int, offset: int) -> bool:
+        """Row ``row`` read from file ``offset`` of ``fd`` into the staging
+        buffer; False if not whole."""
+        if row != self._stage_row + self._staged or self._staged == STAGE_PAGES:
+            self._flush()
+            self._stage_row = row
+        at = self._staged * PAGE_SIZE
+        if not _pread_page(fd, self._stage[at:at + PAGE_SIZE], offset):
+            return False
+        self._staged += 1
+        return True
+
     def frames(self, source, row: int, mfn: int, n: int) -> int:
+        if n < COPY_MIN_PAGES:
+            return self._staged_frames(source, row, mfn, n)
         extent = source.file_extent(mfn, n) if self._copy_ok else None
         if extent is None:
             buf = bytearray(n * PAGE_SIZE)
@@ -169,6 +243,7 @@ class FileRows:
 
     def finish(self, max_pfn: int):
         """Cut the file to max_pfn words and map it: (table, the words past max_pfn)."""
+        self._flush()
         ws = self.L.word_size
         full = self.n_rows * PAGE_SIZE
         size = max_pfn * ws

@@ -122,3 +122,50 @@ def test_read_runs_reports_each_missing_frame(tmp_path):
     assert seen_mem == seen_file == [(3, 6)]
     assert np.all(words[3 * 512:] == L.invalid)
     assert np.array_equal(words[:3 * 512], frames[3 * 512:])
+
+
+@pytest.mark.parametrize("stage_pages", [4, 1024])
+def test_short_and_long_runs_give_the_same_file(tmp_path, monkeypatch, stage_pages):
+    """Leaves scattered over the image (short runs, staged and written in
+    blocks), long runs (copied by the kernel), gaps between rows and frames
+    past the end of the image: FileRows writes what MemoryRows holds."""
+    import p2mdump.tablerows as T
+    from p2mdump.sources.raw import RawImage
+
+    monkeypatch.setattr(T, "STAGE_PAGES", stage_pages)
+    L = layout_for(8)
+    n_frames = 200
+    img = tmp_path / "img"
+    np.random.default_rng(1).integers(0, 1 << 62, n_frames * 512, dtype="<u8").tofile(img)
+    rng = np.random.default_rng(2)
+    n_rows = 160
+    mfns = np.full(n_rows, -1, dtype=np.int64)
+    mfns[:40] = rng.permutation(n_frames)[:40]               # scattered leaves
+    mfns[40:70] = np.arange(100, 130)                         # one long run
+    mfns[70:75] = np.arange(195, 200)                         # 5 frames, then ...
+    mfns[75:78] = np.arange(200, 203)                         # ... past the end
+    mfns[80:100] = np.arange(10, 30)                          # long run after a gap
+    mfns[100:150] = rng.integers(0, n_frames + 10, 50)        # short, some missing
+    rows = np.flatnonzero(mfns >= 0)
+    rows = rows[rows != 120]                                  # a gap inside short runs
+    want = mfns[rows].astype(np.uint64)
+    with RawImage(img) as source:
+        seen_mem, seen_file = [], []
+        mem = MemoryRows(n_rows, L)
+        mem.invalid(np.setdiff1d(np.arange(n_rows), rows))
+        got_mem = read_runs(mem, source, rows, want, lambda r, m: seen_mem.append((r, m)))
+        with open(tmp_path / "out", "w+b") as fh:
+            fr = FileRows(fh.fileno(), n_rows, L)
+            fr.invalid(np.setdiff1d(np.arange(n_rows), rows))
+            got_file = read_runs(fr, source, rows, want, lambda r, m: seen_file.append((r, m)))
+            words, _ = fr.finish(n_rows * 512)
+            table = np.array(words)
+    assert got_mem == got_file
+    assert seen_mem == seen_file and len(seen_mem) > 3
+    expect = np.full((n_rows, 512), L.invalid, dtype=np.uint64)
+    data = np.fromfile(img, dtype="<u8").reshape(n_frames, 512)
+    for r, m in zip(rows.tolist(), mfns[rows].tolist()):
+        if m < n_frames:
+            expect[r] = data[m]
+    assert np.array_equal(mem.finish(n_rows * 512)[0], expect.reshape(-1))
+    assert np.array_equal(table, expect.reshape(-1))

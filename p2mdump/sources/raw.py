@@ -52,6 +52,16 @@ class RawImage(FrameSource):
             return None
         return self.fd, self.base + mfn * PAGE_SIZE, min(count, self.frames - mfn)
 
+    def frame_offsets(self, mfns):
+        """(fd, int64 file offsets of frames ``mfns``, -1 where not in the image)."""
+        import numpy as np
+
+        m = np.asarray(mfns, dtype=np.uint64)
+        here = m < np.uint64(self.frames)
+        offsets = np.full(len(m), -1, dtype=np.int64)
+        offsets[here] = self.base + m[here].astype(np.int64) * PAGE_SIZE
+        return self.fd, offsets
+
     def read_frames_into(self, mfn: int, buf) -> int:
         want = len(buf) // PAGE_SIZE
         if mfn < 0 or mfn >= self.frames or want == 0:
