@@ -287,7 +287,8 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None, *,
         data_start = 0
         size = plan.max_pfn * PAGE_SIZE
     buf = np.empty(BATCH * PAGE_SIZE, dtype=np.uint8)
-    mem = memoryview(buf)
+    # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+    mem = memoryview(buf)  # type: ignore[arg-type]
     unreadable: list = []
     with atomic_output(output, "wb") as fh:
         fd = fh.fileno()

@@ -334,7 +334,8 @@ def _blocks(source, extents, progress: Progress | None, stats: ScanStats):
     bulk tests run once per block, not once per extent."""
     total = sum(n for _, n in extents) * PAGE_SIZE
     buf = np.empty(BLOCK_PAGES * PAGE_SIZE, dtype=np.uint8)
-    mem = memoryview(buf)
+    # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+    mem = memoryview(buf)  # type: ignore[arg-type]
     done = 0
     fill = 0
     pieces: list[tuple[int, int]] = []     # (first MFN, frames) in the block
