@@ -259,7 +259,7 @@ def _raw_extents(source) -> list[tuple[int, int]] | None:
     fd, base, frames = source.fd, source.base, source.frames
     end = base + frames * PAGE_SIZE
     lseek, seek_data, seek_hole = os.lseek, os.SEEK_DATA, os.SEEK_HOLE
-    bounds = []     # data offset, hole offset, ... (a tight loop: a scattered
+    bounds: list[int] = []     # data offset, hole offset, ... (a tight loop: a scattered
     pos = base      # image has one extent per tree page)
     try:
         while pos < end:
@@ -457,8 +457,9 @@ def trial_walk(source, top_mfn: int, word_size: int, pages: PageCache | None = N
         return ev
     T = np.frombuffer(top, dtype=L.numpy_dtype).astype(np.uint64)
     uniq, inv_idx, counts = np.unique(T, return_inverse=True, return_counts=True)
-    mid_pages = {}
+    mid_pages: dict[int, np.ndarray] = {}
     mid_ok = np.zeros(len(uniq), dtype=bool)
+    mw: np.ndarray | None   # a mid page's words (None: the placeholder's is not held)
     for u, m in enumerate(uniq.tolist()):
         data = pages.get(m) if m != 0 and m != top_mfn else None
         if data is None:
