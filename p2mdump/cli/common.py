@@ -5,8 +5,12 @@ import contextlib
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 
 EXIT_CODES_HELP = """\b
@@ -154,7 +158,7 @@ class Progress:
     def __init__(self, label: str, enabled: bool = True):
         self.enabled = enabled and sys.stderr.isatty() and not os.environ.get("P2MDUMP_NO_PROGRESS")
         self.label = label
-        self.bar = None
+        self.bar: ProgressBar[int] | None = None
         self.last = 0
 
     def __call__(self, done: int, total: int):

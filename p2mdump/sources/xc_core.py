@@ -12,8 +12,10 @@ PV p2m tree.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .. import findings as F
-from ..errors import ContainerError, TreeError
+from ..errors import ContainerError, P2MDumpError, TreeError
 from ..layout import PAGE_SIZE
 from ..schemas import elf as E
 from ..schemas import xen_core as X
@@ -35,7 +37,7 @@ class XcCoreSource(ElfFile, FrameSource):
 
     container = XC_CORE
     #: the error raised when the tree is needed but top_mfn_problem says why not
-    top_mfn_problem_error = TreeError
+    top_mfn_problem_error: type[P2MDumpError] = TreeError
 
     def __init__(self, path):
         ElfFile.__init__(self, path)
@@ -290,7 +292,7 @@ class XcCoreSource(ElfFile, FrameSource):
         same = np.flatnonzero(v[1:] == v[:-1])
         if not len(same):
             return
-        ex = []
+        ex: list[dict[str, Any]] = []
         for i in same[:EXAMPLES].tolist():
             ex.append({what: int(v[i]), "pairs": [int(kidx[order[i]]), int(kidx[order[i + 1]])]})
         listing = ", ".join(f"{what} {e[what]:#x} in pairs {e['pairs'][0]} and {e['pairs'][1]}"
