@@ -19,11 +19,16 @@ ROOT = os.path.dirname(HERE)
 
 @pytest.fixture(scope="module")
 def outcomes():
+    return run_cases(corpus.all_cases())
+
+
+def run_cases(cases) -> dict:
+    """case name -> outcome, each case run in a fresh temporary folder."""
     from click.testing import CliRunner
 
     runner = CliRunner()
     out = {}
-    for case in corpus.all_cases():
+    for case in cases:
         with tempfile.TemporaryDirectory() as folder:
             out[case.name] = corpus.run_case(case, folder, runner)
     return out
@@ -210,14 +215,7 @@ def test_worst_cases_under_an_address_space_limit():
 
 @pytest.fixture(scope="module")
 def save_outcomes():
-    from click.testing import CliRunner
-
-    runner = CliRunner()
-    out = {}
-    for case in corpus.save_cases():
-        with tempfile.TemporaryDirectory() as folder:
-            out[case.name] = corpus.run_case(case, folder, runner)
-    return out
+    return run_cases(corpus.save_cases())
 
 
 def test_save_corpus_covers_every_kind_group_and_command(save_outcomes):
