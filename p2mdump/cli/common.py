@@ -36,7 +36,9 @@ class CLIError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click reads exit_code from the exception; its stubs (8.5+) declare it a
+        # ClassVar, but one class serves every code here, so it is set per instance
+        setattr(self, "exit_code", exit_code)  # noqa: B010
 
     def show(self, file=None):
         click.echo(f"error: {self.format_message()}", err=True)
