@@ -84,6 +84,10 @@ def fast_lookup(argv) -> int | None:
     from .sources.base import read_head
     from .sources.detect import RAW, sniff_bytes
 
+    from .sources.spool import is_stream
+
+    if is_stream(args["image"]):
+        return None  # stdin and FIFOs are spooled by the click path
     if args["container"] == "auto" and sniff_bytes(read_head(args["image"], 64)) != RAW:
         return None  # containers are the click path's business
     from .errors import P2MDumpError

@@ -60,9 +60,13 @@ def open_source(image: str, base: int, container: str = "auto"):
 
     A file that does not start like a known container is opened as a raw
     image directly (no container detection imports), which keeps single
-    lookups cheap; anything else goes through :func:`p2mdump.sources.open_image`.
+    lookups cheap; anything else (stdin and FIFOs too: they are spooled) goes
+    through :func:`p2mdump.sources.open_image`.
     """
-    if container == "raw" or (container == "auto" and not _looks_like_container(image)):
+    from ..sources.spool import is_stream
+
+    if not is_stream(image) and (container == "raw" or (
+            container == "auto" and not _looks_like_container(image))):
         from ..sources.raw import RawImage
 
         return RawImage(image, base=base)

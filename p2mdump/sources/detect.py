@@ -60,6 +60,10 @@ def open_container(path, *, base: int = 0, container: str = AUTO):
     if container not in CONTAINERS:
         raise ImageError(f"unknown container {container!r} "
                          f"(use one of {', '.join(CONTAINERS)})")
+    from .spool import is_stream
+
+    if is_stream(path):
+        return _open_spooled(path, base, container)
     kind = sniff(path) if container == AUTO else container
     if kind == XM_SAVE:
         raise ContainerError(f"{path}: an `xm save` image (LinuxGuestRecord): not supported; "
@@ -83,3 +87,24 @@ def open_container(path, *, base: int = 0, container: str = AUTO):
     from .elf import open_elf  # imports construct: only for ELF files
 
     return open_elf(path, want=None if container == AUTO else kind)
+
+
+def _open_spooled(path, base: int, container: str):
+    """Standard input or a FIFO: read once into a temporary file, opened from there
+    (see :mod:`.spool`); messages and ``path`` name the stream as the user gave it."""
+    from ..errors import P2MDumpError
+    from .spool import spool
+
+    sp = spool(path)
+    try:
+        source = open_container(sp.path, base=base, container=container)
+    except P2MDumpError as exc:
+        sp.close()
+        exc.args = tuple(a.replace(sp.path, sp.name) if isinstance(a, str) else a
+                         for a in exc.args)
+        raise
+    for obj in (source, getattr(source, "stream", None)):
+        if obj is not None:
+            obj.path = sp.name
+    source.spool = sp           # the temporary file lives as long as the source
+    return source
