@@ -223,16 +223,22 @@ class XcCoreSource(ElfFile, FrameSource):
     # -- the gmfn -> page index ----------------------------------------------------------
     def pair_chunks(self, chunk: int = PAIR_CHUNK):
         """(pages, pfns, gmfns) of the .xen_p2m pairs, file order, ``chunk``
-        pairs a read (uint64 arrays over one chunk's bytes; pages int64:
-        pair k describes page k).  Padding and half-~0 pairs included."""
+        pairs a read; pages int64 (pair k describes page k).  Padding and
+        half-~0 pairs included.  pfns and gmfns are uint64 views of one
+        buffer that the next chunk overwrites: copy what you keep."""
         import numpy as np
 
         n = 0 if self.is_hvm else self.nr_pages
+        buf = np.empty(2 * min(chunk, n), dtype="<u8")
         for first in range(0, n, chunk):
             count = min(chunk, n - first)
-            raw = np.frombuffer(self.pread(self.p2m_sec.offset + first * X.P2M_PAIR_SIZE,
-                                           count * X.P2M_PAIR_SIZE), dtype="<u8")
-            yield (np.arange(first, first + count, dtype=np.int64), raw[0::2], raw[1::2])
+            view = memoryview(buf[:2 * count]).cast("B")
+            offset = self.p2m_sec.offset + first * X.P2M_PAIR_SIZE
+            if pread_into(self.fd, view, offset) != len(view):
+                raise self.error(f"cannot read {len(view)} bytes of .xen_p2m at offset "
+                                 f"{offset:#x} (file size {self.size:#x})")
+            yield (np.arange(first, first + count, dtype=np.int64),
+                   buf[0:2 * count:2], buf[1:2 * count:2])
 
     def used_pair_chunks(self, chunk: int = PAIR_CHUNK):
         """(pfns, gmfns) of the pairs that are neither padding nor half ~0,
@@ -334,7 +340,7 @@ class XcCoreSource(ElfFile, FrameSource):
         import numpy as np
 
         self.index()
-        parts = list(self.used_pair_chunks())
+        parts = [(p.copy(), g.copy()) for p, g in self.used_pair_chunks()]
         if not parts:
             empty = np.zeros(0, dtype=np.uint64)
             return empty, empty
