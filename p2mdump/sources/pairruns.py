@@ -24,20 +24,22 @@ _EMPTY_U = np.zeros(0, dtype=np.uint64)
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 
 
-def chunk_runs(values: np.ndarray, pages: np.ndarray):
+def chunk_runs(values: np.ndarray, pages: np.ndarray | None, first: int = 0):
     """(first values, first pages, lengths) of the runs of one chunk of pairs in
     file order: a run goes on while the value and the page both step by one.
     ``values`` are uint64 below 2^64-1 (padding already removed), ``pages``
-    int64 ascending."""
+    int64 ascending, or None for pages ``first, first+1, ...``."""
     m = len(values)
     if not m:
         return _EMPTY_U, _EMPTY_I, _EMPTY_I
     brk = np.empty(m, dtype=bool)
     brk[0] = True
     np.not_equal(values[1:], values[:-1] + np.uint64(1), out=brk[1:])
-    brk[1:] |= pages[1:] != pages[:-1] + 1
+    if pages is not None:
+        brk[1:] |= pages[1:] != pages[:-1] + 1
     at = np.flatnonzero(brk)
-    return values[at], pages[at].astype(np.int64), np.diff(np.append(at, m)).astype(np.int64)
+    firsts = first + at if pages is None else pages[at].astype(np.int64)
+    return values[at], firsts, np.diff(np.append(at, m)).astype(np.int64)
 
 
 def merge_continuing(starts: np.ndarray, pages: np.ndarray, lengths: np.ndarray):
@@ -60,8 +62,9 @@ class RunBuilder:
     def __init__(self):
         self._parts: list = []
 
-    def add(self, values: np.ndarray, pages: np.ndarray) -> None:
-        s, p, n = chunk_runs(values, pages)
+    def add(self, values: np.ndarray, pages: np.ndarray | None, first: int = 0) -> None:
+        """The next pairs: see :func:`chunk_runs`."""
+        s, p, n = chunk_runs(values, pages, first)
         if len(s):
             self._parts.append((s, p, n))
 

@@ -222,8 +222,8 @@ class XcCoreSource(ElfFile, FrameSource):
 
     # -- the gmfn -> page index ----------------------------------------------------------
     def pair_chunks(self, chunk: int = PAIR_CHUNK):
-        """(pages, pfns, gmfns) of the .xen_p2m pairs, file order, ``chunk``
-        pairs a read; pages int64 (pair k describes page k).  Padding and
+        """(first page, pfns, gmfns) of the .xen_p2m pairs, file order,
+        ``chunk`` pairs a read (pair k describes page k).  Padding and
         half-~0 pairs included.  pfns and gmfns are uint64 views of one
         buffer that the next chunk overwrites: copy what you keep."""
         import numpy as np
@@ -237,18 +237,20 @@ class XcCoreSource(ElfFile, FrameSource):
             if pread_into(self.fd, view, offset) != len(view):
                 raise self.error(f"cannot read {len(view)} bytes of .xen_p2m at offset "
                                  f"{offset:#x} (file size {self.size:#x})")
-            yield (np.arange(first, first + count, dtype=np.int64),
-                   buf[0:2 * count:2], buf[1:2 * count:2])
+            yield first, buf[0:2 * count:2], buf[1:2 * count:2]
 
     def used_pair_chunks(self, chunk: int = PAIR_CHUNK):
         """(pfns, gmfns) of the pairs that are neither padding nor half ~0,
-        file order, chunk by chunk."""
+        file order, chunk by chunk (views: copy what you keep)."""
         import numpy as np
 
         inv = np.uint64(X.INVALID_PFN)
         for _, pfn, gmfn in self.pair_chunks(chunk):
-            use = (pfn != inv) & (gmfn != inv)
-            yield (pfn, gmfn) if use.all() else (pfn[use], gmfn[use])
+            if max(pfn.max(), gmfn.max()) < inv:
+                yield pfn, gmfn
+            else:
+                use = (pfn != inv) & (gmfn != inv)
+                yield pfn[use], gmfn[use]
 
     def _build_index(self) -> RunIndex:
         """One pass over .xen_p2m, a chunk at a time: the findings about the
@@ -257,11 +259,15 @@ class XcCoreSource(ElfFile, FrameSource):
 
         inv = np.uint64(X.INVALID_PFN)
         pfn_runs, gmfn_runs = RunBuilder(), RunBuilder()
-        half_n = pad_n = down_n = 0
-        half_first = down_first = None
+        half_n = pad_n = 0
+        half_first = None
         first_pad = later = None
-        last_pfn = None
-        for pages, pfn, gmfn in self.pair_chunks():
+        for first, pfn, gmfn in self.pair_chunks():
+            if max(pfn.max(), gmfn.max()) < inv and first_pad is None:
+                pfn_runs.add(pfn, None, first)       # the usual chunk: no ~0 at all
+                gmfn_runs.add(gmfn, None, first)
+                continue
+            pages = np.arange(first, first + len(pfn), dtype=np.int64)
             pinv, ginv = pfn == inv, gmfn == inv
             pad = pinv & ginv
             half = pinv != ginv
@@ -279,25 +285,8 @@ class XcCoreSource(ElfFile, FrameSource):
                 after = np.flatnonzero(use & (pages > first_pad))
                 if len(after):
                     later = int(pages[after[0]])
-            all_used = bool(use.all())
-            upfn = pfn if all_used else pfn[use]
-            ugmfn = gmfn if all_used else gmfn[use]
-            kidx = pages if all_used else pages[use]
-            if not len(upfn):
-                continue
-            if last_pfn is not None and upfn[0] < last_pfn:
-                down_n += 1
-                if down_first is None:
-                    down_first = (int(kidx[0]), int(upfn[0]), last_pfn)
-            down = np.flatnonzero(upfn[1:] < upfn[:-1])
-            if len(down):
-                down_n += len(down)
-                if down_first is None:
-                    i = int(down[0])
-                    down_first = (int(kidx[i + 1]), int(upfn[i + 1]), int(upfn[i]))
-            last_pfn = int(upfn[-1])
-            pfn_runs.add(upfn, kidx)
-            gmfn_runs.add(ugmfn, kidx)
+            pfn_runs.add(pfn[use], pages[use])
+            gmfn_runs.add(gmfn[use], pages[use])
         if half_n:
             k, p, g = half_first
             self._note(F.CONTAINER, f"{half_n} .xen_p2m pairs have only one half ~0 (first: "
@@ -306,18 +295,33 @@ class XcCoreSource(ElfFile, FrameSource):
             self._note(F.CONTAINER, f"{pad_n} {{~0, ~0}} padding pairs, but real pairs follow "
                        f"them (first padding at pair {first_pad}, a real pair at {later}); "
                        "Xen pads only at the end", count=pad_n)
-        if down_n:
-            k, p, before = down_first
-            self._note(F.DUMP_UNSORTED,
-                       f".xen_p2m pfns are not in ascending order (pair {k}: pfn {p:#x} after "
-                       f"{before:#x}); read by index anyway", count=down_n, pfn_first=p)
-        self._dup_finding(resolve(*pfn_runs.runs(), examples=EXAMPLES), "pfn",
+        pfns = pfn_runs.runs()
+        self._unsorted_finding(*pfns)
+        self._dup_finding(resolve(*pfns, examples=EXAMPLES), "pfn",
                           F.DUMP_DUPLICATE_PFN, "the pfn -> page choice is ambiguous")
         index = resolve(*gmfn_runs.runs(), examples=EXAMPLES)
         self._dup_finding(index, "gmfn", F.DUMP_DUPLICATE_GMFN,
                           "frames by MFN use the first of each")
         self._index = index
         return index
+
+    def _unsorted_finding(self, starts, pages, lengths) -> None:
+        """pfns that go down from one pair to the next: only where a run of
+        pfns (file order) starts below the end of the one before it."""
+        import numpy as np
+
+        if len(starts) < 2:
+            return
+        before = starts[:-1] + (lengths[:-1] - 1).astype(np.uint64)
+        down = np.flatnonzero(starts[1:] < before)
+        if not len(down):
+            return
+        i = int(down[0])
+        p = int(starts[i + 1])
+        self._note(F.DUMP_UNSORTED,
+                   f".xen_p2m pfns are not in ascending order (pair {int(pages[i + 1])}: pfn "
+                   f"{p:#x} after {int(before[i]):#x}); read by index anyway",
+                   count=len(down), pfn_first=p)
 
     def _dup_finding(self, runs: RunIndex, what, kind, consequence) -> None:
         if not runs.repeats:
