@@ -344,11 +344,13 @@ class XcCoreSource(ElfFile, FrameSource):
         import numpy as np
 
         self.index()
-        parts = [(p.copy(), g.copy()) for p, g in self.used_pair_chunks()]
-        if not parts:
-            empty = np.zeros(0, dtype=np.uint64)
-            return empty, empty
-        return (np.concatenate([p for p, _ in parts]), np.concatenate([g for _, g in parts]))
+        n = 0 if self.is_hvm else self.nr_pages
+        pfns, gmfns = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)
+        k = 0
+        for p, g in self.used_pair_chunks():
+            pfns[k:k + len(p)], gmfns[k:k + len(g)] = p, g
+            k += len(p)
+        return pfns[:k], gmfns[:k]
 
     def container_findings(self) -> list:
         self.index()
@@ -384,7 +386,14 @@ class XcCoreSource(ElfFile, FrameSource):
         return self.page_of(mfn) >= 0
 
     def frames_present(self, mfns):
-        return self.index().locate(mfns)[1]
+        import numpy as np
+
+        m = np.asarray(mfns, dtype=np.uint64)
+        out = np.empty(len(m), dtype=bool)
+        ix = self.index()
+        for a in range(0, len(m), PAIR_CHUNK):   # temporaries a chunk, not the table
+            out[a:a + PAIR_CHUNK] = ix.locate(m[a:a + PAIR_CHUNK])[1]
+        return out
 
     def frame_offsets(self, mfns):
         """(fd, int64 file offsets of frames ``mfns``, -1 where not in the dump)."""
