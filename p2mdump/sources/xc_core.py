@@ -402,12 +402,6 @@ class XcCoreSource(ElfFile, FrameSource):
         pages, held = self.index().locate(mfns)
         return self.fd, np.where(held, self.pages.offset + pages * PAGE_SIZE, -1)
 
-    def file_extent(self, mfn: int, count: int):
-        page, avail = self.index().find(mfn)
-        if page < 0 or count <= 0:
-            return None
-        return self.fd, self.pages.offset + page * PAGE_SIZE, min(count, avail)
-
     def read_frames_into(self, mfn: int, buf) -> int:
         want = len(buf) // PAGE_SIZE
         if want == 0:
