@@ -333,7 +333,7 @@ def add_container_findings(source, result, crosscheck: bool = True) -> None:
     file, the cross-check of the walked table against .xen_p2m."""
     result.findings.extend(source.container_findings())
     if crosscheck and hasattr(source, "used_pair_chunks"):
-        from .crosscheck import crosscheck_chunks
+        from .crosscheck import crosscheck_source
 
-        result.findings.extend(crosscheck_chunks(result.table, source.used_pair_chunks(),
+        result.findings.extend(crosscheck_source(result.table, source,
                                                  list_info=result.list_info))

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import findings as F
 from .arrays import unique
-from .layout import PAGE_SIZE
+from .layout import KIND_VALID, PAGE_SIZE
 from .paging import level_span, mode_for
 from .table import FOREIGN, IDENTITY, MISSING, VALID, P2MTable, classify, decode
 
@@ -136,6 +136,32 @@ def _agreeing_stretch(raw: np.ndarray, pfns: np.ndarray, gmfns: np.ndarray, flag
     return slice(a, a + m)
 
 
+def pieces_agree(table: P2MTable, pfns, gmfns, lengths) -> bool:
+    """True when stretches of pairs (pfn..pfn+len-1 -> gmfn..gmfn+len-1,
+    distinct pfns) name every valid pfn of the table with its own mfn, and
+    nothing else: then the cross-check has nothing to report.  Checked
+    against the table's runs (a handful of operations a stretch)."""
+    starts, ends, codes, first = table.run_arrays()
+    if not len(pfns) or not len(starts):
+        return not len(pfns) and table.counts()[KIND_VALID] == 0
+    if int(pfns.max()) >= len(table):
+        return False
+    t = np.searchsorted(starts, pfns.astype(np.int64), side="right") - 1
+    off = pfns.astype(np.int64) - starts[t]
+    ok = ((codes[t] == VALID) & (off + lengths <= ends[t] - starts[t])
+          & (first[t].astype(np.uint64) + off.astype(np.uint64) == gmfns))
+    return bool(ok.all()) and int(lengths.sum()) == table.counts()[KIND_VALID]
+
+
+def crosscheck_source(table: P2MTable, source, list_info: dict | None = None) -> list:
+    """:func:`crosscheck_chunks` of an xl dump-core source's pairs, skipped
+    when its stretches of pairs agree with the table (:func:`pieces_agree`)."""
+    pieces = source.pair_pieces()
+    if pieces is not None and pieces_agree(table, *pieces):
+        return []
+    return crosscheck_chunks(table, source.used_pair_chunks(), list_info)
+
+
 def crosscheck(table: P2MTable, pair_pfns, pair_gmfns, list_info: dict | None = None) -> list:
     """Findings comparing ``table`` with the (pfn, gmfn) pairs of .xen_p2m
     (padding already removed): :func:`crosscheck_chunks` of one chunk."""
@@ -163,11 +189,13 @@ def crosscheck_chunks(table: P2MTable, chunks, list_info: dict | None = None) ->
     past_pfns: list = []
     bad_n = 0
     bad_ex: list = []
+    seen_valid = 0      # distinct valid pfns named by a pair
     for pp, pg in chunks:
         pp = np.asarray(pp, dtype=np.uint64)
         pg = np.asarray(pg, dtype=np.uint64)
         stretch = _agreeing_stretch(raw, pp, pg, flags)
         if stretch is not None:
+            seen_valid += (stretch.stop - stretch.start) - int(np.count_nonzero(seen[stretch]))
             seen[stretch] = True
             continue
         inside = pp < np.uint64(n)
@@ -175,8 +203,10 @@ def crosscheck_chunks(table: P2MTable, chunks, list_info: dict | None = None) ->
         idx = (pp if all_inside else pp[inside]).astype(np.intp)
         words = raw[idx]
         kinds = classify(words, lay)
-        seen[idx] = True
         valid = kinds == VALID
+        fresh = unique(idx[valid])
+        seen_valid += len(fresh) - int(np.count_nonzero(seen[fresh]))
+        seen[idx] = True
         known = valid if all_inside else np.zeros(len(pp), dtype=bool)
         if not all_inside:
             known[inside] = valid
@@ -204,7 +234,9 @@ def crosscheck_chunks(table: P2MTable, chunks, list_info: dict | None = None) ->
     unknown_pfns = RunTally()
     lacking_mfns: list = []
     no_flag = raw.dtype.type(0)
-    for start, chunk in table.chunks():
+    # every valid pfn named and no unknown page: nothing left to look for
+    whole = unknown_n or seen_valid != table.counts()[KIND_VALID]
+    for start, chunk in table.chunks() if whole else ():
         valid = (chunk & raw.dtype.type(lay.flag_mask)) == no_flag  # INVALID has every flag
         here = seen[start:start + len(chunk)]
         miss = np.flatnonzero(valid > here)

@@ -192,3 +192,51 @@ def test_crosscheck_in_chunks_equals_one_chunk(pairs, chunk):
               if p < 64 and int(raw[p]) >> 62 == 0 and int(raw[p]) != g)
     assert (f["dump-gmfn-mismatch"].count if "dump-gmfn-mismatch" in f else 0) == bad
 
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 70), st.integers(1, 5), st.integers(1, 3),
+                          st.booleans()), max_size=20),
+       st.randoms(use_true_random=False))
+def test_pieces_rebuild_the_pairs_and_agree_only_when_the_check_is_clean(stretches, rnd):
+    """pair_pieces() expands back to the pairs; pieces_agree() is True exactly
+    when the full cross-check finds nothing."""
+    from p2mdump.crosscheck import pieces_agree
+    from p2mdump.sources.pairruns import pair_pieces
+
+    lay = Layout(8)
+    raw = np.arange(500, 564, dtype=np.uint64)
+    raw[40:44] = lay.invalid
+    rnd.shuffle(stretches)
+    pfns, gmfns, pages = [], [], []
+    page = 0
+    for start, length, gap, wrong in stretches:
+        for k in range(length):
+            pfns.append(start + k)
+            gmfns.append(500 + start + k + (7 if wrong and k == 0 else 0))
+            pages.append(page + k)
+        page += length + gap - 1
+    runs = []
+    for values in (pfns, gmfns):
+        b = RunBuilder()
+        b.add(np.array(values, dtype=np.uint64), np.array(pages, dtype=np.int64))
+        runs.append(b.runs())
+    ps, gs, ns = pair_pieces(*runs)
+    assert [p + k for p, n in zip(ps.tolist(), ns.tolist()) for k in range(n)] == pfns
+    assert [g + k for g, n in zip(gs.tolist(), ns.tolist()) for k in range(n)] == gmfns
+    if len(set(pfns)) < len(pfns):
+        return      # repeated pfns: the source keeps no pieces
+    table = P2MTable(raw, lay)
+    full = crosscheck(table, np.array(pfns, dtype=np.uint64), np.array(gmfns, dtype=np.uint64))
+    assert pieces_agree(table, ps, gs, ns) == (full == [])
+
+
+def test_a_clean_dump_is_checked_by_its_pieces(tmp_path):
+    from p2mdump.crosscheck import crosscheck_source
+
+    with open_image(os.path.join(FIXTURES, "core64.core")) as src:
+        assert src.pair_pieces() is not None
+        from p2mdump.walker import walk
+
+        r = walk(src, src.top_mfn_hint, word_size=8, max_pfn=src.max_pfn_hint)
+        assert crosscheck_source(r.table, src) == [] == crosscheck(r.table, *src.pairs())

@@ -193,3 +193,17 @@ def _expand(s, p, lo, count, m_start, m_len):
     off = np.arange(size) - np.repeat(np.cumsum(lens) - lens, lens)
     v = m_start[np.repeat(jj, lens)] + off.astype(np.uint64)
     return v, p[r2] + (v - s[r2]).astype(np.int64)
+
+
+def pair_pieces(pfn_runs, gmfn_runs):
+    """(pfns, gmfns, lengths): the stretches of pairs (file order) over which
+    the pfn and the gmfn both step by one, from the runs of pfns and of
+    gmfns (:meth:`RunBuilder.runs`), which cover the same pages."""
+    ps, pp, pn = pfn_runs
+    gs, gp, gn = gmfn_runs
+    at = np.union1d(pp, gp)
+    i = np.searchsorted(pp, at, side="right") - 1
+    j = np.searchsorted(gp, at, side="right") - 1
+    length = np.minimum(pp[i] + pn[i], gp[j] + gn[j]) - at
+    return (ps[i] + (at - pp[i]).astype(np.uint64), gs[j] + (at - gp[j]).astype(np.uint64),
+            length)

@@ -21,13 +21,17 @@ from ..schemas import xen_core as X
 from .base import FrameSource
 from .detect import XC_CORE
 from .elf import ElfFile, pread_into
-from .pairruns import RunBuilder, RunIndex, resolve
+from .pairruns import RunBuilder, RunIndex, pair_pieces, resolve
 
 #: the largest .note.Xen we are willing to read (the real one is 1384 bytes)
 MAX_NOTE_SECTION = 1 << 20
 EXAMPLES = 5
 #: .xen_p2m pairs read at a time (8 MiB): the section is never read whole
 PAIR_CHUNK = 1 << 19
+#: pieces are kept for the cross-check while there is one a PIECE_RATIO pairs
+PIECE_RATIO = 16
+#: ... and up to this many whatever the dump's size (a few MiB)
+PIECES_ANYWAY = 1 << 16
 
 
 def _cstr(raw: bytes) -> str:
@@ -45,6 +49,7 @@ class XcCoreSource(ElfFile, FrameSource):
         ElfFile.__init__(self, path)
         self._findings: list = []
         self._index = None
+        self._pieces = None
         try:
             self._parse_xen()
         except BaseException:
@@ -297,13 +302,26 @@ class XcCoreSource(ElfFile, FrameSource):
                        "Xen pads only at the end", count=pad_n)
         pfns = pfn_runs.runs()
         self._unsorted_finding(*pfns)
-        self._dup_finding(resolve(*pfns, examples=EXAMPLES), "pfn",
-                          F.DUMP_DUPLICATE_PFN, "the pfn -> page choice is ambiguous")
-        index = resolve(*gmfn_runs.runs(), examples=EXAMPLES)
+        by_pfn = resolve(*pfns, examples=EXAMPLES)
+        self._dup_finding(by_pfn, "pfn", F.DUMP_DUPLICATE_PFN,
+                          "the pfn -> page choice is ambiguous")
+        gmfns = gmfn_runs.runs()
+        index = resolve(*gmfns, examples=EXAMPLES)
         self._dup_finding(index, "gmfn", F.DUMP_DUPLICATE_GMFN,
                           "frames by MFN use the first of each")
+        self._pieces = None
+        if not by_pfn.repeats and len(pfns[0]) + len(gmfns[0]) <= max(
+                self.nr_pages // PIECE_RATIO, PIECES_ANYWAY):
+            self._pieces = pair_pieces(pfns, gmfns)
         self._index = index
         return index
+
+    def pair_pieces(self):
+        """(pfns, gmfns, lengths) of the stretches of pairs over which the pfn
+        and the gmfn both step by one, when no pfn repeats and there are few
+        of them (a dump as Xen writes it); None otherwise."""
+        self.index()
+        return self._pieces
 
     def _unsorted_finding(self, starts, pages, lengths) -> None:
         """pfns that go down from one pair to the next: only where a run of
@@ -401,6 +419,16 @@ class XcCoreSource(ElfFile, FrameSource):
 
         pages, held = self.index().locate(mfns)
         return self.fd, np.where(held, self.pages.offset + pages * PAGE_SIZE, -1)
+
+    def file_extent(self, mfn: int, count: int):
+        """(fd, offset, count) when all ``count`` frames from ``mfn`` lie back
+        to back in .xen_pages, else None (the callers take a short extent for
+        a frame the dump lacks, so none is given where the pages of the
+        frames are merely elsewhere: :meth:`read_frames_into` reads those)."""
+        page, avail = self.index().find(mfn)
+        if page < 0 or count <= 0 or avail < count:
+            return None
+        return self.fd, self.pages.offset + page * PAGE_SIZE, count
 
     def read_frames_into(self, mfn: int, buf) -> int:
         want = len(buf) // PAGE_SIZE
