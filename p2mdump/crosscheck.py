@@ -13,6 +13,11 @@ examples:
   (the p2m changed while the unpaused guest was dumped, or tampering);
 * ``dump-unknown-page``: a pair names a pfn the tree does not map to a frame
   (missing, identity, foreign, or past max_pfn).
+
+The pairs are never held whole: a dump as Xen writes it is checked by its
+stretches of pairs against the table's runs (:func:`pieces_agree`, a few
+operations a stretch); any other is streamed in chunks against the table
+with a map of the pfns seen (:func:`crosscheck_chunks`).
 """
 from __future__ import annotations
 
