@@ -21,13 +21,13 @@ import contextvars
 import os
 import signal
 import stat
+from typing import IO, Any
 
 from .errors import OutputConflict, OutputError
 
 #: the pending outputs of the innermost :func:`output_transaction`, if any
 _TRANSACTION: contextvars.ContextVar = contextvars.ContextVar("p2mdump_outputs", default=None)
 
-_TEXT = {"encoding": "utf-8", "newline": "\n"}
 _TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -35,11 +35,14 @@ class _Pending:
     """A finished temporary file waiting to be renamed onto its target."""
 
     def __init__(self, path: str, dir_fd: int, tmp: str, name: str):
-        self.path, self.dir_fd, self.tmp, self.name = path, dir_fd, tmp, name
+        self.path, self.dir_fd, self.name = path, dir_fd, name
+        #: the temporary file's name in the folder; None once renamed or removed
+        self.tmp: str | None = tmp
 
     def commit(self) -> None:
-        os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-        self.tmp = None
+        if self.tmp is not None:
+            os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            self.tmp = None
 
     def discard(self) -> None:
         if self.tmp is not None:
@@ -51,6 +54,13 @@ class _Pending:
         self.discard()
         with contextlib.suppress(OSError):
             os.close(self.dir_fd)
+
+
+def _fdopen(fd: int, mode: str) -> IO[Any]:
+    """A file object on ``fd``: binary, or UTF-8 text with "\\n" line ends."""
+    if "b" in mode:
+        return os.fdopen(fd, mode)
+    return os.fdopen(fd, mode, encoding="utf-8", newline="\n")
 
 
 @contextlib.contextmanager
@@ -67,7 +77,9 @@ def atomic_output(path, mode: str = "wb"):
     if not name or path.endswith(os.sep):
         raise OutputError(f"{path}: is a directory")
     dir_fd = _open_folder(path, folder)
-    owner = None  # the _Pending owning dir_fd (and the temporary file) once there is one
+    # the _Pending owning dir_fd (and the temporary file) once there is one
+    owner: _Pending | None = None
+    handed_over = False  # to the transaction, which renames and closes them
     try:
         target = _stat_at(name, dir_fd, follow=True)
         if target is not None and stat.S_ISDIR(target.st_mode):
@@ -82,7 +94,7 @@ def atomic_output(path, mode: str = "wb"):
             fd, tmp = _create_temp(path, folder, name, dir_fd)
             owner = _Pending(path, dir_fd, tmp, name)
         try:
-            fh = os.fdopen(fd, mode, **({} if "b" in mode else _TEXT))
+            fh = _fdopen(fd, mode)
         except BaseException:
             os.close(fd)
             raise
@@ -98,18 +110,19 @@ def atomic_output(path, mode: str = "wb"):
         transaction = _TRANSACTION.get()
         if transaction is not None:
             transaction.append(owner)  # renamed and closed at the transaction's end
-            owner = dir_fd = None
+            handed_over = True
             return
         try:
             owner.commit()
         except OSError as exc:
             raise OutputError(f"{path}: cannot rename into place: {exc.strerror}") from None
     finally:
-        if owner is not None:
-            owner.close()
-        elif dir_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(dir_fd)
+        if not handed_over:
+            if owner is not None:
+                owner.close()
+            else:
+                with contextlib.suppress(OSError):
+                    os.close(dir_fd)
 
 
 @contextlib.contextmanager
@@ -302,7 +315,7 @@ def _write_in_place(path: str, name: str, dir_fd: int, mode: str):
     except OSError as exc:
         raise OutputError(f"{path}: cannot open for writing: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else _TEXT)) as fh:
+        with _fdopen(fd, mode) as fh:
             yield fh
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):

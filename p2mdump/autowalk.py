@@ -36,7 +36,7 @@ class TopMfnRequired(P2MDumpError):
 @dataclass
 class Resolved:
     top_mfn: int | None
-    word_size: object   # 4, 8 or "auto"
+    word_size: int | str   # 4, 8 or "auto"
     max_pfn: int | None
     #: where each came from: "given", "container", "sidecar" or "default"
     top_mfn_source: str
@@ -135,13 +135,15 @@ def resolve_all(source, top_mfn=None, word_size="auto", max_pfn=None,
         top, top_source = top_mfn, "given"
     elif first.list_source == "container" and _container_tree(source):
         top, top_source = int(source.top_mfn_hint), "container"
-    elif (first.list_source == "sidecar" and sidecar.get("representation") == "both"
+    elif (first.list_source == "sidecar" and sidecar is not None
+          and sidecar.get("representation") == "both"
           and isinstance(sidecar.get("top_mfn"), int)):
         top, top_source = sidecar["top_mfn"], "sidecar"
     else:
         return [first]
     ws = first.word_size
     if ws in (None, "auto"):
+        assert first.p2m_vaddr is not None  # a list's resolution has one
         ws = word_size_from_vaddr(first.p2m_vaddr)
     capacity = layout_for(int(ws)).capacity
     tree_max = first.max_pfn
@@ -303,6 +305,7 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
     else:
         from .walker import walk
 
+        assert r.top_mfn is not None    # a tree's resolution has one
         result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
                       progress=progress, check_table=check_table, raw_fd=raw_fd,
                       max_pfn_claimed=r.max_pfn_source in ("container", "sidecar"))

@@ -91,6 +91,7 @@ def compare_tables(a: P2MTable, b: P2MTable, names: tuple = ("tree", "list"),
             first = start + int(diff[0])
         runs.add(diff + start)
     if runs.count:
+        assert first is not None        # set with the first differing pfn
         ex = [{"pfns": [lo, hi], na: a.entry(lo), nb: b.entry(lo)} for lo, hi in runs.runs]
         out.append(F.Finding(
             TREE_LIST_MISMATCH, F.WARNING,

@@ -70,7 +70,7 @@ class DiffResult:
         self.arrays = arrays
         #: pfns per class
         self.counts = counts
-        self._changes = None
+        self._changes: list[Change] | None = None
 
     @property
     def same(self) -> bool:
@@ -134,10 +134,9 @@ def _pieces(table: P2MTable, start: int, stop: int):
         starts.append(np.array([max(end, start)], dtype=np.int64))
         codes.append(np.array([MISSING], dtype=np.uint8))
         mfns.append(np.zeros(1, dtype=np.uint64))
-    codes = np.concatenate(codes)
-    mfns = np.concatenate(mfns)
-    mfns[codes == MISSING] = 0
-    return np.concatenate(starts), codes, mfns
+    all_codes, all_mfns = np.concatenate(codes), np.concatenate(mfns)
+    all_mfns[all_codes == MISSING] = 0
+    return np.concatenate(starts), all_codes, all_mfns
 
 
 def _same_chunk(a: P2MTable, b: P2MTable, start: int, stop: int) -> bool:
@@ -187,8 +186,9 @@ def diff(a: P2MTable, b: P2MTable, *, chunk: int = DIFF_CHUNK) -> DiffResult:
     stepping on) are joined into ranges.  The work goes by runs, not pfns."""
     n = max(len(a), len(b))
     counts = np.zeros(len(CLASSES), dtype=np.int64)
-    done = {k: [] for k in _KEYS}
-    open_range = None   # the last range found, which the next chunk may continue
+    done: dict[str, list[np.ndarray]] = {k: [] for k in _KEYS}
+    # the last range found, which the next chunk may continue
+    open_range: dict[str, int] | None = None
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         if _same_chunk(a, b, start, stop):
@@ -217,6 +217,7 @@ def diff(a: P2MTable, b: P2MTable, *, chunk: int = DIFF_CHUNK) -> DiffResult:
         heads = np.flatnonzero(~join)
         tails = np.append(heads[1:], k) - 1
         if join[0]:
+            assert open_range is not None   # join[0] is only set to continue it
             j = int(heads[0]) - 1 if len(heads) else k - 1
             open_range.update(end=int(p["end"][j]),
                               a_next=int(p["a_mfn"][j] + step[j]),

@@ -294,7 +294,8 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None, *,
         data_start = 0
         size = plan.max_pfn * PAGE_SIZE
     buf = np.empty(BATCH * PAGE_SIZE, dtype=np.uint8)
-    mem = memoryview(buf)
+    # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+    mem = memoryview(buf)  # type: ignore[arg-type]
     unreadable: list = []
     with atomic_output(output, "wb") as fh:
         fd = fh.fileno()
@@ -351,7 +352,9 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None, *,
 
 def _nonzero_pages(buf: np.ndarray, count: int) -> np.ndarray:
     """Per page of the first ``count`` pages of ``buf``: holds a non-zero byte."""
-    return buf[:count * PAGE_SIZE].view(np.uint64).reshape(count, PAGE_SIZE // 8).any(axis=1)
+    pages = buf[:count * PAGE_SIZE].view(np.uint64).reshape(count, PAGE_SIZE // 8)
+    # (numpy's stubs type ndarray.any(axis=1) as "a bool or an array")
+    return pages.any(axis=1)  # type: ignore[return-value]
 
 
 def _split(ok: np.ndarray, a: int, b: int):

@@ -92,6 +92,7 @@ def fast_lookup(argv) -> int | None:
 
     try:
         with RawImage(args["image"], base=args.get("base", 0)) as source:
+            path: ListPathLookup | PathLookup
             if args["list"]:
                 path = ListPathLookup(source, args["p2m_cr3"], args["p2m_vaddr"],
                                       word_size=args["word_size"], max_pfn=args["max_pfn"],

@@ -38,16 +38,18 @@ class Layout:
     """
 
     __slots__ = ("word_size",)
+    #: bytes in one word of the guest (4 or 8); read-only, set once by __init__
+    word_size: int
 
     def __init__(self, word_size: int) -> None:
         if word_size not in WORD_SIZES:
             raise ValueError(f"word size must be 4 or 8, not {word_size!r}")
         object.__setattr__(self, "word_size", word_size)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Layout is immutable")
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Layout) and other.word_size == self.word_size
 
     def __hash__(self) -> int:

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from typing import Any
+
 import numpy as np
 
 from .errors import P2MDumpError
@@ -149,7 +151,8 @@ def plausible_arch(fields: np.ndarray, word_size: int, limit: int) -> np.ndarray
         ok &= ((cr3 & _PAGE_MASK) == 0) & in_image(cr3 >> u(PAGE_SHIFT))
     else:
         ok &= (cr3 >> u(32)) == 0       # Xen's save code refuses wider values too
-        ok &= in_image(unfold_cr3(cr3 & u(L.word_mask), 4))
+        # unfold_cr3's shifts and masks work on uint64 arrays as on ints
+        ok &= in_image(unfold_cr3(cr3 & u(L.word_mask), 4))  # type: ignore[arg-type]
     ok &= (vaddr & _PAGE_MASK) == 0
     span = (max_pfn + u(L.per_page - 1)) // u(L.per_page) << u(PAGE_SHIFT)
     if word_size == 8:
@@ -211,7 +214,7 @@ class SharedInfoFilter:
         for g in np.argsort(first, kind="stable").tolist():
             rows = grouped[starts[g]:starts[g] + counts[g]]
             r = h[rows[0]]
-            d = {name: int(r[1 + i]) for i, name in enumerate(ARCH_FIELDS)}
+            d: dict[str, Any] = {name: int(r[1 + i]) for i, name in enumerate(ARCH_FIELDS)}
             d["shared_info_mfn"] = int(r[0])
             d["copies"] = [int(m) for m in h[rows[1:], 0]]
             out.append(d)
@@ -263,8 +266,9 @@ def trial_list(source, word_size: int, p2m_cr3: int, p2m_vaddr: int, max_pfn: in
     L = layout_for(word_size)
     mode = mode_for(word_size)
     fpp = L.per_page
-    ev = {"root_ptr": 0.0, "mapped": 0.0, "leaf_quality": 0.0, "placeholders": 0.0,
-          "pages_sampled": 0, "entries": 0, "confirmed": False, "score": 0.0}
+    ev: dict[str, Any] = {"root_ptr": 0.0, "mapped": 0.0, "leaf_quality": 0.0,
+                          "placeholders": 0.0, "pages_sampled": 0, "entries": 0,
+                          "confirmed": False, "score": 0.0}
     root = unfold_cr3(p2m_cr3, word_size)
     try:
         walker = PageTableWalker(source, root, mode)
@@ -276,19 +280,19 @@ def trial_list(source, word_size: int, p2m_cr3: int, p2m_vaddr: int, max_pfn: in
     n_pages = L.leaves_for(max_pfn)
     sample = np.unique(np.linspace(0, n_pages - 1, min(TRIAL_PAGES, n_pages)).astype(np.int64))
     ev["pages_sampled"] = len(sample)
-    mfn_of = {}
+    mfn_of: dict[int, int] = {}
     for i in sample.tolist():
         try:
             t = walker.translate(p2m_vaddr + i * PAGE_SIZE)
         except P2MDumpError:       # not an address of this paging mode
             return ev
-        if t.maddr is not None and t.frame_in_image and t.mfn > 0:
+        if t.mfn is not None and t.frame_in_image and t.mfn > 0:
             mfn_of[i] = t.mfn
     ev["mapped"] = len(mfn_of) / len(sample)
     if ev["mapped"] < MIN_MAPPED:
         return ev
     pages = pages or PageCache(source)
-    uses = {}
+    uses: dict[int, int] = {}
     for mfn in mfn_of.values():
         uses[mfn] = uses.get(mfn, 0) + 1
     # frames backing several sampled pages: p2m_missing / p2m_identity, all INVALID
@@ -348,8 +352,9 @@ def _walk_in_full(source, c: ListCandidate, full_walk_bytes: int) -> None:
     c.counts = res.table.counts()
     c.pfns_mapped = c.counts["valid"] + c.counts["identity"] + c.counts["foreign"]
     c.warnings = len(res.warnings())
-    c.list_placeholders = list(res.list_info["list_placeholders"])
-    c.shared_pte_pages = list(res.list_info["shared_pte_pages"])
+    info = res.list_info or {}      # a list walk always names its list
+    c.list_placeholders = list(info.get("list_placeholders", []))
+    c.shared_pte_pages = list(info.get("shared_pte_pages", []))
 
 
 def _same_list(a: dict, b: dict) -> bool:

@@ -23,6 +23,8 @@ tree walk.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import findings as F
@@ -86,6 +88,7 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
     except ValueError as exc:
         raise LayoutError(str(exc)) from None
     if root_mfn is None:
+        assert p2m_cr3 is not None      # one of the two, checked above
         if p2m_cr3 < 0:
             raise LayoutError(f"p2m_cr3 must not be negative (got {p2m_cr3})")
         if ws == 4 and p2m_cr3 >> 32:
@@ -159,7 +162,7 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
     table = P2MTable(words, L)
     if max_pfn and table.counts().get("missing") == max_pfn:
         add(F.EMPTY_TREE, F.WARNING, "no pfn in the list maps to anything", level=LEVEL_LEAF)
-    info = {
+    info: dict[str, Any] = {
         "p2m_cr3": p2m_cr3,
         "root_mfn": root_mfn,
         "p2m_vaddr": p2m_vaddr,

@@ -25,6 +25,10 @@ from .layout import (KIND_FOREIGN, KIND_IDENTITY, KIND_MISSING, KIND_VALID, LEVE
 from .paging import MAX_LIST_PFNS, list_end, word_size_from_vaddr
 from .ptlookup import FramePages, PathTranslator, check_vaddr, root_for_cr3
 
+TYPE_CHECKING = False  # typing is not imported at run time (see above)
+if TYPE_CHECKING:
+    from typing import Any
+
 OFFSET_MASK = PAGE_SIZE - 1
 QUERY_KINDS = ("pfn", "mfn", "paddr", "maddr")
 #: batches of at most this many mfns are answered by equality scans
@@ -87,6 +91,10 @@ class _PfnPathLookup:
         out["mfn"] = self.layout.decode(raw)
         return out
 
+    def pfn(self, pfn: int) -> dict:
+        """pfn -> {pfn, kind, mfn, raw, path, problem, past_max_pfn, ...} (each reader's own)."""
+        raise NotImplementedError
+
     def paddr(self, paddr: int) -> dict:
         """Guest physical address -> machine address (None when missing)."""
         if paddr < 0:
@@ -127,6 +135,7 @@ class PathLookup(_PfnPathLookup):
         if max_pfn is not None and max_pfn > self.layout.capacity:
             raise LayoutError(f"--max-pfn {max_pfn:#x} is larger than a {ws}-byte-word tree can "
                               f"hold ({self.layout.capacity:#x} pfns)")
+        self._top: bytes = top
 
     @property
     def pages_read(self) -> int:
@@ -143,12 +152,13 @@ class PathLookup(_PfnPathLookup):
         L = self.layout
         check_pfn(L, pfn)
         t, m, i = L.split(pfn)
-        out = {"pfn": pfn, "kind": KIND_MISSING, "mfn": None, "raw": None,
-               "top_mfn": self.top_mfn, "word_size": L.word_size,
-               "path": [{"level": LEVEL_TOP, "mfn": self.top_mfn, "slot": t}],
-               "problem": None,
-               "past_max_pfn": self.max_pfn is not None and pfn >= self.max_pfn}
-        mid_mfn = self._word(self._pages.page(self.top_mfn), t)
+        out: dict[str, Any] = {
+            "pfn": pfn, "kind": KIND_MISSING, "mfn": None, "raw": None,
+            "top_mfn": self.top_mfn, "word_size": L.word_size,
+            "path": [{"level": LEVEL_TOP, "mfn": self.top_mfn, "slot": t}],
+            "problem": None,
+            "past_max_pfn": self.max_pfn is not None and pfn >= self.max_pfn}
+        mid_mfn = self._word(self._top, t)
         out["path"].append({"level": LEVEL_MID, "mfn": mid_mfn, "slot": m})
         mid = self._checked(mid_mfn, LEVEL_MID, t, out)
         if mid is None:
@@ -237,19 +247,20 @@ class ListPathLookup(_PfnPathLookup):
             raise LayoutError(f"pfn {pfn:#x} is outside any list of a {ws * 8}-bit guest "
                               f"(at most {MAX_LIST_PFNS[ws]:#x} pfns)")
         vaddr = self.p2m_vaddr + pfn * ws
-        out = {"pfn": pfn, "kind": KIND_MISSING, "mfn": None, "raw": None,
-               "p2m_cr3": self.p2m_cr3, "p2m_vaddr": self.p2m_vaddr, "word_size": ws,
-               "entry_vaddr": vaddr, "path": [], "problem": None,
-               "past_max_pfn": self.max_pfn is not None and pfn >= self.max_pfn}
+        out: dict[str, Any] = {
+            "pfn": pfn, "kind": KIND_MISSING, "mfn": None, "raw": None,
+            "p2m_cr3": self.p2m_cr3, "p2m_vaddr": self.p2m_vaddr, "word_size": ws,
+            "entry_vaddr": vaddr, "path": [], "problem": None,
+            "past_max_pfn": self.max_pfn is not None and pfn >= self.max_pfn}
         if out["past_max_pfn"]:
             out["problem"] = f"{PAST_LIST_END} (max_pfn {self.max_pfn:#x})"
             return out
         tr = self.translator.translate(vaddr)
         out["path"] = [step.as_dict() for step in tr.path]
-        if tr.maddr is None:
+        frame = tr.mfn
+        if frame is None:
             out["problem"] = f"the list entry at {vaddr:#x} is not mapped: {tr.problem}"
             return out
-        frame = tr.mfn
         slot = (vaddr & OFFSET_MASK) // ws
         out["path"].append({"level": LEVEL_LIST, "mfn": frame, "slot": slot})
         page = self.translator.page(frame)
@@ -354,7 +365,8 @@ class TableLookup:
 
         L = self.layout
         want = sorted({m for m in mfns if 0 <= m and not m & L.flag_mask and m <= L.word_mask})
-        out = {m: {"pfns": [], "foreign_pfns": []} for m in mfns}
+        out: dict[int, dict[str, list[int]]] = {m: {"pfns": [], "foreign_pfns": []}
+                                                for m in mfns}
         if not want or not len(self.table):
             return out
         if len(want) <= FEW_MFNS:

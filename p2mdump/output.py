@@ -56,7 +56,8 @@ def write_raw(table: P2MTable, fh) -> int:
     raw = np.ascontiguousarray(table.raw)
     step = 1 << 24
     for i in range(0, len(raw), step):
-        fh.write(memoryview(raw[i:i + step]).cast("B"))
+        # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+        fh.write(memoryview(raw[i:i + step]).cast("B"))  # type: ignore[arg-type]
     return len(raw)
 
 

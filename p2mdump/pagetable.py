@@ -223,7 +223,9 @@ class _RangeWalk:
         if self.end > self.start:
             root = self.w.root_mfn
             self.tables[top].add(root)
-            self._table(top, root, self.w.entries(root), 0, self.start, self.end)
+            words = self.w.entries(root)
+            assert words is not None    # PathTranslator checked the root is in the image
+            self._table(top, root, words, 0, self.start, self.end)
         self._shared_findings()
         self._loop_findings()
         if self.progress is not None:

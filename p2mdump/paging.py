@@ -103,22 +103,31 @@ class PagingMode:
     """One x86 paging mode: how many levels and how wide a virtual address is."""
 
     __slots__ = ("name", "levels", "va_bits", "word_size", "top_entries")
+    # read-only, set once by __init__
+    name: str
+    levels: int
+    va_bits: int
+    #: the guest's word size (8, or 4 for PAE)
+    word_size: int
+    #: used entries of the top table (512, or 4 for PAE)
+    top_entries: int
 
-    def __init__(self, name: str, levels: int, va_bits: int, word_size: int, top_entries: int):
+    def __init__(self, name: str, levels: int, va_bits: int, word_size: int,
+                 top_entries: int) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "levels", levels)
         object.__setattr__(self, "va_bits", va_bits)
         object.__setattr__(self, "word_size", word_size)
         object.__setattr__(self, "top_entries", top_entries)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("PagingMode is immutable")
 
     def __repr__(self) -> str:
         return f"PagingMode({self.name!r})"
 
     @property
-    def large_levels(self) -> tuple:
+    def large_levels(self) -> tuple[int, ...]:
         """Levels at which PSE makes an entry a large page."""
         return (2, 3) if self.levels >= 4 else (2,)
 

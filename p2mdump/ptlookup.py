@@ -32,13 +32,14 @@ class _Record:
     """Plain value objects (no dataclasses: their import alone costs a single
     lookup several milliseconds): equal when all their slots are."""
 
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and all(
             getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
-    __hash__ = None
+    # None makes the class unhashable (typeshed types object.__hash__ as a method only)
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)

@@ -6,6 +6,8 @@ that one page from the stream (see :mod:`p2mdump.savewalk` for the format).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import LayoutError, TreeError
 from .layout import KIND_MISSING, LEVEL_LIST, Layout, layout_for
 from .lookup import _PfnPathLookup
@@ -61,9 +63,10 @@ class SavedPathLookup(_PfnPathLookup):
             raise LayoutError(f"pfn must not be negative (got {pfn})")
         L = self.layout
         fr = self.frames
-        out = {"pfn": pfn, "kind": KIND_MISSING, "mfn": None, "raw": None,
-               "word_size": L.word_size, "path": [], "problem": None,
-               "past_max_pfn": pfn >= self.max_pfn}
+        out: dict[str, Any] = {
+            "pfn": pfn, "kind": KIND_MISSING, "mfn": None, "raw": None,
+            "word_size": L.word_size, "path": [], "problem": None,
+            "past_max_pfn": pfn >= self.max_pfn}
         index = pfn // L.per_page - int(fr.start_pfn) // L.per_page
         if pfn < int(fr.start_pfn) or pfn > int(fr.end_pfn) or index >= len(fr.pfns):
             out["problem"] = (f"not in the saved p2m (X86_PV_P2M_FRAMES holds pfns "

@@ -225,7 +225,9 @@ def _read_frames(stream, pfns: np.ndarray, first_frame: int, n: int, L, add, pro
         chunk = pfns[lo:min(lo + BATCH_FRAMES, usable)]
         u, inverse = np.unique(chunk, return_inverse=True)
         view = scratch[:len(u)]
-        got = np.asarray(stream.read_pfns_into(u, memoryview(view).cast("B")), dtype=bool)
+        # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+        into = memoryview(view).cast("B")  # type: ignore[arg-type]
+        got = np.asarray(stream.read_pfns_into(u, into), dtype=np.bool_)
         view[~got] = inv
         rows[first_frame + lo:first_frame + lo + len(chunk)] = view[inverse]
         lacking = u[~got]

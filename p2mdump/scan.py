@@ -298,7 +298,7 @@ def _seek_bounds(fd: int, start: int, end: int) -> list[int] | None:
     """The same from SEEK_DATA / SEEK_HOLE (two ``lseek`` calls per extent);
     None when the file system cannot tell."""
     lseek, seek_data, seek_hole = os.lseek, os.SEEK_DATA, os.SEEK_HOLE
-    bounds = []     # a tight loop: a scattered image has one extent per tree page
+    bounds: list[int] = []     # a tight loop: a scattered image has one extent per tree page
     pos = start
     try:
         while pos < end:
@@ -387,7 +387,8 @@ def _blocks(source, extents, progress: Progress | None, stats: ScanStats):
     bulk tests run once per block, not once per extent."""
     total = sum(n for _, n in extents) * PAGE_SIZE
     buf = np.empty(BLOCK_PAGES * PAGE_SIZE, dtype=np.uint8)
-    mem = memoryview(buf)
+    # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+    mem = memoryview(buf)  # type: ignore[arg-type]
     done = 0
     fill = 0
     pieces: list[tuple[int, int]] = []     # (first MFN, frames) in the block
@@ -509,8 +510,9 @@ def trial_walk(source, top_mfn: int, word_size: int, pages: PageCache | None = N
         return ev
     T = np.frombuffer(top, dtype=L.numpy_dtype).astype(np.uint64)
     uniq, inv_idx, counts = np.unique(T, return_inverse=True, return_counts=True)
-    mid_pages = {}
+    mid_pages: dict[int, np.ndarray] = {}
     mid_ok = np.zeros(len(uniq), dtype=bool)
+    mw: np.ndarray | None   # a mid page's words (None: the placeholder's is not held)
     for u, m in enumerate(uniq.tolist()):
         data = pages.get(m) if m != 0 and m != top_mfn else None
         if data is None:

@@ -14,6 +14,10 @@ import io
 import os
 import sys
 
+TYPE_CHECKING = False  # typing is not imported at run time: the fast path stays light
+if TYPE_CHECKING:
+    from typing import TypeGuard
+
 #: errno values that mean "the output cannot be written", not "the input is bad"
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EBADF})
 
@@ -37,7 +41,7 @@ def guard_closed_stdout() -> None:
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedStream()), write_through=True)
 
 
-def is_output_error(exc: BaseException) -> bool:
+def is_output_error(exc: BaseException) -> TypeGuard[OSError]:
     """True when ``exc`` says an output cannot be written."""
     return isinstance(exc, BrokenPipeError) or (
         isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS)

@@ -88,7 +88,7 @@ class P2MTable:
             raw = raw.astype(layout.numpy_dtype)
         self.raw = raw
         self.layout = layout
-        self._summary = None
+        self._summary: tuple[dict[str, int], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -190,7 +190,7 @@ class P2MTable:
                 extra.append(s + int(np.flatnonzero(codes != codes[0])[0]))
             starts = np.sort(np.concatenate([starts, np.array(extra, dtype=np.int64)]))
 
-    def summary(self):
+    def summary(self) -> tuple[dict[str, int], np.ndarray]:
         """(counts by kind name, run start pfns); computed once."""
         if self._summary is None:
             counts, run_starts = self._scan()

@@ -119,7 +119,8 @@ class MemoryRows:
         else:
             self.rows2d = rows2d
             self.buf = rows2d.reshape(-1)
-        self._mem = memoryview(self.buf).cast("B")
+        # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+        self._mem = memoryview(self.buf).cast("B")  # type: ignore[arg-type]
 
     def invalid(self, rows) -> None:
         self.rows2d[rows] = self.rows2d.dtype.type(self.L.invalid)

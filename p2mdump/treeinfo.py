@@ -52,7 +52,7 @@ def read_tree_pages(source, top_mfn: int, layout: Layout) -> TreePages:
     else:
         top = np.frombuffer(data, dtype=layout.numpy_dtype).astype(np.uint64)
     mid_ok = np.zeros(fpp, dtype=bool)
-    leaf = np.zeros((fpp, fpp), dtype=np.uint64)
+    leaf: np.ndarray = np.zeros((fpp, fpp), dtype=np.uint64)
     for mfn in unique(top).tolist():
         if mfn == 0 or not source.has_frame(mfn):
             continue

@@ -179,9 +179,9 @@ def _table_checks(res: WalkResult) -> list:
     out = []
     ib = L.identity_bit
     rest_mask = L.word_mask & ~L.flag_mask
-    mism = []
+    mism: list[int] = []
     mism_n = 0
-    both = []
+    both: list[int] = []
     both_n = 0
     foreign_pfns = []
     foreign_mfns = []
@@ -270,6 +270,7 @@ def _garbage_leaves(source, res: WalkResult) -> list:
     # pages are not named by tree pages (the finding names pfns and vaddrs)
     leaf_mfn = parent = None
     if res.representation == "tree":
+        assert res.top_mfn is not None  # a tree's walk has one
         tp = read_tree_pages(source, res.top_mfn, L)
         leaf_mfn, parent = tp.leaf, tp.top
     mfn_max = np.uint64(min(MFN_MAX_64, L.identity_bit - 1))

@@ -233,7 +233,7 @@ class _Walk:
             if mfn != 0:
                 self.shared[mfn] = self._leaf_words(mfn)
         self._zero_leaf_findings()
-        self.reported = set()
+        self.reported: set[int] = set()
         absent = np.flatnonzero(~self.source.frames_present(leaves) & (leaves != 0))
         for u in absent.tolist():
             where = slots[inverse == u]

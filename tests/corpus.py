@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import zlib
 from dataclasses import dataclass, field
@@ -42,7 +43,20 @@ FIXTURES = {
     "xc-core-tree": "core64.core",
     "xc-core-list": "listcore64.core",
     "elf": "vmcore64.elf",
+    # 32-bit guests (4-byte tree words, PAE page tables); both cores are ELF64
+    "raw-tree32": "guest32.img",
+    "raw-list32": "list32.img",
+    "xc-core-tree32": "core32.core",
+    "elf32": "vmcore32.elf",
+    # the same core as an i386 host writes it: ELFCLASS32, EM_386 (made at test
+    # time by :func:`elf_class32`; vmcore32's sidecar)
+    "elf-class32": "vmcore32.elf",
 }
+#: 32-bit kinds run one in this many of their grid's cases (the 64-bit kinds all) ...
+SUBSET32 = 4
+#: ... and scan on one in this many of those (its trial walks of a 32-bit tree
+#: cover 2^20 mid slots: ~0.3 s a run)
+SCAN32 = 4
 GARBAGE = 0x5A5A_1234_DEAD_BEEF
 
 
@@ -70,9 +84,7 @@ class Case:
     @property
     def source(self) -> str:
         """The clean file the case damages."""
-        if self.kind in SAVE_SPECS:
-            return save_stream(self.kind)
-        return fixture_path(self.fixture)
+        return clean_file(self.kind)
 
 
 @dataclass
@@ -80,6 +92,46 @@ class Outcome:
     case: Case
     #: command -> (exit code, output)
     runs: dict = field(default_factory=dict)
+
+
+def clean_file(kind: str) -> str:
+    """The undamaged file of ``kind``."""
+    if kind in SAVE_SPECS:
+        return save_stream(kind)
+    if kind == "elf-class32":
+        return elf_class32()
+    return fixture_path(FIXTURES[kind])
+
+
+_MADE: dict = {}
+
+
+def elf_class32() -> str:
+    """vmcore32.elf rewritten as an ELFCLASS32 EM_386 core (the 52-byte header
+    and 32-byte program headers of the schemas, the frames where they were),
+    made once per process."""
+    if "elf-class32" not in _MADE:
+        import atexit
+        import tempfile
+
+        with open(fixture_path("vmcore32.elf"), "rb") as fh:
+            data = fh.read()
+        eh = E.Elf64_Ehdr.parse(data)
+        phs = [E.Elf64_Phdr.parse(data[eh.e_phoff + i * eh.e_phentsize:])
+               for i in range(eh.e_phnum)]
+        ident = dict(eh.e_ident, ei_class=E.ELFCLASS32)
+        head = E.Elf32_Ehdr.build(dict(
+            eh, e_ident=ident, e_machine=E.EM_386, e_phoff=E.EHDR_SIZE[E.ELFCLASS32],
+            e_ehsize=E.EHDR_SIZE[E.ELFCLASS32], e_phentsize=E.PHDR_SIZE[E.ELFCLASS32]))
+        head += b"".join(E.Elf32_Phdr.build(ph) for ph in phs)
+        first = min(ph.p_offset for ph in phs)
+        assert len(head) <= first
+        folder = tempfile.mkdtemp(prefix="p2mdump-corpus-")
+        atexit.register(shutil.rmtree, folder, True)
+        path = _MADE["elf-class32"] = os.path.join(folder, "vmcore32-class32.elf")
+        with open(path, "wb") as fh:
+            fh.write(head + bytes(first - len(head)) + data[first:])
+    return _MADE["elf-class32"]
 
 
 def _h(name: str) -> int:
@@ -96,7 +148,7 @@ def _sidecar(kind: str) -> dict:
 
 
 def _walk_args(kind: str) -> tuple:
-    if kind == "elf":
+    if kind.startswith("elf"):
         return ("--top-mfn", str(_sidecar(kind)["top_mfn"]))
     return ()
 
@@ -135,11 +187,11 @@ def _put(offset: int, size: int, value: int):
 # -- containers: ELF header, section headers, program headers, notes --------------
 
 def elf_cases(kind: str) -> list[Case]:
-    path = fixture_path(FIXTURES[kind])
+    path = clean_file(kind)
     size = os.path.getsize(path)
     cases = []
     with open_image(path) as src:
-        eh = src.ehdr
+        eh, cls = src.ehdr, src.ei_class
         sections = [(s.index, s.name or f"s{s.index}") for s in src.sections]
         segs = len(src.segments)
         loads = list(getattr(src, "loads", []))
@@ -147,22 +199,22 @@ def elf_cases(kind: str) -> list[Case]:
         note_sec = src.section(X.SEC_NOTE)
         p2m = getattr(src, "p2m_sec", None)
         nr = getattr(src, "nr_pages", 0)
-    for name, off, sz in struct_fields(E.EHDR[E.ELFCLASS64]):
+    for name, off, sz in struct_fields(E.EHDR[cls]):
         for vn, v in _values(sz, size).items():
             cases.append(_case(f"ehdr.{name}={vn}", kind, [_put(off, sz, v)],
                                _commands(f"{kind}/ehdr.{name}={vn}", ("info", "scan"))))
     for idx, sname in sections:
-        for name, off, sz in struct_fields(E.Elf64_Shdr, eh.e_shoff + idx * eh.e_shentsize):
+        for name, off, sz in struct_fields(E.SHDR[cls], eh.e_shoff + idx * eh.e_shentsize):
             for vn, v in _values(sz, size).items():
                 cases.append(_case(f"shdr[{sname}].{name}={vn}", kind, [_put(off, sz, v)]))
     for idx in range(segs):
-        for name, off, sz in struct_fields(E.Elf64_Phdr, eh.e_phoff + idx * eh.e_phentsize):
+        for name, off, sz in struct_fields(E.PHDR[cls], eh.e_phoff + idx * eh.e_phentsize):
             for vn, v in _values(sz, size).items():
                 cases.append(_case(f"phdr[{idx}].{name}={vn}", kind, [_put(off, sz, v)]))
-    for seg in loads[-1:]:
+    for seg in loads[-1:] if cls == E.ELFCLASS64 else ():
         # the segment (or its zero fill) reaching the largest machine address
         at = eh.e_phoff + seg.index * eh.e_phentsize
-        fields = {n: (o, z) for n, o, z in struct_fields(E.Elf64_Phdr, at)}
+        fields = {n: (o, z) for n, o, z in struct_fields(E.PHDR[cls], at)}
         for name, v in (("p_memsz", MACHINE_ADDRESS_LIMIT - seg.paddr),
                         ("p_paddr", MACHINE_ADDRESS_LIMIT - seg.memsz)):
             cases.append(_case(f"phdr[{seg.index}].{name}=to-limit", kind,
@@ -222,7 +274,7 @@ def tree_cases(kind: str) -> list[Case]:
     L = layout_for(ws)
     ph = side["placeholders"]
     cases = []
-    with open_image(fixture_path(FIXTURES[kind])) as src:
+    with open_image(clean_file(kind)) as src:
         limit = src.frame_limit()
         T = _words(src, top, ws)
         real = [i for i, m in enumerate(T.tolist()) if m != ph["mid_missing"]]
@@ -263,7 +315,7 @@ def list_cases(kind: str) -> list[Case]:
     set to 0, ~0, past the end, to their own table, to the root table."""
     side = _sidecar(kind)
     cases = []
-    with open_image(fixture_path(FIXTURES[kind])) as src:
+    with open_image(clean_file(kind)) as src:
         limit = src.frame_limit()
         tr = translator_for_cr3(src, side["p2m_cr3"], side["word_size"])
         root = tr.root_mfn
@@ -294,7 +346,7 @@ def shared_info_cases(kind: str) -> list[Case]:
     """The arch_shared_info fields set to 0, their maximum, garbage."""
     side = _sidecar(kind)
     ws = side["word_size"]
-    with open_image(fixture_path(FIXTURES[kind])) as src:
+    with open_image(clean_file(kind)) as src:
         if kind.startswith("xc-core"):
             si = src.section(X.SEC_SHARED_INFO).offset
         elif side.get("shared_info_mfn") is not None:
@@ -312,16 +364,250 @@ def shared_info_cases(kind: str) -> list[Case]:
     return cases
 
 
+# -- truncation: the file cut at every structure boundary --------------------------
+#
+# Where the structures lie is read here with the schemas and the sidecar, not
+# with p2mdump's readers: the ELF header and its tables, the sections and
+# segments, the frames of the tree's levels, the page tables and pages of a
+# linear list.
+
+@dataclass
+class FileMap:
+    """The structures of a clean fixture, by file offset."""
+    size: int
+    #: ELF containers: the schema-parsed header, [(index, name, shdr)], [(index, phdr)]
+    ehdr: object = None
+    shdrs: list = field(default_factory=list)
+    phdrs: list = field(default_factory=list)
+    ei_class: int = 0
+    #: mfn -> file offset of the frames the file holds
+    frames: dict = field(default_factory=dict)
+
+
+def file_map(kind: str) -> FileMap:
+    with open(clean_file(kind), "rb") as fh:
+        data = fh.read()
+    fm = FileMap(len(data))
+    if kind.startswith("raw"):
+        base = _sidecar(kind)["base"]
+        fm.frames = {m: base + m * PAGE_SIZE for m in range((len(data) - base) // PAGE_SIZE)}
+        return fm
+    ident = E.ElfIdent.parse(data)
+    fm.ei_class = ident.ei_class
+    eh = fm.ehdr = E.EHDR[ident.ei_class].parse(data)
+    raw = [E.SHDR[ident.ei_class].parse(data[eh.e_shoff + i * eh.e_shentsize:])
+           for i in range(eh.e_shnum)]
+    names = data[raw[eh.e_shstrndx].sh_offset:][:raw[eh.e_shstrndx].sh_size] if raw else b""
+    fm.shdrs = [(i, names[sh.sh_name:].split(b"\0", 1)[0].decode(), sh)
+                for i, sh in enumerate(raw)]
+    fm.phdrs = [(i, E.PHDR[ident.ei_class].parse(data[eh.e_phoff + i * eh.e_phentsize:]))
+                for i in range(eh.e_phnum)]
+    sec = {name: sh for _, name, sh in fm.shdrs}
+    if X.SEC_P2M in sec:
+        p2m, pages = sec[X.SEC_P2M], sec[X.SEC_PAGES]
+        for k in range(p2m.sh_size // X.P2M_PAIR_SIZE):
+            pair = X.XenDumpcoreP2m.parse(data[p2m.sh_offset + k * X.P2M_PAIR_SIZE:])
+            fm.frames.setdefault(pair.gmfn, pages.sh_offset + k * PAGE_SIZE)
+    for _, ph in fm.phdrs:
+        if ph.p_type == E.PT_LOAD:
+            for a in range(0, ph.p_filesz, PAGE_SIZE):
+                fm.frames[(ph.p_paddr + a) // PAGE_SIZE] = ph.p_offset + a
+    return fm
+
+
+def _page_words(path: str, offset: int, ws: int) -> list:
+    from p2mdump.schemas import p2m as P
+
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        page = fh.read(PAGE_SIZE)
+    return list(P.top_page(ws).parse(page).mid_mfns)
+
+
+def tree_frames(kind: str, fm: FileMap) -> dict:
+    """{name: mfn} of the pages of each tree level: the top page, every mid
+    page, the first, middle and last leaf, the placeholders."""
+    side = _sidecar(kind)
+    ws, top, ph = side["word_size"], side["top_mfn"], side["placeholders"]
+    path = clean_file(kind)
+    mids = [m for m in dict.fromkeys(_page_words(path, fm.frames[top], ws))
+            if m != ph["mid_missing"]]
+    leaves = [m for mid in mids for m in dict.fromkeys(_page_words(path, fm.frames[mid], ws))
+              if m not in (ph["leaf_missing"], ph["leaf_identity"])]
+    out = {"top": top}
+    out.update({f"mid{i}": m for i, m in enumerate(mids)})
+    out.update({f"leaf{i}": leaves[i] for i in sorted({0, len(leaves) // 2, len(leaves) - 1})})
+    out.update(ph)
+    return out
+
+
+def list_frames(kind: str, fm: FileMap) -> dict:
+    """{name: mfn} of the page-table pages on the list's paths (every level)
+    and of the first, middle and last list page, the list placeholders."""
+    from p2mdump.paging import MODES, pte_frame
+
+    side = _sidecar(kind)
+    mode = MODES[side["paging"]]
+    path = clean_file(kind)
+    out = dict(side["list_placeholders"])
+    n = side["list_pages"]
+    for k in range(n):
+        vaddr = side["p2m_vaddr"] + k * PAGE_SIZE
+        table = side["root_mfn"]
+        for level in range(mode.levels, 0, -1):
+            out.setdefault(f"pt-l{level}@{table:#x}", table)
+            with open(path, "rb") as fh:
+                fh.seek(fm.frames[table] + mode.index(vaddr, level) * 8)
+                table = pte_frame(int.from_bytes(fh.read(8), "little"))
+        if k in (0, n // 2, n - 1):
+            out[f"listpage{k}"] = table
+    return out
+
+
+def _cuts(kind: str, fm: FileMap) -> dict:
+    """{file offset: name} of the places to cut ``kind``: the start and the
+    middle of every structure (names joined by ``+`` where two meet)."""
+    cuts: dict = {}
+
+    def at(name, off, size):
+        if not size:
+            return
+        for where, o in (("start", off), ("middle", off + size // 2))[:1 + (size > 1)]:
+            cuts[o] = f"{cuts[o]}+{name}-{where}" if o in cuts else f"{name}-{where}"
+
+    if fm.ehdr is not None:
+        eh = fm.ehdr
+        cuts.update({0: "empty", 8: "in-ident", 40: "in-ehdr"})
+        at("shdr-table", eh.e_shoff, eh.e_shnum * eh.e_shentsize)
+        at("phdr-table", eh.e_phoff, eh.e_phnum * eh.e_phentsize)
+        for i, name, sh in fm.shdrs:
+            if sh.sh_size:
+                at(f"sec{i}{name}", sh.sh_offset, sh.sh_size)
+        for i, ph in fm.phdrs:
+            at(f"seg{i}", ph.p_offset, ph.p_filesz)
+    else:
+        cuts.update({0: "empty", PAGE_SIZE // 2: "in-frame0"})
+    pages = tree_frames(kind, fm) if "tree" in kind or kind.startswith("elf") else \
+        list_frames(kind, fm)
+    for name, mfn in pages.items():
+        at(name, fm.frames[mfn], PAGE_SIZE)
+    return {off: name for off, name in sorted(cuts.items()) if off < fm.size}
+
+
+def truncation_cases(kind: str) -> list[Case]:
+    """``kind`` cut at every structure boundary, each with its outcome."""
+    fm = file_map(kind)
+    cases = []
+    for off, name in _cuts(kind, fm).items():
+        full = f"{kind}/cut-{name}@{off:#x}"
+        commands = tuple(dict.fromkeys(("walk", "verify", "extract", "info") + _commands(full)))
+        cases.append(Case(name=full, kind=kind, commands=commands, truncate=off,
+                          sidecar=kind.startswith("raw"), args=_walk_args(kind),
+                          expect=tuple(truncation_outcome(kind, fm, off))))
+    return cases
+
+
+def truncation_outcome(kind: str, fm: FileMap, cut: int) -> list:
+    """[(command, exit code, text)] a file of ``kind`` cut at ``cut`` must
+    give: the first structure the cut leaves incomplete decides."""
+    code, text = (3, "empty file") if cut == 0 else _cut_container(kind, fm, cut)
+    if code:
+        return [(cmd, code, text)
+                for cmd in ("walk", "verify", "extract") + (("info",) if code == 3 else ())]
+    # the frames: a lost top page or page table ends the walk (each fixture's list lies
+    # under one table of each level), a lost page below it is a finding
+    frames = {m for m, off in fm.frames.items() if off + PAGE_SIZE <= cut}
+    lost: list = []
+    if "list" in kind:
+        from p2mdump.paging import MODES
+
+        side = _sidecar(kind)
+        pages = list_frames(kind, fm)
+        tables = [m for name, m in pages.items() if name.startswith("pt-")]
+        assert len(tables) == MODES[side["paging"]].levels, "one table a level"
+        if side["root_mfn"] not in frames:
+            code, text = 4, f"top page-table MFN {side['root_mfn']:#x} is not in the image"
+        elif any(t not in frames for t in tables):
+            code, text = 4, "map no page of the list at p2m_vaddr"
+        else:
+            lost = [m for name, m in pages.items() if m not in frames]
+            text = "warning: unreadable-frame: list page frame MFN" if lost else ""
+    else:
+        pages = tree_frames(kind, fm)
+        if pages["top"] not in frames:
+            code, text = 4, f"top MFN {pages['top']:#x} is not in the image"
+        else:
+            lost = sorted(m for m in pages.values() if m not in frames)
+            text = "warning: unreadable-frame: " if lost else ""
+    return [("walk", code, text), ("verify", code or (1 if lost else 0), text),
+            ("extract", code, text)]
+
+
+def _cut_container(kind: str, fm: FileMap, cut: int) -> tuple:
+    """(3, message) when the cut leaves the container's headers, tables,
+    sections or PT_LOAD segments incomplete, in the order they are checked;
+    (0, "") when they are whole."""
+    if fm.ehdr is None:
+        return (3, f"{cut} bytes hold no whole 4096-byte frame") if cut < PAGE_SIZE else (0, "")
+    eh = fm.ehdr
+    if cut < E.EI_NIDENT:
+        return 3, f"truncated ELF header: {cut} bytes, e_ident needs {E.EI_NIDENT}"
+    if cut < eh.e_ehsize:
+        return 3, (f"truncated ELF header: {cut} bytes, ELFCLASS{fm.ei_class * 32} needs "
+                   f"{eh.e_ehsize}")
+    if eh.e_shnum and eh.e_shoff + eh.e_shnum * eh.e_shentsize > cut:
+        return 3, f"shdr table (e_shoff, {eh.e_shnum} entries): offset {eh.e_shoff:#x}"
+    if fm.shdrs:
+        st = fm.shdrs[eh.e_shstrndx][2]
+        if st.sh_offset + st.sh_size > cut:
+            return 3, f"section {eh.e_shstrndx} (string table): offset {st.sh_offset:#x}"
+    for i, name, sh in fm.shdrs:
+        if sh.sh_type != E.SHT_NULL and sh.sh_offset + sh.sh_size > cut:
+            return 3, f"section {i} {name} (sh_offset, sh_size): offset {sh.sh_offset:#x}"
+    if eh.e_phnum and eh.e_phoff + eh.e_phnum * eh.e_phentsize > cut:
+        return 3, f"phdr table (e_phoff, {eh.e_phnum} entries): offset {eh.e_phoff:#x}"
+    for i, ph in fm.phdrs:
+        if ph.p_type == E.PT_LOAD and ph.p_offset + ph.p_filesz > cut:
+            return 3, f"PT_LOAD #{i} (p_offset, p_filesz): offset {ph.p_offset:#x}"
+    return 0, ""
+
+
+def _first_of_group(case: Case, seen: set) -> bool:
+    """Whether ``case`` is the first of its kind's group (``top[``, ``ehdr.``,
+    ``pt-l3``...) in ``seen``: a thinned kind keeps every group."""
+    group = (case.kind, re.split(r"[\[.=]", case.name.split("/", 1)[1], maxsplit=1)[0])
+    if group in seen:
+        return False
+    seen.add(group)
+    return True
+
+
+def _thin32(case: Case) -> Case:
+    """A case of a 32-bit kind runs scan on one in :data:`SCAN32` of the
+    cases that ask for it."""
+    if not case.kind.endswith("32") or _h(case.name + "scan") % SCAN32 == 0:
+        return case
+    return Case(**dict(case.__dict__, commands=tuple(c for c in case.commands if c != "scan")))
+
+
 def all_cases() -> list[Case]:
     cases = []
-    for kind in ("xc-core-tree", "xc-core-list", "elf"):
+    for kind in ("xc-core-tree", "xc-core-list", "elf", "xc-core-tree32", "elf32",
+                 "elf-class32"):
         cases += elf_cases(kind)
-    for kind in ("raw-tree", "xc-core-tree", "elf"):
+    for kind in ("raw-tree", "xc-core-tree", "elf", "raw-tree32", "xc-core-tree32", "elf32",
+                 "elf-class32"):
         cases += tree_cases(kind)
-    for kind in ("raw-list", "xc-core-list"):
+    for kind in ("raw-list", "xc-core-list", "raw-list32"):
         cases += list_cases(kind)
-    for kind in ("raw-list", "xc-core-tree", "xc-core-list"):
+    for kind in ("raw-list", "xc-core-tree", "xc-core-list", "raw-list32", "xc-core-tree32"):
         cases += shared_info_cases(kind)
+    groups: set = set()
+    cases = [c for c in cases if not c.kind.endswith("32")
+             or _h(c.name + "/32") % SUBSET32 == 0 or _first_of_group(c, groups)]
+    for kind in FIXTURES:
+        cases += truncation_cases(kind)
+    cases = [_thin32(c) for c in cases]
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names must be unique"
     return cases

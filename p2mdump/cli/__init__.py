@@ -49,9 +49,10 @@ class P2MGroup(click.Group):
         mod = importlib.import_module(f"{__name__}.{module}")
         return getattr(mod, name.replace("-", "_"))
 
-    def main(self, args=None, prog_name=None, **extra):
-        """Run the command; every failure ends as one ``error:`` line."""
-        extra.pop("standalone_mode", None)
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             windows_expand_args=True, **extra):
+        """Run the command; every failure ends as one ``error:`` line (always
+        in click's non-standalone mode, whatever ``standalone_mode`` says)."""
         args = sys.argv[1:] if args is None else list(args)
         drop_notes()
         guard_closed_stdout()
@@ -60,7 +61,8 @@ class P2MGroup(click.Group):
             sys.exit(EXIT_USAGE)
         try:
             with _termination_signals():
-                rv = super().main(args, prog_name, standalone_mode=False, **extra)
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                  windows_expand_args=windows_expand_args, **extra)
                 flush_notes()
                 sys.stdout.flush()  # a full disk or a closed stdout shows here, not at exit
         except Terminated as exc:

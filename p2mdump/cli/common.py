@@ -5,8 +5,12 @@ import contextlib
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 
 EXIT_CODES_HELP = """\b
@@ -32,7 +36,9 @@ class CLIError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click reads exit_code from the exception; its stubs (8.5+) declare it a
+        # ClassVar, but one class serves every code here, so it is set per instance
+        setattr(self, "exit_code", exit_code)  # noqa: B010
 
     def show(self, file=None):
         click.echo(f"error: {self.format_message()}", err=True)
@@ -154,7 +160,7 @@ class Progress:
     def __init__(self, label: str, enabled: bool = True):
         self.enabled = enabled and sys.stderr.isatty() and not os.environ.get("P2MDUMP_NO_PROGRESS")
         self.label = label
-        self.bar = None
+        self.bar: ProgressBar[int] | None = None
         self.last = 0
 
     def __call__(self, done: int, total: int):

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from .common import EXIT_CODES_HELP, NUMBER, CLIError
+
+if TYPE_CHECKING:
+    from ..table import P2MTable
 
 DIFF_HELP = """\b
 A and B are each an image (its tree at --top-mfn-a / --top-mfn-b, or
@@ -36,7 +40,7 @@ def _kind_of(path: str, fmt: str) -> str:
     return "image"
 
 
-def _load(path, fmt, top_mfn, word_size, base, container):
+def _load(path, fmt, top_mfn, word_size, base, container) -> tuple[P2MTable, str]:
     """(P2MTable, description)"""
     from ..diff import load_table
 
@@ -87,7 +91,7 @@ def diff(a, b, top_mfn, top_mfn_a, top_mfn_b, word_size, format_a, format_b, bas
     # a raw table takes its word size from the other side when not given
     first, second = ((b, fb, tb, "b"), (a, fa, ta, "a")) if fa == "raw" and word_size == "auto" \
         else ((a, fa, ta, "a"), (b, fb, tb, "b"))
-    tables = {}
+    tables: dict[str, tuple[P2MTable, str]] = {}
     for path, fmt, top, key in (first, second):
         ws = word_size
         if fmt == "raw" and ws == "auto":

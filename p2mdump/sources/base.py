@@ -88,25 +88,25 @@ class FrameSource:
     page_size = PAGE_SIZE
     #: short name of the container ("raw", "xc-core", "elf", ...)
     container = "?"
-    path = None
+    path: str | None = None
 
     # -- what the container itself says (filled by the containers that know) --
     #: MFN of the p2m top page (shared_info arch.pfn_to_mfn_frame_list_list)
-    top_mfn_hint = None
+    top_mfn_hint: int | None = None
     #: number of pfns of the table (shared_info arch.max_pfn)
-    max_pfn_hint = None
+    max_pfn_hint: int | None = None
     #: guest word size (4 / 8), e.g. from the e_machine of an xl dump-core
-    word_size_hint = None
+    word_size_hint: int | None = None
     #: why top_mfn_hint is None although the container should know it
     #: (frame-list-list 0 or ~0, no shared_info, HVM dump, ...)
-    top_mfn_problem = None
+    top_mfn_problem: str | None = None
     #: the guest is HVM: there is no PV p2m tree to walk
     is_hvm = False
     #: the linear p2m list (shared_info arch.p2m_cr3 as the register value,
     #: arch.p2m_vaddr, arch.p2m_generation), when the container publishes one
-    p2m_cr3_hint = None
-    p2m_vaddr_hint = None
-    p2m_generation_hint = None
+    p2m_cr3_hint: int | None = None
+    p2m_vaddr_hint: int | None = None
+    p2m_generation_hint: int | None = None
 
     def read_frames_into(self, mfn: int, buf) -> int:
         """Read frames ``mfn, mfn+1, ...`` into the writable buffer ``buf``

@@ -22,9 +22,11 @@ import numpy as np
 
 _EMPTY_U = np.zeros(0, dtype=np.uint64)
 _EMPTY_I = np.zeros(0, dtype=np.int64)
+#: (first values, first pages, lengths) of runs
+Runs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def chunk_runs(values: np.ndarray, pages: np.ndarray | None, first: int = 0):
+def chunk_runs(values: np.ndarray, pages: np.ndarray | None, first: int = 0) -> Runs:
     """(first values, first pages, lengths) of the runs of one chunk of pairs in
     file order: a run goes on while the value and the page both step by one.
     ``values`` are uint64 below 2^64-1 (padding already removed), ``pages``
@@ -42,7 +44,7 @@ def chunk_runs(values: np.ndarray, pages: np.ndarray | None, first: int = 0):
     return values[at], firsts, np.diff(np.append(at, m)).astype(np.int64)
 
 
-def merge_continuing(starts: np.ndarray, pages: np.ndarray, lengths: np.ndarray):
+def merge_continuing(starts: np.ndarray, pages: np.ndarray, lengths: np.ndarray) -> Runs:
     """Runs (in the given order) with every run that continues the one before
     it (next value, next page) joined to it."""
     if len(starts) < 2:
@@ -68,7 +70,7 @@ class RunBuilder:
         if len(s):
             self._parts.append((s, p, n))
 
-    def runs(self):
+    def runs(self) -> Runs:
         """(first values, first pages, lengths) of all runs, file order."""
         if not self._parts:
             return _EMPTY_U, _EMPTY_I, _EMPTY_I
@@ -195,7 +197,7 @@ def _expand(s, p, lo, count, m_start, m_len):
     return v, p[r2] + (v - s[r2]).astype(np.int64)
 
 
-def pair_pieces(pfn_runs, gmfn_runs):
+def pair_pieces(pfn_runs: Runs, gmfn_runs: Runs) -> Runs:
     """(pfns, gmfns, lengths): the stretches of pairs (file order) over which
     the pfn and the gmfn both step by one, from the runs of pfns and of
     gmfns (:meth:`RunBuilder.runs`), which cover the same pages."""

@@ -13,8 +13,10 @@ PV p2m tree.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .. import findings as F
-from ..errors import ContainerError, TreeError
+from ..errors import ContainerError, P2MDumpError, TreeError
 from ..layout import PAGE_SIZE
 from ..schemas import elf as E
 from ..schemas import xen_core as X
@@ -43,7 +45,7 @@ class XcCoreSource(ElfFile, FrameSource):
 
     container = XC_CORE
     #: the error raised when the tree is needed but top_mfn_problem says why not
-    top_mfn_problem_error = TreeError
+    top_mfn_problem_error: type[P2MDumpError] = TreeError
 
     def __init__(self, path):
         ElfFile.__init__(self, path)
@@ -237,7 +239,7 @@ class XcCoreSource(ElfFile, FrameSource):
         buf = np.empty(2 * min(chunk, n), dtype="<u8")
         for first in range(0, n, chunk):
             count = min(chunk, n - first)
-            view = memoryview(buf[:2 * count]).cast("B")
+            view = buf[:2 * count].data.cast("B")
             offset = self.p2m_sec.offset + first * X.P2M_PAIR_SIZE
             if pread_into(self.fd, view, offset) != len(view):
                 raise self.error(f"cannot read {len(view)} bytes of .xen_p2m at offset "
@@ -265,7 +267,7 @@ class XcCoreSource(ElfFile, FrameSource):
         inv = np.uint64(X.INVALID_PFN)
         pfn_runs, gmfn_runs = RunBuilder(), RunBuilder()
         half_n = pad_n = 0
-        half_first = None
+        half_first: tuple[int, int, int] | None = None
         first_pad = later = None
         for first, pfn, gmfn in self.pair_chunks():
             if max(pfn.max(), gmfn.max()) < inv and first_pad is None:
@@ -292,10 +294,10 @@ class XcCoreSource(ElfFile, FrameSource):
                     later = int(pages[after[0]])
             pfn_runs.add(pfn[use], pages[use])
             gmfn_runs.add(gmfn[use], pages[use])
-        if half_n:
-            k, p, g = half_first
+        if half_first is not None:
+            hk, hp, hg = half_first
             self._note(F.CONTAINER, f"{half_n} .xen_p2m pairs have only one half ~0 (first: "
-                       f"pair {k}: pfn {p:#x}, gmfn {g:#x}); skipped", count=half_n)
+                       f"pair {hk}: pfn {hp:#x}, gmfn {hg:#x}); skipped", count=half_n)
         if pad_n and later is not None:
             self._note(F.CONTAINER, f"{pad_n} {{~0, ~0}} padding pairs, but real pairs follow "
                        f"them (first padding at pair {first_pad}, a real pair at {later}); "
@@ -344,7 +346,7 @@ class XcCoreSource(ElfFile, FrameSource):
     def _dup_finding(self, runs: RunIndex, what, kind, consequence) -> None:
         if not runs.repeats:
             return
-        ex = [{what: v, "pairs": [a, b]} for v, a, b in runs.examples]
+        ex: list[dict[str, Any]] = [{what: v, "pairs": [a, b]} for v, a, b in runs.examples]
         listing = ", ".join(f"{what} {e[what]:#x} in pairs {e['pairs'][0]} and {e['pairs'][1]}"
                             for e in ex)
         self._findings.append(F.Finding(

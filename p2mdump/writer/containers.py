@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,7 +39,11 @@ from ..schemas import elf as E
 from ..schemas import xen_core as X
 from ..sidecar import sidecar_path
 from .image import BATCH, runs, sidecar, stamped_frames, write_json, write_raw_image, write_truth
-from .tree import CHUNK_PFNS, BuiltTree, TreeShape, build_tree_guest
+from .tree import CHUNK_PFNS, BuiltTree, TreeGuest, TreeShape, build_tree_guest
+
+if TYPE_CHECKING:  # imported where used: they import this module
+    from .listguest import ListGuest
+    from .saveguest import SaveGuest
 
 CONTAINERS = ("raw", "xc-core", "elf", "xl-save")
 
@@ -104,7 +109,9 @@ def _frames_for(pfns: np.ndarray, mfns: np.ndarray, tree_by_mfn: dict, data: boo
         return frames
     pages = np.fromiter(tree_by_mfn, dtype=np.uint64, count=len(tree_by_mfn))
     hits = np.flatnonzero(np.isin(np.asarray(mfns, dtype=np.uint64), pages))
-    if len(hits) and frames is None:
+    if not len(hits):
+        return frames
+    if frames is None:
         frames = np.zeros((len(mfns), PAGE_SIZE), dtype=np.uint8)
     for i in hits.tolist():
         words = tree_by_mfn[int(mfns[i])]
@@ -438,7 +445,7 @@ def generate(spec, out, *, truth=None, sidecar_file=None, base: int = 0):
 
 
 def generate_container(spec, out, *, container: str = "raw", truth=None, sidecar_file=None,
-                       base: int = 0, **options) -> TreeShape:
+                       base: int = 0, **options) -> TreeGuest | ListGuest | SaveGuest:
     """Build ``spec`` and write it as ``container`` (raw, xc-core or elf), with
     its sidecar (``out + '.json'``) and, when asked, the truth table.
     A tree guest is built without its table (:func:`.tree.build_tree_guest`)

@@ -48,7 +48,8 @@ def _nonzero_frames(fd: int, size: int):
         end = -(-(off + length) // PAGE_SIZE)
         for f in range(first, end, STEP_FRAMES):
             n = min(STEP_FRAMES, end - f)
-            got = os.preadv(fd, [memoryview(buf)[:n * PAGE_SIZE]], f * PAGE_SIZE)
+            # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+            got = os.preadv(fd, [memoryview(buf)[:n * PAGE_SIZE]], f * PAGE_SIZE)  # type: ignore[arg-type]
             k = got // PAGE_SIZE
             frames = buf[:k * PAGE_SIZE].reshape(k, PAGE_SIZE)
             yield f, frames, frames.any(axis=1)

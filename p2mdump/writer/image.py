@@ -138,5 +138,6 @@ def write_truth(tree: TreeShape, path) -> None:
     """The truth (the leaf slots of pfns 0..max_pfn-1), written chunk by chunk."""
     with atomic_output(path, "wb") as fh:
         for _, words in tree.truth_chunks():
-            fh.write(memoryview(np.ascontiguousarray(words)).cast("B"))
+            # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+            fh.write(memoryview(np.ascontiguousarray(words)).cast("B"))  # type: ignore[arg-type]
 

@@ -38,6 +38,7 @@ chunk by chunk (:meth:`ListGuest.words`, :meth:`ListGuest.memory_chunks`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -259,7 +260,7 @@ class ListGuest:
         """MFN -> words of those of ``mfns`` that are structure pages."""
         mfns = np.asarray(mfns, dtype=np.uint64)
         hit = mfns[self.is_meta(mfns)]
-        out = {}
+        out: dict[int, np.ndarray] = {}
         if not len(hit):
             return out
         want = set(hit.tolist())
@@ -369,7 +370,7 @@ def _windows(spec: GuestSpec, vaddr: int, nbytes: int) -> list:
     wanted = [("before", vaddr - NEIGHBOUR_PAGES * PAGE_SIZE, NEIGHBOUR_PAGES),
               ("after", end, NEIGHBOUR_PAGES),
               ("kernel", KERNEL_VADDR[ws], KERNEL_PAGES)]
-    out = []
+    out: list[dict[str, Any]] = []
     for name, start, pages in wanted:
         size = pages * PAGE_SIZE
         taken = [(vaddr, end)] + [(w["vaddr"], w["vaddr"] + w["pages"] * PAGE_SIZE)

@@ -74,7 +74,8 @@ def truth_counts(guest: ListGuest) -> dict:
 def write_list_truth(guest: ListGuest, path) -> None:
     with atomic_output(path, "wb") as fh:
         for _, words in truth_chunks(guest):
-            fh.write(memoryview(np.ascontiguousarray(words)).cast("B"))
+            # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+            fh.write(memoryview(np.ascontiguousarray(words)).cast("B"))  # type: ignore[arg-type]
 
 
 def list_sidecar(guest: ListGuest, container: str = "raw", base: int = 0,

@@ -37,7 +37,8 @@ class Numbering:
         self.order = order
         self.count = count
         self.base = np.uint64(base)
-        self.perm = None
+        #: the shuffled ranks ("shuffled") or chunks ("chunked"); empty otherwise
+        self.perm = np.zeros(0, dtype=np.uint64)
         if order == "shuffled":
             # the only pfn-sized array a generated guest holds: 4 bytes an own pfn
             self.perm = (rng.permutation_u32(count) if count <= 1 << 32

@@ -39,8 +39,10 @@ class PageTables:
 
     def __init__(self, mode: PagingMode):
         self.mode = mode
-        self.l1 = set()
-        self.shared = {}
+        #: PMD numbers with a private level-1 table
+        self.l1: set[int] = set()
+        #: PMD number -> name of the shared level-1 page it points at
+        self.shared: dict[int, str] = {}
 
     def add_l1(self, pmd: int) -> None:
         """PMD number ``pmd`` (vaddr >> 21) gets a private level-1 table."""

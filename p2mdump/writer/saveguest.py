@@ -24,10 +24,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import SpecError
-from ..layout import PAGE_SHIFT, PAGE_SIZE
-from ..paging import PAGE_KERNEL, PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, mode_for
+from ..layout import PAGE_SHIFT, PAGE_SIZE, Layout
+from ..paging import PAGE_KERNEL, PTE_FRAME_MASK, PTE_PRESENT, PagingMode, fold_cr3, mode_for
 from .containers import shared_info, tree_pages, tree_pages_as_guest_pages
 from .image import stamped_frames, write_truth
 from .listcontainers import xen_dump_p2m_size
@@ -35,6 +36,7 @@ from .listguest import KERNEL_VADDR, ListGuest, build_list
 from .listimage import write_list_truth
 from .mfns import check_fits
 from .pagetables import PMD_SHIFT, PageTables
+from .spec import GuestSpec
 from .tree import BuiltTree, build_tree
 
 
@@ -66,7 +68,7 @@ class SaveGuest:
     """The guest the saver saves (tree or list guest, structure pages as guest pages)."""
 
     #: the BuiltTree or ListGuest, remapped
-    guest: object
+    guest: BuiltTree | ListGuest
     #: the structure MFNs (sorted) and the pfns that map them (the saver's m2p)
     struct_mfns: np.ndarray
     struct_pfns: np.ndarray
@@ -82,20 +84,16 @@ class SaveGuest:
     notes: list = dataclasses.field(default_factory=list)
 
     @property
-    def spec(self):
+    def spec(self) -> GuestSpec:
         return self.guest.spec
 
     @property
-    def layout(self):
+    def layout(self) -> Layout:
         return self.guest.layout
 
     @property
-    def mode(self):
+    def mode(self) -> PagingMode:
         return mode_for(self.spec.word_size)
-
-    @property
-    def is_list(self) -> bool:
-        return isinstance(self.guest, ListGuest)
 
     @property
     def max_pfn(self) -> int:
@@ -104,7 +102,7 @@ class SaveGuest:
     # -- what the saver reads --------------------------------------------------------
     def words(self, a: int, b: int) -> np.ndarray:
         """The p2m words the saver reads for pfns [a, b) (what the p2m pages hold)."""
-        if self.is_list:
+        if isinstance(self.guest, ListGuest):
             return self.guest.words(a, b)
         return self.guest.leaf_table[a:b].copy()
 
@@ -115,7 +113,7 @@ class SaveGuest:
         dt = words.dtype.type
         return (words != dt(L.invalid)) & ((words & dt(L.flag_mask)) == 0)
 
-    def pfn_of(self, mfns: np.ndarray) -> np.ndarray:
+    def pfn_of(self, mfns: npt.ArrayLike) -> np.ndarray:
         """The pfns of structure MFNs (SpecError for one that is not a guest page)."""
         mfns = np.asarray(mfns, dtype=np.uint64)
         j = np.minimum(np.searchsorted(self.struct_mfns, mfns), len(self.struct_mfns) - 1)
@@ -136,7 +134,7 @@ class SaveGuest:
         hit = mfns[self.is_structure(mfns)]
         if not len(hit):
             return {}
-        if self.is_list:
+        if isinstance(self.guest, ListGuest):
             return self.guest.page_words(hit)
         want = set(hit.tolist())
         out = {m: w for m, w in tree_pages(self.guest).items() if m in want}
@@ -151,7 +149,7 @@ class SaveGuest:
         return stamped_frames(pfns, mfns)
 
     def shared_info_page(self) -> bytes:
-        if self.is_list:
+        if isinstance(self.guest, ListGuest):
             return self.guest.shared_info_page()
         return shared_info(self.spec.word_size, max_pfn=self.max_pfn,
                            pfn_to_mfn_frame_list_list=self.guest.top_mfn)
@@ -162,7 +160,7 @@ class SaveGuest:
 
     # -- outputs -------------------------------------------------------------------------
     def write_truth(self, path) -> None:
-        if self.is_list:
+        if isinstance(self.guest, ListGuest):
             write_list_truth(self.guest, path)
         else:
             write_truth(self.guest, path)
@@ -178,7 +176,7 @@ class SaveGuest:
             if len(pfns) else np.zeros(0, self.layout.numpy_dtype)
         new = np.concatenate([old[len(a):], old[:len(a)]]).astype(np.uint64)
         g = self.guest
-        if self.is_list:
+        if isinstance(g, ListGuest):
             allp = np.concatenate([g.override_pfns, pfns])
             allm = np.concatenate([g.override_mfns, new])
             # later rules win: keep the last occurrence of every pfn

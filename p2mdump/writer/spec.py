@@ -15,6 +15,7 @@ as a guest booted without SIF_VIRT_P2M_4TOOLS, or dom0, keeps).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..errors import SpecError
 from ..layout import PAGE_SIZE, WORD_SIZES, layout_for
@@ -226,7 +227,7 @@ def e820_example(word_size: int = 8, **overrides) -> GuestSpec:
     (0x40000 pfns) is populated, the rest of the RAM is not present (balloon),
     and max_pfn covers 3 GB (0xC0000 pfns).
     """
-    spec = dict(word_size=word_size, max_pfn=0xC0000,
+    spec: dict[str, Any] = dict(word_size=word_size, max_pfn=0xC0000,
                 ram=[(0, 0x40000)],
                 identity=[(0x40500, 0x7D100)])
     spec.update(overrides)

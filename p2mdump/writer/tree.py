@@ -25,6 +25,8 @@ and placement (:func:`build_tree_guest`), byte for byte.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -42,7 +44,7 @@ ROW_MISSING, ROW_IDENTITY, ROW_REAL = 0, 1, 2
 CHUNK_PFNS = 1 << 18
 
 
-class TreeShape:
+class TreeShape(ABC):
     """What the writers ask of a built tree, held (:class:`BuiltTree`) or not
     (:class:`TreeGuest`).
 
@@ -53,11 +55,48 @@ class TreeShape:
     (:meth:`leaf_pages`), the guest's own frames (:meth:`own_frames`) and its
     data frames (:meth:`data_pairs`)."""
 
+    spec: GuestSpec
+    layout: Layout
+    top_mfn: int
+    top: np.ndarray
+    mids: dict[int, np.ndarray]
+    placeholders: dict[str, int]
+    leaf_rows: np.ndarray
+    leaf_mfns: np.ndarray
+    tree_pages: int
+    notes: list[str]
+
+    @abstractmethod
+    def words_in(self, a: int, b: int) -> np.ndarray:
+        """What the leaf slots of pfns [a, b) hold."""
+
+    @abstractmethod
+    def leaf_pages(self, rows: np.ndarray) -> np.ndarray:
+        """(k, per_page) words of leaf ``rows``."""
+
+    @abstractmethod
+    def own_frames(self, limit: int, batch: int = CHUNK_PFNS
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(pfns, MFNs) of the guest's own frames below ``limit``, ascending, in batches."""
+
+    @property
+    @abstractmethod
+    def data_count(self) -> int:
+        """How many data frames the guest has."""
+
+    @abstractmethod
+    def data_top(self) -> int:
+        """The highest MFN of a data frame."""
+
+    @abstractmethod
+    def data_pairs(self, batch: int = CHUNK_PFNS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(pfns, MFNs) of the data frames, in batches."""
+
     @property
     def max_pfn(self) -> int:
         return self.spec.max_pfn
 
-    def page_list(self):
+    def page_list(self) -> Iterator[tuple[int, np.ndarray]]:
         """(mfn, words) of every non-leaf tree page."""
         L = self.layout
         fpp = L.per_page
@@ -78,7 +117,7 @@ class TreeShape:
             top = max(top, self.data_top())
         return top + 1
 
-    def truth_chunks(self, size: int = CHUNK_PFNS):
+    def truth_chunks(self, size: int = CHUNK_PFNS) -> Iterator[tuple[int, np.ndarray]]:
         """(first pfn, words) of the truth (the leaf slots of pfns 0..max_pfn-1), in chunks."""
         for a in range(0, self.max_pfn, size):
             yield a, self.words_in(a, min(a + size, self.max_pfn))

@@ -42,6 +42,7 @@ from ..schemas import xl_save as S
 from ..sidecar import sidecar_path
 from . import savestream as W
 from .image import sidecar, write_json
+from .listguest import ListGuest
 from .listimage import list_sidecar
 from .prng import Stream
 from .saveguest import SaveGuest, build_save_guest
@@ -222,7 +223,7 @@ def write_xl_save(save: SaveGuest, path, *, resend: int = 0, vcpus: int = 1,
 
 
 def generate_xl_save(spec, out, *, truth=None, sidecar_file=None, resend: int = 0,
-                     xen_save_bug: bool = False):
+                     xen_save_bug: bool = False) -> SaveGuest:
     """Build ``spec`` and write it as an ``xl save`` file ``out``, its sidecar and, when
     asked, the truth (of the final state).  Returns the final :class:`SaveGuest`."""
     save = build_save_guest(spec, xen_save_bug=xen_save_bug)
@@ -232,7 +233,7 @@ def generate_xl_save(spec, out, *, truth=None, sidecar_file=None, resend: int = 
     if xen_save_bug:
         extra["xen_save_bug"] = {"end_pfn": save.end_pfn,
                                  "dropped": [save.end_pfn + 1, save.max_pfn]}
-    if save.is_list:
+    if isinstance(save.guest, ListGuest):
         data = list_sidecar(save.guest, "xl-save", 0, extra)
     else:
         data = sidecar(save.guest, "xl-save", 0, extra)

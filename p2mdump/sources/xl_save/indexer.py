@@ -85,10 +85,10 @@ class Indexer:
         layer = LIBXL
         off = start
         if entry == LIBXC:
-            off = self._libxc_headers(off)
-            if off is None:
+            after = self._libxc_headers(off)
+            if after is None:
                 return
-            layer = LIBXC
+            off, layer = after, LIBXC
         in_checkpoint = False
         size = self.win.size
         while True:
@@ -126,9 +126,10 @@ class Indexer:
                 layer, in_checkpoint = LIBXC, False
             elif action == "libxc":
                 if self.libxc is None:
-                    off = self._libxc_headers(off)
-                    if off is None:
+                    after = self._libxc_headers(off)
+                    if after is None:
                         return
+                    off = after
                 layer = LIBXC
             elif action == "end":
                 break

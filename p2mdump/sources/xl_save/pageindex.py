@@ -109,8 +109,7 @@ class PageIndexBuilder:
             self._prefix = (self._data.n, self._nodata.n)
         if self._prefix is None:
             self._last = int(pfns[-1])
-        data = None if all_data else HAS_DATA[types]
-        if all_data or data.all():
+        if all_data or (data := HAS_DATA[types]).all():
             self._data.append(pfns, offsets, types)
             return
         before = np.cumsum(data, dtype=np.int64) - data + self._data.n
@@ -138,7 +137,7 @@ class PageIndexBuilder:
         dpfns, doffs, dtypes = self._data.trimmed()
         npfns, ntypes, npos = self._nodata.trimmed()
         total = len(dpfns) + len(npfns)
-        self._data = self._nodata = None
+        del self._data, self._nodata   # the builder is used up
         if self._prefix is not None:
             dpfns, doffs, dtypes, npfns, ntypes = _last_copies(
                 dpfns, doffs, dtypes, npfns, ntypes, npos, *self._prefix)

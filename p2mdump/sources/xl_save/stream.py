@@ -130,8 +130,8 @@ class SaveStream:
 
     # -- life cycle -----------------------------------------------------------------
     def close(self) -> None:
-        fd, self.fd = getattr(self, "fd", None), None
-        if fd is not None:
+        fd, self.fd = getattr(self, "fd", -1), -1   # -1: closed
+        if fd >= 0:
             os.close(fd)
 
     def __enter__(self):
