@@ -335,9 +335,8 @@ def add_container_findings(source, result, crosscheck: bool = True) -> None:
     """Add the container's own findings to a walk and, for an xl dump-core
     file, the cross-check of the walked table against .xen_p2m."""
     result.findings.extend(source.container_findings())
-    if crosscheck and hasattr(source, "pairs"):
-        from .crosscheck import crosscheck as check
+    if crosscheck and hasattr(source, "used_pair_chunks"):
+        from .crosscheck import crosscheck_source
 
-        pair_pfns, pair_gmfns = source.pairs()
-        result.findings.extend(check(result.table, pair_pfns, pair_gmfns,
-                                     list_info=result.list_info))
+        result.findings.extend(crosscheck_source(result.table, source,
+                                                 list_info=result.list_info))

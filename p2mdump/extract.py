@@ -130,14 +130,21 @@ class Plan:
             max_pfn = limit
         far = pfns >= np.uint64(limit)
         beyond = np.unique(pfns[far]).astype(np.int64)
-        pfns, gmfns = pfns[~far], gmfns[~far]
+        if len(beyond):
+            pfns, gmfns = pfns[~far], gmfns[~far]
+        del far
         top = int(pfns.max()) + 1 if len(pfns) else 0
         n = max(max_pfn or 0, top)
-        order = np.argsort(pfns, kind="stable")
-        p, g = pfns[order], gmfns[order]
-        first = np.ones(len(p), dtype=bool)
-        first[1:] = p[1:] != p[:-1]
-        p, g = p[first].astype(np.int64), g[first]
+        if len(pfns) < 2 or bool((pfns[1:] > pfns[:-1]).all()):
+            # Xen's order (ascending, no pfn twice): the pairs are the plan
+            p, g = pfns.view(np.int64), gmfns
+        else:
+            order = np.argsort(pfns, kind="stable")
+            p, g = pfns[order], gmfns[order]
+            del order
+            first = np.ones(len(p), dtype=bool)
+            first[1:] = p[1:] != p[:-1]
+            p, g = p[first].astype(np.int64), g[first]
         have = np.zeros(n, dtype=bool)
         have[p] = True
         skipped = {"missing": np.flatnonzero(~have)}

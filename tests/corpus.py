@@ -250,8 +250,8 @@ def frame_offset(src, mfn: int) -> int | None:
     if isinstance(src, RawImage):
         return src.base + mfn * PAGE_SIZE
     if isinstance(src, XcCoreSource):
-        i = src._find(mfn)
-        return None if i < 0 else src.pages.offset + int(src.index()[1][i]) * PAGE_SIZE
+        page = src.page_of(mfn)
+        return None if page < 0 else src.pages.offset + page * PAGE_SIZE
     if isinstance(src, ElfCoreSource):
         addr = mfn * PAGE_SIZE
         for s in src.loads:

@@ -2,10 +2,11 @@
 
 Page k of ``.xen_pages`` is described by pair k of ``.xen_p2m`` ({pfn, gmfn},
 gmfn being the MFN for a PV guest).  Frames are served by MFN through an
-index gmfn -> page built from the pairs without assuming any order or
-contiguity; ``{~0, ~0}`` padding pairs (and their zero pages) are skipped.
-The index is built on the first frame access, so opening the file and
-answering ``p2mdump info`` read headers only.
+index gmfn -> page of *runs* of pairs (:mod:`.pairruns`), built from the
+section read a chunk at a time without assuming any order or contiguity;
+``{~0, ~0}`` padding pairs (and their zero pages) are skipped.  The index is
+built on the first frame access, so opening the file and answering
+``p2mdump info`` read headers only.
 
 An HVM dump (``.xen_pfn``, magic 0xF00FEBEE) is recognised: its guest has no
 PV p2m tree.
@@ -22,10 +23,17 @@ from ..schemas import xen_core as X
 from .base import FrameSource
 from .detect import XC_CORE
 from .elf import ElfFile, pread_into
+from .pairruns import RunBuilder, RunIndex, pair_pieces, resolve
 
 #: the largest .note.Xen we are willing to read (the real one is 1384 bytes)
 MAX_NOTE_SECTION = 1 << 20
 EXAMPLES = 5
+#: .xen_p2m pairs read at a time (8 MiB): the section is never read whole
+PAIR_CHUNK = 1 << 19
+#: pieces are kept for the cross-check while there is one a PIECE_RATIO pairs
+PIECE_RATIO = 16
+#: ... and up to this many whatever the dump's size (a few MiB)
+PIECES_ANYWAY = 1 << 16
 
 
 def _cstr(raw: bytes) -> str:
@@ -43,6 +51,7 @@ class XcCoreSource(ElfFile, FrameSource):
         ElfFile.__init__(self, path)
         self._findings: list = []
         self._index = None
+        self._pieces = None
         try:
             self._parse_xen()
         except BaseException:
@@ -219,97 +228,149 @@ class XcCoreSource(ElfFile, FrameSource):
             self.top_mfn_hint = fll
 
     # -- the gmfn -> page index ----------------------------------------------------------
-    def _build_index(self):
+    def pair_chunks(self, chunk: int = PAIR_CHUNK):
+        """(first page, pfns, gmfns) of the .xen_p2m pairs, file order,
+        ``chunk`` pairs a read (pair k describes page k).  Padding and
+        half-~0 pairs included.  pfns and gmfns are uint64 views of one
+        buffer that the next chunk overwrites: copy what you keep."""
         import numpy as np
 
-        n = self.nr_pages
-        empty = np.zeros(0, dtype=np.uint64)
-        if self.is_hvm or n == 0:
-            self._pairs = (empty, empty)
-            self._index = (empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-            return self._index
-        raw = np.frombuffer(self.pread(self.p2m_sec.offset, n * X.P2M_PAIR_SIZE),
-                            dtype="<u8").reshape(n, 2)
-        pfn, gmfn = raw[:, 0], raw[:, 1]
+        n = 0 if self.is_hvm else self.nr_pages
+        buf = np.empty(2 * min(chunk, n), dtype="<u8")
+        for first in range(0, n, chunk):
+            count = min(chunk, n - first)
+            view = buf[:2 * count].data.cast("B")
+            offset = self.p2m_sec.offset + first * X.P2M_PAIR_SIZE
+            if pread_into(self.fd, view, offset) != len(view):
+                raise self.error(f"cannot read {len(view)} bytes of .xen_p2m at offset "
+                                 f"{offset:#x} (file size {self.size:#x})")
+            yield first, buf[0:2 * count:2], buf[1:2 * count:2]
+
+    def used_pair_chunks(self, chunk: int = PAIR_CHUNK):
+        """(pfns, gmfns) of the pairs that are neither padding nor half ~0,
+        file order, chunk by chunk (views: copy what you keep)."""
+        import numpy as np
+
         inv = np.uint64(X.INVALID_PFN)
-        pad = (pfn == inv) & (gmfn == inv)
-        half = (pfn == inv) != (gmfn == inv)
-        use = ~(pad | half)
-        if half.any():
-            k = np.flatnonzero(half)
-            self._note(F.CONTAINER, f"{len(k)} .xen_p2m pairs have only one half ~0 (first: "
-                       f"pair {int(k[0])}: pfn {int(pfn[k[0]]):#x}, gmfn {int(gmfn[k[0]]):#x});"
-                       " skipped", count=len(k))
-        if pad.any():
-            first_pad = int(np.flatnonzero(pad)[0])
-            later = np.flatnonzero(use[first_pad:])
-            if len(later):
-                self._note(F.CONTAINER, f"{int(pad.sum())} {{~0, ~0}} padding pairs, but real "
-                           f"pairs follow them (first padding at pair {first_pad}, a real "
-                           f"pair at {first_pad + int(later[0])}); Xen pads only at the end",
-                           count=int(pad.sum()))
-        kidx = np.flatnonzero(use)
-        upfn, ugmfn = pfn[use], gmfn[use]
-        self._pairs = (upfn, ugmfn)
-        self._pair_pages = kidx
-        if len(upfn) > 1:
-            down = upfn[1:] < upfn[:-1]
-            if down.any():
-                i = int(np.flatnonzero(down)[0])
-                self._note(F.DUMP_UNSORTED,
-                           f".xen_p2m pfns are not in ascending order (pair {int(kidx[i + 1])}: "
-                           f"pfn {int(upfn[i + 1]):#x} after {int(upfn[i]):#x}); read by "
-                           "index anyway", count=int(down.sum()), pfn_first=int(upfn[i + 1]))
-        self._dup_finding(upfn, kidx, "pfn", F.DUMP_DUPLICATE_PFN,
-                          "the pfn -> page choice is ambiguous")
-        self._dup_finding(ugmfn, kidx, "gmfn", F.DUMP_DUPLICATE_GMFN,
-                          "frames by MFN use the first of each")
-        order = np.argsort(ugmfn, kind="stable")
-        g = ugmfn[order]
-        k = kidx[order].astype(np.int64)
-        if len(g) > 1:
-            first = np.ones(len(g), dtype=bool)
-            first[1:] = g[1:] != g[:-1]
-            g, k = g[first], k[first]
-        # runs: consecutive gmfns stored in consecutive pages -> one read
-        m = len(g)
-        brk = np.ones(m + 1, dtype=bool)
-        if m > 1:
-            brk[1:m] = (g[1:] != g[:-1] + np.uint64(1)) | (k[1:] != k[:-1] + 1)
-        ends = np.flatnonzero(brk)
-        run_end = ends[np.searchsorted(ends, np.arange(m), side="right")] if m else \
-            np.zeros(0, dtype=np.int64)
-        self._index = (g, k, run_end)
-        return self._index
+        for _, pfn, gmfn in self.pair_chunks(chunk):
+            if max(pfn.max(), gmfn.max()) < inv:
+                yield pfn, gmfn
+            else:
+                use = (pfn != inv) & (gmfn != inv)
+                yield pfn[use], gmfn[use]
 
-    def _dup_finding(self, values, kidx, what, kind, consequence):
+    def _build_index(self) -> RunIndex:
+        """One pass over .xen_p2m, a chunk at a time: the findings about the
+        pairs and the runs of pfns and gmfns; then the gmfn index."""
         import numpy as np
 
-        if len(values) < 2:
+        inv = np.uint64(X.INVALID_PFN)
+        pfn_runs, gmfn_runs = RunBuilder(), RunBuilder()
+        half_n = pad_n = 0
+        half_first: tuple[int, int, int] | None = None
+        first_pad = later = None
+        for first, pfn, gmfn in self.pair_chunks():
+            if max(pfn.max(), gmfn.max()) < inv and first_pad is None:
+                pfn_runs.add(pfn, None, first)       # the usual chunk: no ~0 at all
+                gmfn_runs.add(gmfn, None, first)
+                continue
+            pages = np.arange(first, first + len(pfn), dtype=np.int64)
+            pinv, ginv = pfn == inv, gmfn == inv
+            pad = pinv & ginv
+            half = pinv != ginv
+            use = ~(pinv | ginv)
+            if half.any():
+                k = np.flatnonzero(half)
+                half_n += len(k)
+                if half_first is None:
+                    half_first = (int(pages[k[0]]), int(pfn[k[0]]), int(gmfn[k[0]]))
+            if pad.any():
+                pad_n += int(np.count_nonzero(pad))
+                if first_pad is None:
+                    first_pad = int(pages[np.flatnonzero(pad)[0]])
+            if first_pad is not None and later is None:
+                after = np.flatnonzero(use & (pages > first_pad))
+                if len(after):
+                    later = int(pages[after[0]])
+            pfn_runs.add(pfn[use], pages[use])
+            gmfn_runs.add(gmfn[use], pages[use])
+        if half_first is not None:
+            hk, hp, hg = half_first
+            self._note(F.CONTAINER, f"{half_n} .xen_p2m pairs have only one half ~0 (first: "
+                       f"pair {hk}: pfn {hp:#x}, gmfn {hg:#x}); skipped", count=half_n)
+        if pad_n and later is not None:
+            self._note(F.CONTAINER, f"{pad_n} {{~0, ~0}} padding pairs, but real pairs follow "
+                       f"them (first padding at pair {first_pad}, a real pair at {later}); "
+                       "Xen pads only at the end", count=pad_n)
+        pfns = pfn_runs.runs()
+        self._unsorted_finding(*pfns)
+        by_pfn = resolve(*pfns, examples=EXAMPLES)
+        self._dup_finding(by_pfn, "pfn", F.DUMP_DUPLICATE_PFN,
+                          "the pfn -> page choice is ambiguous")
+        gmfns = gmfn_runs.runs()
+        index = resolve(*gmfns, examples=EXAMPLES)
+        self._dup_finding(index, "gmfn", F.DUMP_DUPLICATE_GMFN,
+                          "frames by MFN use the first of each")
+        self._pieces = None
+        if not by_pfn.repeats and len(pfns[0]) + len(gmfns[0]) <= max(
+                self.nr_pages // PIECE_RATIO, PIECES_ANYWAY):
+            self._pieces = pair_pieces(pfns, gmfns)
+        self._index = index
+        return index
+
+    def pair_pieces(self):
+        """(pfns, gmfns, lengths) of the stretches of pairs over which the pfn
+        and the gmfn both step by one, when no pfn repeats and there are few
+        of them (a dump as Xen writes it); None otherwise."""
+        self.index()
+        return self._pieces
+
+    def _unsorted_finding(self, starts, pages, lengths) -> None:
+        """pfns that go down from one pair to the next: only where a run of
+        pfns (file order) starts below the end of the one before it."""
+        import numpy as np
+
+        if len(starts) < 2:
             return
-        order = np.argsort(values, kind="stable")
-        v = values[order]
-        same = np.flatnonzero(v[1:] == v[:-1])
-        if not len(same):
+        before = starts[:-1] + (lengths[:-1] - 1).astype(np.uint64)
+        down = np.flatnonzero(starts[1:] < before)
+        if not len(down):
             return
-        ex: list[dict[str, Any]] = []
-        for i in same[:EXAMPLES].tolist():
-            ex.append({what: int(v[i]), "pairs": [int(kidx[order[i]]), int(kidx[order[i + 1]])]})
+        i = int(down[0])
+        p = int(starts[i + 1])
+        self._note(F.DUMP_UNSORTED,
+                   f".xen_p2m pfns are not in ascending order (pair {int(pages[i + 1])}: pfn "
+                   f"{p:#x} after {int(before[i]):#x}); read by index anyway",
+                   count=len(down), pfn_first=p)
+
+    def _dup_finding(self, runs: RunIndex, what, kind, consequence) -> None:
+        if not runs.repeats:
+            return
+        ex: list[dict[str, Any]] = [{what: v, "pairs": [a, b]} for v, a, b in runs.examples]
         listing = ", ".join(f"{what} {e[what]:#x} in pairs {e['pairs'][0]} and {e['pairs'][1]}"
                             for e in ex)
         self._findings.append(F.Finding(
-            kind, F.WARNING, f"{len(same)} .xen_p2m pairs repeat a {what} ({listing}); "
-            f"{consequence}", count=len(same), examples=ex,
+            kind, F.WARNING, f"{runs.repeats} .xen_p2m pairs repeat a {what} ({listing}); "
+            f"{consequence}", count=runs.repeats, examples=ex,
             **({"pfn_first": ex[0]["pfn"]} if what == "pfn" else {"mfn": ex[0]["gmfn"]})))
 
-    def index(self):
-        """(sorted gmfns, their page numbers, run end positions)."""
+    def index(self) -> RunIndex:
+        """The gmfn -> page index (runs sorted by gmfn, first pair of a gmfn wins)."""
         return self._index if self._index is not None else self._build_index()
 
     def pairs(self):
-        """(pfn, gmfn) arrays of the .xen_p2m pairs that are not padding, file order."""
+        """(pfn, gmfn) arrays of all the .xen_p2m pairs that are not padding,
+        file order, in memory (:meth:`used_pair_chunks` streams them)."""
+        import numpy as np
+
         self.index()
-        return self._pairs
+        n = 0 if self.is_hvm else self.nr_pages
+        pfns, gmfns = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)
+        k = 0
+        for p, g in self.used_pair_chunks():
+            pfns[k:k + len(p)], gmfns[k:k + len(g)] = p, g
+            k += len(p)
+        return pfns[:k], gmfns[:k]
 
     def container_findings(self) -> list:
         self.index()
@@ -324,53 +385,65 @@ class XcCoreSource(ElfFile, FrameSource):
         ascending: at most one run a page, whatever the gmfns are."""
         import numpy as np
 
-        g = self.index()[0]
-        if not len(g):
+        ix = self.index()
+        if not len(ix):
             return []
-        brk = np.flatnonzero(g[1:] != g[:-1] + np.uint64(1)) + 1
-        starts = np.concatenate([[0], brk])
-        ends = np.concatenate([brk, [len(g)]])
-        return [(int(g[a]), int(b - a)) for a, b in zip(starts.tolist(), ends.tolist())]
+        s, n = ix.starts, ix.lengths
+        heads = np.ones(len(s), dtype=bool)
+        heads[1:] = s[1:] != s[:-1] + n[:-1].astype(np.uint64)
+        at = np.flatnonzero(heads)
+        return list(zip(s[at].tolist(), np.add.reduceat(n, at).tolist()))
 
     def frame_limit(self):
-        g = self.index()[0]
-        return int(g[-1]) + 1 if len(g) else 0
+        return self.index().end()
 
-    def _find(self, mfn: int) -> int:
-        import numpy as np
-
-        g = self.index()[0]
-        if mfn < 0 or not len(g):
-            return -1
-        i = int(np.searchsorted(g, np.uint64(mfn)))
-        return i if i < len(g) and int(g[i]) == mfn else -1
+    def page_of(self, mfn: int) -> int:
+        """The page of .xen_pages that holds frame ``mfn`` (the first pair of
+        a repeated gmfn wins), -1 when none does."""
+        return self.index().find(mfn)[0]
 
     def has_frame(self, mfn: int) -> bool:
-        return self._find(mfn) >= 0
+        return self.page_of(mfn) >= 0
 
     def frames_present(self, mfns):
         import numpy as np
 
-        g = self.index()[0]
         m = np.asarray(mfns, dtype=np.uint64)
-        if not len(g):
-            return np.zeros(len(m), dtype=bool)
-        i = np.minimum(np.searchsorted(g, m), len(g) - 1)
-        return g[i] == m
+        out = np.empty(len(m), dtype=bool)
+        ix = self.index()
+        for a in range(0, len(m), PAIR_CHUNK):   # temporaries a chunk, not the table
+            out[a:a + PAIR_CHUNK] = ix.locate(m[a:a + PAIR_CHUNK])[1]
+        return out
+
+    def frame_offsets(self, mfns):
+        """(fd, int64 file offsets of frames ``mfns``, -1 where not in the dump)."""
+        import numpy as np
+
+        pages, held = self.index().locate(mfns)
+        return self.fd, np.where(held, self.pages.offset + pages * PAGE_SIZE, -1)
+
+    def file_extent(self, mfn: int, count: int):
+        """(fd, offset, count) when all ``count`` frames from ``mfn`` lie back
+        to back in .xen_pages, else None (the callers take a short extent for
+        a frame the dump lacks, so none is given where the pages of the
+        frames are merely elsewhere: :meth:`read_frames_into` reads those)."""
+        page, avail = self.index().find(mfn)
+        if page < 0 or count <= 0 or avail < count:
+            return None
+        return self.fd, self.pages.offset + page * PAGE_SIZE, count
 
     def read_frames_into(self, mfn: int, buf) -> int:
         want = len(buf) // PAGE_SIZE
         if want == 0:
             return 0
         view = memoryview(buf).cast("B")
-        g, k, run_end = self.index()
+        ix = self.index()
         done = 0
         while done < want:
-            i = self._find(mfn + done)
-            if i < 0:
+            page, avail = ix.find(mfn + done)
+            if page < 0:
                 break
-            n = min(want - done, int(run_end[i]) - i)
-            page = int(k[i])
+            n = min(want - done, avail)
             nbytes = n * PAGE_SIZE
             got = pread_into(self.fd, view[done * PAGE_SIZE:done * PAGE_SIZE + nbytes],
                              self.pages.offset + page * PAGE_SIZE)
