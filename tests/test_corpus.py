@@ -66,8 +66,8 @@ def test_no_case_breaks_the_rules(outcomes):
     assert counts.get(0) and counts.get(3) and counts.get(4) and counts.get(1)
 
 
-def test_cases_end_as_expected(outcomes):
-    """Every truncated file ends with its named error or finding."""
+def unmet_expectations(outcomes) -> tuple[list, int]:
+    """(what did not end as its case expects, how many expectations were checked)."""
     wrong, checked = [], 0
     for o in outcomes.values():
         for cmd, code, needle in o.case.expect:
@@ -76,6 +76,12 @@ def test_cases_end_as_expected(outcomes):
             if got != code or needle not in text:
                 wrong.append(f"{o.case.name} {cmd}: exit {got} (want {code}, {needle!r}): "
                              f"{text.strip().splitlines()[-3:]}")
+    return wrong, checked
+
+
+def test_cases_end_as_expected(outcomes):
+    """Every truncated file ends with its named error or finding."""
+    wrong, checked = unmet_expectations(outcomes)
     assert not wrong, "\n".join(wrong[:30])
     assert checked > 500
 
@@ -240,15 +246,7 @@ def test_no_save_case_breaks_the_rules(save_outcomes):
 
 
 def test_save_cases_end_as_expected(save_outcomes):
-    wrong = []
-    checked = 0
-    for o in save_outcomes.values():
-        for cmd, code, needle in o.case.expect:
-            got, text = o.runs[cmd]
-            checked += 1
-            if got != code or needle not in text:
-                wrong.append(f"{o.case.name} {cmd}: exit {got} (want {code}, {needle!r}): "
-                             f"{text.strip().splitlines()[-3:]}")
+    wrong, checked = unmet_expectations(save_outcomes)
     assert not wrong, "\n".join(wrong[:30])
     assert checked > 300
 
