@@ -39,7 +39,7 @@ from . import findings as F
 from .crosscheck import pfn_runs
 from .errors import P2MDumpError
 from .layout import LEVEL_LEAF, LEVEL_TOP
-from .table import FOREIGN, IDENTITY, MISSING, VALID, classify
+from .table import CHUNK, FOREIGN, IDENTITY, VALID
 from .treeinfo import read_tree_pages
 from .walker import WalkResult, walk
 
@@ -132,8 +132,9 @@ def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
 def _checks(source, res: WalkResult, max_pfn) -> list:
     """The walk's findings and every check of the table."""
     out = list(res.findings)
-    out += _table_checks(res)
-    out += _garbage_leaves(source, res)
+    scan = _scan_entries(res.table, res.layout)
+    out += _table_checks(res, scan)
+    out += _garbage_leaves(source, res, scan)
     if max_pfn is None:
         out.append(F.Finding(MAX_PFN_UNKNOWN, F.INFO,
                              f"no max_pfn given: the table ends at the last pfn not missing "
@@ -174,98 +175,201 @@ def _ranges(pfns: np.ndarray, limit: int = EXAMPLES) -> list:
     return [[a, b] for a, b in zip(firsts[:limit].tolist(), lasts[:limit].tolist())]
 
 
-def _table_checks(res: WalkResult) -> list:
-    table, L = res.table, res.layout
-    out = []
-    ib = L.identity_bit
-    rest_mask = L.word_mask & ~L.flag_mask
-    mism: list[int] = []
-    mism_n = 0
-    both: list[int] = []
-    both_n = 0
-    foreign_pfns = []
-    foreign_mfns = []
-    for start, chunk in table.chunks():
-        c = chunk.astype(np.uint64)
-        codes = classify(chunk, L)
-        pfns = np.arange(start, start + len(c), dtype=np.uint64)
-        flags = c & np.uint64(L.flag_mask)
-        bad_both = (flags == np.uint64(L.flag_mask)) & (c != np.uint64(L.invalid))
-        idm = (codes == IDENTITY) & ~bad_both & ((c & np.uint64(rest_mask)) != pfns)
-        n = int(idm.sum())
-        if n:
-            mism_n += n
-            if len(mism) < EXAMPLES:
-                mism += (np.flatnonzero(idm)[:EXAMPLES] + start).tolist()
-        n = int(bad_both.sum())
-        if n:
-            both_n += n
-            if len(both) < EXAMPLES:
-                both += (np.flatnonzero(bad_both)[:EXAMPLES] + start).tolist()
-        fo = np.flatnonzero((codes == FOREIGN) & ~bad_both)
-        if len(fo):
-            foreign_pfns.append(fo + start)
-            foreign_mfns.append(c[fo] & np.uint64(rest_mask))
-    if mism_n:
-        ex = [{"pfn": p, "raw": table.entry(p), "expected": p | ib} for p in mism[:EXAMPLES]]
-        out.append(F.Finding(IDENTITY_MISMATCH, F.WARNING,
-                             f"{mism_n} identity entries do not hold their own pfn "
-                             f"(first: pfn {mism[0]:#x} holds {table.entry(mism[0]):#x}, "
-                             f"expected {mism[0] | ib:#x})",
-                             level=LEVEL_LEAF, count=mism_n, pfn_first=mism[0], examples=ex))
-    if both_n:
-        out.append(F.Finding(BAD_FLAGS, F.WARNING,
-                             f"{both_n} entries carry both the IDENTITY and the FOREIGN bit "
-                             f"(first: pfn {both[0]:#x} = {table.entry(both[0]):#x})",
-                             level=LEVEL_LEAF, count=both_n, pfn_first=both[0],
-                             examples=[{"pfn": p, "raw": table.entry(p)} for p in both]))
-    if foreign_pfns:
-        fp = np.concatenate(foreign_pfns)
-        fm = np.concatenate(foreign_mfns)
-        rng = _ranges(fp)
-        out.append(F.Finding(FOREIGN_ENTRIES, F.INFO,
-                             f"{len(fp)} foreign (grant-mapped) entries, first ranges: "
-                             + ", ".join(f"{a:#x}-{b:#x}" for a, b in rng),
-                             level=LEVEL_LEAF, count=len(fp), pfn_first=int(fp[0]),
-                             pfn_last=int(fp[-1]),
-                             examples=[{"pfns": r} for r in rng]))
-        own = _in_valid_runs(table, fm)
-        if own.any():
-            i = np.flatnonzero(own)
-            out.append(F.Finding(FOREIGN_OWN_MFN, F.WARNING,
-                                 f"{len(i)} foreign entries name a machine frame the guest also "
-                                 f"maps as its own (first: pfn {int(fp[i[0]]):#x} -> "
-                                 f"mfn {int(fm[i[0]]):#x})",
-                                 level=LEVEL_LEAF, count=len(i), pfn_first=int(fp[i[0]]),
-                                 mfn=int(fm[i[0]]),
-                                 examples=[{"pfn": int(fp[k]), "mfn": int(fm[k])}
-                                           for k in i[:EXAMPLES].tolist()]))
+@dataclass
+class _EntryScan:
+    """What the per-entry checks find, worked out on the table's runs.
+
+    A run (see :meth:`P2MTable.run_arrays`) holds entries of one kind whose
+    raw words step by one -- identity runs are joined by their decoded value,
+    so entries with both flag bits may sit inside one -- which makes every
+    check but one a question about the run's first entry: an identity run
+    holds its own pfns iff its first decoded value is its first pfn; the
+    mfns of a valid or foreign run past the limit are a tail of it.  Only
+    entries carrying both flag bits (always inside identity runs) are found
+    entry by entry, and only over the spans of identity runs.
+    """
+
+    #: identity entries (without the FOREIGN bit) not holding their own pfn
+    mism_n: int = 0
+    mism: list = field(default_factory=list)
+    #: entries with both flag bits
+    both_n: int = 0
+    both: list = field(default_factory=list)
+    #: (starts, ends, first decoded mfns) of the foreign runs
+    foreign: tuple = ()
+    #: garbage entries per whole leaf page of the table
+    per_row: np.ndarray | None = None
+
+
+def _scan_entries(table, L) -> _EntryScan:
+    raw = table.raw
+    n = len(raw)
+    fpp = L.per_page
+    out = _EntryScan()
+    starts, ends, codes, first = table.run_arrays()
+    rest0 = (first & raw.dtype.type(L.word_mask & ~L.flag_mask)).astype(np.int64)
+    ident = codes == IDENTITY
+    mis = ident & (rest0 != starts)
+    # entries with both flag bits, over the spans of the identity runs
+    fm, inv = raw.dtype.type(L.flag_mask), raw.dtype.type(L.invalid)
+    n_rows = n // fpp
+    points = np.zeros(n_rows, dtype=np.int64)
+    both_in_mis = 0
+    i_s, i_e = starts[ident], ends[ident]
+    i = 0
+    while i < len(i_s):
+        lo = int(i_s[i])
+        j = max(i, int(np.searchsorted(i_e, lo + CHUNK, side="right")) - 1)
+        hi = int(i_e[j])
+        i = j + 1
+        for a in range(lo, hi, CHUNK):
+            w = raw[a:min(hi, a + CHUNK)]
+            m = w >= fm
+            m &= w != inv
+            pos = np.flatnonzero(m)
+            if not len(pos):
+                continue
+            pos += a
+            out.both_n += len(pos)
+            if len(out.both) < EXAMPLES:
+                out.both += pos[:EXAMPLES - len(out.both)].tolist()
+            in_mis = mis[np.searchsorted(starts, pos, side="right") - 1]
+            both_in_mis += int(np.count_nonzero(in_mis))
+            rows = pos[~in_mis] // fpp
+            points += np.bincount(rows[rows < n_rows], minlength=n_rows)
+    lens = ends - starts
+    out.mism_n = int(lens[mis].sum()) - both_in_mis
+    if out.mism_n:
+        out.mism = _first_below(raw, starts[mis], ends[mis], fm)
+    fo = codes == FOREIGN
+    out.foreign = (starts[fo], ends[fo], rest0[fo])
+    # garbage: whole mismatched identity runs, MFN 0 and MFNs past the limit
+    # of valid and foreign runs (a first entry, a tail), both-flag entries
+    mfn_max = min(MFN_MAX_64, L.identity_bit - 1)
+    vf = (codes == VALID) | fo
+    s, e, r = starts[vf], ends[vf], rest0[vf]
+    zero = r == 0
+    tail = s + np.clip(mfn_max + 1 - r, 0, None)
+    gs = np.concatenate([starts[mis], s[zero], tail])
+    ge = np.concatenate([ends[mis], s[zero] + 1, e])
+    keep = ge > gs
+    gs, ge = gs[keep], ge[keep]
+    order = np.argsort(gs, kind="stable")
+    gs, ge = gs[order], ge[order]
+    bounds = np.arange(n_rows + 1, dtype=np.int64) * fpp
+    out.per_row = np.diff(_measure_below(gs, ge, bounds)) + points
     return out
 
 
-def _in_valid_runs(table, mfns: np.ndarray) -> np.ndarray:
-    """Per mfn: inside a run of the table's valid entries."""
+def _first_below(raw, starts, ends, fm, limit: int = EXAMPLES) -> list:
+    """The first ``limit`` pfns of runs [starts, ends) whose entry is below ``fm``."""
+    found: list[int] = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        for a in range(s, e, 1 << 12):
+            hit = np.flatnonzero(raw[a:min(e, a + (1 << 12))] < fm)
+            found += (hit[:limit - len(found)] + a).tolist()
+            if len(found) >= limit:
+                return found
+    return found
+
+
+def _measure_below(gs: np.ndarray, ge: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per x: how many integers of the disjoint intervals [gs, ge) (sorted)
+    lie below it."""
+    if not len(gs):
+        return np.zeros(len(x), dtype=np.int64)
+    cum = np.concatenate([[0], np.cumsum(ge - gs)])
+    k = np.searchsorted(gs, x, side="right") - 1
+    kk = np.maximum(k, 0)
+    inside = np.clip(x - gs[kk], 0, ge[kk] - gs[kk])
+    return np.where(k >= 0, cum[kk] + inside, 0)
+
+
+def _table_checks(res: WalkResult, scan: _EntryScan) -> list:
+    table, L = res.table, res.layout
+    out = []
+    ib = L.identity_bit
+    mism, both = scan.mism, scan.both
+    if scan.mism_n:
+        ex = [{"pfn": p, "raw": table.entry(p), "expected": p | ib} for p in mism[:EXAMPLES]]
+        out.append(F.Finding(IDENTITY_MISMATCH, F.WARNING,
+                             f"{scan.mism_n} identity entries do not hold their own pfn "
+                             f"(first: pfn {mism[0]:#x} holds {table.entry(mism[0]):#x}, "
+                             f"expected {mism[0] | ib:#x})",
+                             level=LEVEL_LEAF, count=scan.mism_n, pfn_first=mism[0],
+                             examples=ex))
+    if scan.both_n:
+        out.append(F.Finding(BAD_FLAGS, F.WARNING,
+                             f"{scan.both_n} entries carry both the IDENTITY and the FOREIGN bit "
+                             f"(first: pfn {both[0]:#x} = {table.entry(both[0]):#x})",
+                             level=LEVEL_LEAF, count=scan.both_n, pfn_first=both[0],
+                             examples=[{"pfn": p, "raw": table.entry(p)} for p in both]))
+    fs, fe, fm = scan.foreign
+    if len(fs):
+        n = int((fe - fs).sum())
+        join = np.flatnonzero(fe[:-1] != fs[1:]) + 1
+        rng = [[a, b] for a, b in zip(fs[np.concatenate([[0], join])][:EXAMPLES].tolist(),
+                                      (fe[np.append(join - 1, len(fe) - 1)] - 1)[:EXAMPLES]
+                                      .tolist())]
+        out.append(F.Finding(FOREIGN_ENTRIES, F.INFO,
+                             f"{n} foreign (grant-mapped) entries, first ranges: "
+                             + ", ".join(f"{a:#x}-{b:#x}" for a, b in rng),
+                             level=LEVEL_LEAF, count=n, pfn_first=int(fs[0]),
+                             pfn_last=int(fe[-1]) - 1,
+                             examples=[{"pfns": r} for r in rng]))
+        own_n, own = _own_mfns(table, fs, fe, fm)
+        if own_n:
+            p0, m0 = own[0]
+            out.append(F.Finding(FOREIGN_OWN_MFN, F.WARNING,
+                                 f"{own_n} foreign entries name a machine frame the guest also "
+                                 f"maps as its own (first: pfn {p0:#x} -> mfn {m0:#x})",
+                                 level=LEVEL_LEAF, count=own_n, pfn_first=p0, mfn=m0,
+                                 examples=[{"pfn": p, "mfn": m} for p, m in own]))
+    return out
+
+
+def _own_mfns(table, fs, fe, fm) -> tuple[int, list]:
+    """(number of foreign entries whose mfn lies in a run of the table's
+    valid entries, the first (pfn, mfn) of them) for foreign runs [fs, fe)
+    whose mfns start at ``fm``."""
     starts, ends, codes, first = table.run_arrays()
     sel = codes == VALID
     if not sel.any():
-        return np.zeros(len(mfns), dtype=bool)
-    m0 = first[sel].astype(np.uint64)
-    m1 = m0 + (ends[sel] - starts[sel]).astype(np.uint64)
+        return 0, []
+    m0 = first[sel].astype(np.int64)
+    m1 = m0 + (ends[sel] - starts[sel])
     order = np.argsort(m0, kind="stable")
-    m0, m1 = m0[order], np.maximum.accumulate(m1[order])
-    pos = np.searchsorted(m0, mfns, side="right") - 1
-    ok = pos >= 0
-    pos = np.maximum(pos, 0)
-    return ok & (mfns < m1[pos])
+    m0, top = m0[order], np.maximum.accumulate(m1[order])
+    new = np.ones(len(m0), dtype=bool)
+    new[1:] = m0[1:] > top[:-1]
+    first_i = np.flatnonzero(new)
+    us, ue = m0[first_i], top[np.append(first_i[1:] - 1, len(m0) - 1)]
+    f1 = fm + (fe - fs)
+    overlap = _measure_below(us, ue, f1) - _measure_below(us, ue, fm)
+    examples: list = []
+    for r in np.flatnonzero(overlap)[:EXAMPLES].tolist():
+        a, b, s = int(fm[r]), int(f1[r]), int(fs[r])
+        k = max(0, int(np.searchsorted(us, a, side="right")) - 1)
+        while k < len(us) and us[k] < b and len(examples) < EXAMPLES:
+            for m in range(max(a, int(us[k])), min(b, int(ue[k]))):
+                examples.append((s + m - a, m))
+                if len(examples) >= EXAMPLES:
+                    break
+            k += 1
+    return int(overlap.sum()), examples
 
 
-def _garbage_leaves(source, res: WalkResult) -> list:
+def _garbage_leaves(source, res: WalkResult, scan: _EntryScan) -> list:
     """Leaf pages of the table whose entries mostly do not decode."""
-    table, L = res.table, res.layout
+    L = res.layout
     fpp = L.per_page
-    n_rows = len(table) // fpp
-    if not n_rows:
+    per_row = scan.per_row
+    if per_row is None or not len(per_row):
         return []
+    bad = np.flatnonzero(per_row > GARBAGE_FRACTION * fpp)
+    if not len(bad):
+        return []
+    bad_rows, bad_counts = bad.tolist(), per_row[bad].tolist()
     # which frame holds each leaf: tree leaves from the mid pages; a list's
     # pages are not named by tree pages (the finding names pfns and vaddrs)
     leaf_mfn = parent = None
@@ -273,30 +377,6 @@ def _garbage_leaves(source, res: WalkResult) -> list:
         assert res.top_mfn is not None  # a tree's walk has one
         tp = read_tree_pages(source, res.top_mfn, L)
         leaf_mfn, parent = tp.leaf, tp.top
-    mfn_max = np.uint64(min(MFN_MAX_64, L.identity_bit - 1))
-    rest_mask = np.uint64(L.word_mask & ~L.flag_mask)
-    bad_rows = []
-    bad_counts = []
-    rows_per = max(1, (1 << 22) // fpp)
-    for r0 in range(0, n_rows, rows_per):
-        r1 = min(n_rows, r0 + rows_per)
-        c = table.raw[r0 * fpp:r1 * fpp].astype(np.uint64)
-        codes = classify(table.raw[r0 * fpp:r1 * fpp], L)
-        pfns = np.arange(r0 * fpp, r1 * fpp, dtype=np.uint64)
-        rest = c & rest_mask
-        flags = c & np.uint64(L.flag_mask)
-        inv = codes == MISSING
-        garbage = ~inv & (
-            ((flags == np.uint64(L.flag_mask)))
-            | ((codes == VALID) & ((c == 0) | (c > mfn_max)))
-            | ((codes == IDENTITY) & (rest != pfns))
-            | ((codes == FOREIGN) & ((rest == 0) | (rest > mfn_max))))
-        per_row = garbage.reshape(-1, fpp).sum(axis=1)
-        hit = np.flatnonzero(per_row > GARBAGE_FRACTION * fpp)
-        bad_rows += (hit + r0).tolist()
-        bad_counts += per_row[hit].tolist()
-    if not bad_rows:
-        return []
     ex = []
     for row, n in list(zip(bad_rows, bad_counts))[:EXAMPLES]:
         ex.append({"leaf_slot": row,
