@@ -119,31 +119,21 @@ class Bench:
         self.checks.append((what, f"<= {limit} s", f"{w:.3f} s", w <= limit))
 
 
-def bench_raw(b: Bench, size: int, largest: bool) -> None:
-    img, side, truth = image(f"walk-{size}.img", guest_args(size, 8))
-    c_out, p_out = (os.path.join(OUT, f"walk-{size}.{v}.raw") for v in ("c", "p2m"))
-    label = f"2^{size} raw 64-bit"
+def bench_vs_c(b: Bench, size: int, word_size: int, limit: float | None,
+               what: str) -> None:
+    """The walk of a raw image of ``word_size``-byte words against the C walker,
+    both outputs checked against the truth; ``limit``: the target ratio, if any."""
+    name = "walk" if word_size == 8 else "walk32"
+    img, side, truth = image(f"{name}-{size}.img", guest_args(size, word_size))
+    c_out, p_out = (os.path.join(OUT, f"{name}-{size}.{v}.raw") for v in ("c", "p2m"))
+    label = f"2^{size} " + ("raw 64-bit" if word_size == 8 else "32-bit")
     runs = b.run(label, {"c": (c_argv(img, side, c_out), None, (0,)),
                          "p2mdump walk": (walk_argv(img, side, p_out), None, (0,))},
-                 side["max_pfn"] * 8)
+                 side["max_pfn"] * word_size)
     b.same(f"{label}: c", c_out, truth)
     b.same(f"{label}: p2mdump walk", p_out, truth)
-    if largest:
-        b.ratio(f"{label}: `walk --format raw` / C (largest tree)", runs["p2mdump walk"],
-                runs["c"], 0.6)
-
-
-def bench_32(b: Bench, size: int) -> None:
-    img, side, truth = image(f"walk32-{size}.img", guest_args(size, 4))
-    c_out, p_out = (os.path.join(OUT, f"walk32-{size}.{v}.raw") for v in ("c", "p2m"))
-    label = f"2^{size} 32-bit"
-    runs = b.run(label, {"c": (c_argv(img, side, c_out), None, (0,)),
-                         "p2mdump walk": (walk_argv(img, side, p_out), None, (0,))},
-                 side["max_pfn"] * 4)
-    b.same(f"{label}: c", c_out, truth)
-    b.same(f"{label}: p2mdump walk", p_out, truth)
-    if size == 24:
-        b.ratio(f"{label}: walk / C", runs["p2mdump walk"], runs["c"], 1.5)
+    if limit is not None:
+        b.ratio(f"{label}: {what}", runs["p2mdump walk"], runs["c"], limit)
 
 
 def bench_32_1g(b: Bench) -> None:
@@ -216,9 +206,10 @@ def main() -> int:
     sizes = sorted(args.sizes)
     for size in sizes:
         if "raw" in only:
-            bench_raw(b, size, size == sizes[-1])
+            bench_vs_c(b, size, 8, 0.6 if size == sizes[-1] else None,
+                       "`walk --format raw` / C (largest tree)")
         if "32" in only:
-            bench_32(b, size)
+            bench_vs_c(b, size, 4, 1.5 if size == 24 else None, "walk / C")
         if "xc" in only:
             bench_xc(b, min(size, args.xc_max))
         if "shuffled" in only:
