@@ -140,7 +140,12 @@ def walk_saved_p2m(stream, *, word_size="auto", max_pfn: int | None = None,
         raise LayoutError(f"the table of {n:#x} pfns needs {table_bytes >> 20} MiB, more than "
                           f"the {avail >> 20} MiB of memory available")
 
-    words, pages_read = _read_frames(stream, pfns, first_frame, n, L, add, progress)
+    # entries the record saved past a shorter arch.max_pfn are read to be reported
+    read_n = max(n, saved) if mp_source == "container" else n
+    words, pages_read = _read_frames(stream, pfns, first_frame, read_n, L, add, progress)
+    if read_n > n:
+        _report_past(words[n:read_n], n, L, add)
+        words = words[:n]
     table = P2MTable(words, L)
     findings.extend(crosscheck_stream(table, stream, saved, first_frame * fpp))
     if n and table.counts().get("missing") == n:
@@ -163,6 +168,18 @@ def walk_saved_p2m(stream, *, word_size="auto", max_pfn: int | None = None,
     if check_table:
         result.check_table()
     return result
+
+
+def _report_past(tail: np.ndarray, max_pfn: int, L, add) -> None:
+    """Saved entries at or past arch.max_pfn that are not missing (they are not in
+    the table, as for a tree or list walk)."""
+    nz = np.flatnonzero(tail != tail.dtype.type(L.invalid))
+    if len(nz):
+        add(F.PAST_MAX_PFN, F.WARNING,
+            f"{len(nz)} saved entries at or past shared_info arch.max_pfn {max_pfn:#x} are not "
+            f"missing (first: pfn {max_pfn + int(nz[0]):#x}); they are not in the table",
+            level=LEVEL_LIST, count=len(nz), pfn_first=max_pfn + int(nz[0]),
+            pfn_last=max_pfn + int(nz[-1]))
 
 
 def _claimed_length(saved: int, max_pfn: int, L, arch, add) -> int:

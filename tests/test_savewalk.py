@@ -258,3 +258,24 @@ def test_extract_plan_leaves_absurd_pfns_out():
     assert plan.max_pfn == 1500
     assert plan.skipped["beyond-stream"].tolist() == far.astype(np.int64).tolist()
     assert int(plan.pfns.max()) < 1500
+
+
+def test_saved_entries_past_a_shorter_max_pfn_are_reported():
+    stream, truth = make_guest(8, 2048)
+    stream.shared_info = shared_info(8, max_pfn=1500)
+    r = walk_saved_p2m(stream)
+    assert r.max_pfn == 1500 and np.array_equal(r.table.raw, truth[:1500])
+    past = [f for f in r.findings if f.kind == F.PAST_MAX_PFN]
+    tail = truth[1500:] != np.uint64(layout_for(8).invalid)
+    assert len(past) == 1 and past[0].count == int(np.count_nonzero(tail))
+    assert past[0].pfn_first == 1500 + int(np.flatnonzero(tail)[0])
+    # all-missing past max_pfn: nothing to report
+    stream2, truth2 = make_guest(8, 2048, seed=5)
+    words = np.frombuffer(b"".join(stream2.pages[int(p)] for p in stream2.p2m_frames.pfns),
+                          dtype=np.uint64).copy()
+    words[1500:] = layout_for(8).invalid
+    for k, p in enumerate(stream2.p2m_frames.pfns.tolist()):
+        stream2.pages[p] = words[k * 512:(k + 1) * 512].tobytes()
+    stream2.data_pfns = stream2.data_pfns[stream2.data_pfns < 1500]
+    stream2.shared_info = shared_info(8, max_pfn=1500)
+    assert not [f for f in walk_saved_p2m(stream2).findings if f.kind == F.PAST_MAX_PFN]
