@@ -1,4 +1,4 @@
-"""Small array helpers for the walks' hot paths.
+"""Small array helpers shared by the walks, extract and the writer.
 
 ``numpy.unique`` of numpy 2.x imports ``numpy.ma`` on first use (about 20 ms,
 a tenth of a whole small walk); the walks only need the sort-based answer,
@@ -32,3 +32,33 @@ def unique(values, return_inverse: bool = False, return_counts: bool = False):
         starts = np.flatnonzero(first)
         out.append(np.diff(np.append(starts, len(s))).astype(np.intp))
     return tuple(out)
+
+
+def step_runs(*arrays) -> list:
+    """[(a, b)] index ranges over which every one of ``arrays`` (same length)
+    steps by one: runs of consecutive frame or pfn numbers, one read or write each."""
+    n = len(arrays[0])
+    if not n:
+        return []
+    brk = np.zeros(n, dtype=bool)
+    brk[0] = True
+    for values in arrays:
+        brk[1:] |= np.diff(np.asarray(values).astype(np.int64)) != 1
+    starts = np.flatnonzero(brk).tolist()
+    return list(zip(starts, starts[1:] + [n]))
+
+
+def true_runs(mask: np.ndarray, a: int, b: int):
+    """Sub-ranges (c, d) of [a, b) where ``mask`` holds."""
+    part = np.asarray(mask[a:b], dtype=np.int8)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], part, [0]))))
+    for c, d in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        yield a + c, a + d
+
+
+def nonzero_pages(buf: np.ndarray, count: int, page_size: int = 4096) -> np.ndarray:
+    """Per page of the first ``count`` pages of the byte array ``buf``: holds a
+    non-zero byte (all-zero pages can stay holes of a sparse output)."""
+    pages = buf[:count * page_size].view(np.uint64).reshape(count, page_size // 8)
+    # (numpy's stubs type ndarray.any(axis=1) as "a bool or an array")
+    return pages.any(axis=1)  # type: ignore[return-value]

@@ -55,6 +55,16 @@ def pfn_ranges(pfns, limit: int = EXAMPLES) -> str:
     return format_runs(zip(firsts[:limit].tolist(), lasts[:limit].tolist()), len(firsts), limit)
 
 
+def last_pmd(layout, p2m_vaddr: int, pages: int) -> tuple[int, int]:
+    """(level-2 index of ``p2m_vaddr``, first pfn whose entry lies in the list's
+    last PMD) for a list of ``pages`` pages: what Xen's list walk (dump-core,
+    save) loses when that index is not 0."""
+    pmd_index = mode_for(layout.word_size).index(p2m_vaddr, 2)
+    last_page = p2m_vaddr + (pages - 1) * PAGE_SIZE
+    pmd_start = last_page & ~(level_span(2) - 1)
+    return pmd_index, max(0, (pmd_start - p2m_vaddr) // PAGE_SIZE) * layout.per_page
+
+
 def last_pmd_bug_hint(lacking, table: P2MTable, list_info: dict | None) -> str:
     """Name Xen's dump-core bug when the lacking pfns are those of the last
     PMD of a list that does not start at index 0 of its PMD page.
@@ -70,10 +80,7 @@ def last_pmd_bug_hint(lacking, table: P2MTable, list_info: dict | None) -> str:
     pages = list_info.get("list_pages") or 0
     if vaddr is None or not pages:
         return ""
-    pmd_index = mode_for(table.layout.word_size).index(vaddr, 2)
-    last_page = vaddr + (pages - 1) * PAGE_SIZE
-    pmd_start = last_page & ~(level_span(2) - 1)
-    first_pfn = max(0, (pmd_start - vaddr) // PAGE_SIZE) * table.layout.per_page
+    pmd_index, first_pfn = last_pmd(table.layout, vaddr, pages)
     if pmd_index == 0 or int(lacking[0]) < first_pfn:
         return ""
     return (f"; these pfns are all in the list's last PMD (pfns from {first_pfn:#x}) and "

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arrays import nonzero_pages, step_runs, true_runs
 from .atomic import atomic_output, pwrite_all
 from .crosscheck import pfn_ranges
 from .errors import OptionError, OutputError
@@ -197,16 +198,6 @@ def _present(source, mfns: np.ndarray) -> np.ndarray:
     return np.asarray(source.frames_present(mfns), dtype=bool)
 
 
-def _runs(values: np.ndarray) -> list:
-    """[(a, b)] index ranges where values step by one."""
-    if not len(values):
-        return []
-    brk = np.ones(len(values), dtype=bool)
-    brk[1:] = np.diff(values.astype(np.int64)) != 1
-    starts = np.flatnonzero(brk).tolist()
-    return list(zip(starts, starts[1:] + [len(values)]))
-
-
 def origin_note(source, plan: Plan, *, pfn_count: int, unreadable: int,
                 vaddr_base: int) -> bytes:
     """The ``P2MDUMP`` note of an ELF output (header, name, descriptor).
@@ -285,7 +276,7 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None, *,
         if problem:
             raise OptionError(f"--vaddr-base {base:#x}: {problem}")
         report.vaddr_base = base
-        segs = _runs(pfns)
+        segs = step_runs(pfns)
         note_size = len(origin_note(source, plan, pfn_count=0, unreadable=0, vaddr_base=base))
         data_start = elf_offsets(len(segs), note_size)[1]
         size = data_start + total * PAGE_SIZE
@@ -308,7 +299,7 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None, *,
             bp = pfns[start:start + BATCH]
             bm = mfns[start:start + BATCH]
             ok = np.ones(len(bm), dtype=bool)
-            for a, b in _runs(bm):
+            for a, b in step_runs(bm):
                 mfn = int(bm[a])
                 while a < b:
                     got = source.read_frames_into(mfn, mem[a * PAGE_SIZE:b * PAGE_SIZE])
@@ -322,14 +313,14 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None, *,
                         mfn += 1
             # all-zero pages (and unreadable ones, zeroed above) stay holes
             # of the sized output: they read as zeros all the same
-            data = ok & _nonzero_pages(buf, len(bm))
+            data = ok & nonzero_pages(buf, len(bm))
             if fmt == "elf":
-                for c, d in _split(data, 0, len(bm)):
+                for c, d in true_runs(data, 0, len(bm)):
                     pwrite_all(fd, mem[c * PAGE_SIZE:d * PAGE_SIZE],
                                data_start + (start + c) * PAGE_SIZE)
             else:
-                for a, b in _runs(bp):
-                    for c, d in _split(data, a, b):
+                for a, b in step_runs(bp):
+                    for c, d in true_runs(data, a, b):
                         pwrite_all(fd, mem[c * PAGE_SIZE:d * PAGE_SIZE], int(bp[c]) * PAGE_SIZE)
             if progress is not None:
                 progress(min(start + BATCH, total), total)
@@ -348,27 +339,3 @@ def extract(source, plan: Plan, output, fmt: str = "raw", progress=None, *,
     report.segments = len(segs)
     report.size = size
     return report
-
-
-def _nonzero_pages(buf: np.ndarray, count: int) -> np.ndarray:
-    """Per page of the first ``count`` pages of ``buf``: holds a non-zero byte."""
-    pages = buf[:count * PAGE_SIZE].view(np.uint64).reshape(count, PAGE_SIZE // 8)
-    # (numpy's stubs type ndarray.any(axis=1) as "a bool or an array")
-    return pages.any(axis=1)  # type: ignore[return-value]
-
-
-def _split(ok: np.ndarray, a: int, b: int):
-    """Sub-ranges of [a, b) where ``ok`` holds."""
-    if ok[a:b].all():
-        yield a, b
-        return
-    i = a
-    while i < b:
-        while i < b and not ok[i]:
-            i += 1
-        j = i
-        while j < b and ok[j]:
-            j += 1
-        if j > i:
-            yield i, j
-        i = j

@@ -21,7 +21,7 @@ class SavedPathLookup(_PfnPathLookup):
     ``past_max_pfn`` (it is still read when the record holds it)."""
 
     def __init__(self, stream, *, word_size="auto", max_pfn: int | None = None):
-        from .savewalk import saved_arch
+        from .savewalk import claimed_max_pfn
 
         frames = stream.p2m_frames
         if frames is None:
@@ -43,9 +43,7 @@ class SavedPathLookup(_PfnPathLookup):
         self.stream = stream
         self.frames = frames
         if max_pfn is None:
-            arch = saved_arch(stream)
-            max_pfn = int(arch["max_pfn"]) if arch and arch.get("max_pfn") else \
-                int(frames.end_pfn) + 1
+            max_pfn = claimed_max_pfn(stream) or int(frames.end_pfn) + 1
         elif max_pfn < 0:
             raise LayoutError(f"max_pfn must not be negative (got {max_pfn})")
         self.max_pfn = max_pfn

@@ -25,16 +25,16 @@ import numpy as np
 
 from . import findings as F
 from .arrays import unique
-from .crosscheck import format_runs, pfn_runs, pfn_ranges
+from .autowalk import SAVED as REPRESENTATION
+from .crosscheck import last_pmd, pfn_ranges
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LIST, PAGE_SIZE, layout_for
 from .listwalk import memory_available
-from .paging import PTES_PER_PAGE, level_span, mode_for
+from .paging import PTES_PER_PAGE
 from .result import WalkResult
 from .table import FOREIGN, IDENTITY, MISSING, VALID, P2MTable, classify, empty_words
 from .walker import TABLE_FLOOR
 
-from .autowalk import SAVED as REPRESENTATION  # noqa: E402
 #: frames read per batch (4 MiB of scratch)
 BATCH_FRAMES = 1024
 #: table entries checked against the stream's pages at a time
@@ -50,6 +50,12 @@ def saved_arch(stream) -> dict | None:
     from .schemas.xen_core import shared_info_page
 
     return dict(shared_info_page(ws).parse(stream.shared_info).arch)
+
+
+def claimed_max_pfn(stream) -> int | None:
+    """The SHARED_INFO record's ``arch.max_pfn``; None without it or when it is 0."""
+    arch = saved_arch(stream)
+    return int(arch["max_pfn"]) if arch and arch.get("max_pfn") else None
 
 
 def walk_saved_p2m(stream, *, word_size="auto", max_pfn: int | None = None,
@@ -119,7 +125,7 @@ def walk_saved_p2m(stream, *, word_size="auto", max_pfn: int | None = None,
     claimed = None
     mp_source = "given"
     if max_pfn is None:
-        claimed = int(arch["max_pfn"]) if arch and arch.get("max_pfn") else None
+        claimed = claimed_max_pfn(stream)
         max_pfn, mp_source = (claimed, "container") if claimed else (saved, "saved")
         if arch and not claimed:
             add(F.SAVE_P2M_RECORD, F.INFO,
@@ -208,12 +214,7 @@ def _last_pmd_hint(saved: int, max_pfn: int, L, arch) -> str:
     if not arch or not arch.get("p2m_cr3"):
         return ""
     vaddr = int(arch.get("p2m_vaddr") or 0)
-    mode = mode_for(L.word_size)
-    pmd_index = mode.index(vaddr, 2)
-    pages = L.leaves_for(max_pfn)
-    last_page = vaddr + (pages - 1) * PAGE_SIZE
-    pmd_start = last_page & ~(level_span(2) - 1)
-    first_pfn = max(0, (pmd_start - vaddr) // PAGE_SIZE) * L.per_page
+    pmd_index, first_pfn = last_pmd(L, vaddr, L.leaves_for(max_pfn))
     if pmd_index == 0 or saved != first_pfn:
         return ""
     return (f"; they are the pfns of the list's last PMD and p2m_vaddr {vaddr:#x} is not at "
@@ -302,7 +303,7 @@ def crosscheck_stream(table: P2MTable, stream, saved: int, first_pfn: int = 0) -
         out.append(F.Finding(
             F.SAVE_VALID_NO_DATA, F.WARNING,
             f"{len(lacking)} pfn(s) the saved p2m maps to a machine frame have no page in the "
-            f"stream{add_text}: pfns {_ranges(lacking)}", level=LEVEL_LIST, count=len(lacking),
+            f"stream{add_text}: pfns {pfn_ranges(lacking)}", level=LEVEL_LIST, count=len(lacking),
             pfn_first=int(lacking[0]), pfn_last=int(lacking[-1])))
     if len(extra) or past:
         why = []
@@ -317,7 +318,7 @@ def crosscheck_stream(table: P2MTable, stream, saved: int, first_pfn: int = 0) -
         out.append(F.Finding(
             F.SAVE_DATA_UNMAPPED, F.WARNING,
             f"{total} page(s) in the stream belong to pfns the saved p2m does not map to a "
-            f"machine frame ({', '.join(why)}): pfns {_ranges(pfns_all)}", level=LEVEL_LIST,
+            f"machine frame ({', '.join(why)}): pfns {pfn_ranges(pfns_all)}", level=LEVEL_LIST,
             count=total, pfn_first=int(pfns_all[0]), pfn_last=int(pfns_all[-1])))
     # the p2m frames' own pfns are ordinary guest pages: Xen's saver requires
     # each to be in the guest's pseudo-physical map
@@ -331,16 +332,10 @@ def crosscheck_stream(table: P2MTable, stream, saved: int, first_pfn: int = 0) -
             out.append(F.Finding(
                 F.SAVE_P2M_FRAME_UNMAPPED, F.WARNING,
                 f"{len(bad)} p2m frame pfn(s) named by X86_PV_P2M_FRAMES are not mapped to a "
-                f"machine frame by the saved p2m itself (pfns {_ranges(bad)}); Xen's saver "
+                f"machine frame by the saved p2m itself (pfns {pfn_ranges(bad)}); Xen's saver "
                 "requires each to be", level=LEVEL_LIST, count=len(bad),
                 pfn_first=int(bad[0]), examples=[int(p) for p in bad[:5]]))
     return out
-
-
-def _ranges(pfns) -> str:
-    p = np.sort(np.asarray(pfns, dtype=np.uint64))
-    firsts, lasts = pfn_runs(p)
-    return format_runs(zip(firsts[:5].tolist(), lasts[:5].tolist()), len(firsts))
 
 
 def extract_plan(table: P2MTable, stream):

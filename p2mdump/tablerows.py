@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from .arrays import step_runs
 from .layout import PAGE_SIZE, Layout
 from .table import empty_words
 
@@ -35,13 +36,7 @@ STAGE_PAGES = 1024
 
 def row_runs(rows: np.ndarray):
     """(first row, count) of every run of consecutive row numbers."""
-    if not len(rows):
-        return []
-    brk = np.ones(len(rows), dtype=bool)
-    brk[1:] = np.diff(rows) != 1
-    starts = np.flatnonzero(brk)
-    ends = np.append(starts[1:], len(rows))
-    return [(int(rows[a]), int(b - a)) for a, b in zip(starts.tolist(), ends.tolist())]
+    return [(int(rows[a]), b - a) for a, b in step_runs(rows)]
 
 
 def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,

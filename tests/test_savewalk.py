@@ -39,6 +39,9 @@ class FakeStream:
     complete: bool = True
     path: str = "fake.save"
 
+    def has_pfns(self, pfns):
+        return np.isin(np.asarray(pfns, dtype=np.uint64), self.data_pfns)
+
     def read_pfns_into(self, pfns, buf):
         mv = memoryview(buf).cast("B")
         got = np.zeros(len(pfns), dtype=bool)

@@ -26,11 +26,9 @@ class SaveImage(FrameSource):
         self.stream = stream
         self.path = stream.path
         self.word_size_hint = stream.guest_width
-        self._pfns = np.asarray(stream.data_pfns, dtype=np.uint64)
-        from ..savewalk import saved_arch
+        from ..savewalk import claimed_max_pfn
 
-        arch = saved_arch(stream)
-        self.max_pfn_hint = int(arch["max_pfn"]) if arch else None
+        self.max_pfn_hint = claimed_max_pfn(stream)
 
     def read_frames_into(self, mfn: int, buf) -> int:
         count = len(buf) // PAGE_SIZE
@@ -45,18 +43,14 @@ class SaveImage(FrameSource):
         return bool(self.frames_present(np.array([mfn], dtype=np.uint64))[0])
 
     def frames_present(self, mfns):
-        m = np.asarray(mfns, dtype=np.uint64)
-        if not len(self._pfns):
-            return np.zeros(len(m), dtype=bool)
-        i = np.searchsorted(self._pfns, m)
-        i[i >= len(self._pfns)] = len(self._pfns) - 1
-        return self._pfns[i] == m
+        return self.stream.has_pfns(mfns)
 
     def frame_limit(self) -> int | None:
-        return int(self._pfns[-1]) + 1 if len(self._pfns) else 0
+        pfns = self.stream.data_pfns
+        return int(pfns[-1]) + 1 if len(pfns) else 0
 
     def frames_held(self) -> int | None:
-        return len(self._pfns)
+        return len(self.stream.data_pfns)
 
     def container_findings(self) -> list:
         return list(self.stream.findings)

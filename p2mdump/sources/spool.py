@@ -75,25 +75,30 @@ def spool(path) -> Spooled:
 
 def _copy(src: int, dst: int, name: str) -> None:
     """Copy ``src`` to its end into ``dst``, all-zero pages as holes."""
-    zero = bytes(PAGE_SIZE)
+    import numpy as np
+
+    from ..arrays import nonzero_pages, true_runs
+    from ..atomic import pwrite_all
+
+    buf = np.empty(CHUNK, dtype=np.uint8)
+    mem = memoryview(buf)  # type: ignore[arg-type]  # numpy stubs: buffer from 3.12 only
     pos = 0
-    tail = b""
     try:
         while True:
-            data = os.read(src, CHUNK)
-            if not data:
+            got = 0         # fill the buffer: a pipe returns what it has
+            while got < CHUNK:
+                n = os.readv(src, [mem[got:]])
+                if not n:
+                    break
+                got += n
+            pages = got // PAGE_SIZE
+            for a, b in true_runs(nonzero_pages(buf, pages), 0, pages):
+                pwrite_all(dst, mem[a * PAGE_SIZE:b * PAGE_SIZE], pos + a * PAGE_SIZE)
+            if got % PAGE_SIZE:      # the end of the stream: a partial page
+                pwrite_all(dst, mem[pages * PAGE_SIZE:got], pos + pages * PAGE_SIZE)
+            pos += got
+            if got < CHUNK:
                 break
-            data = tail + data
-            whole = len(data) - len(data) % PAGE_SIZE
-            for off in range(0, whole, PAGE_SIZE):
-                page = data[off:off + PAGE_SIZE]
-                if page != zero:
-                    os.pwrite(dst, page, pos + off)
-            pos += whole
-            tail = data[whole:]
-        if tail:
-            os.pwrite(dst, tail, pos)
-            pos += len(tail)
         os.ftruncate(dst, pos)
     except OSError as exc:
         raise ImageError(f"{name}: cannot copy the stream to a temporary file "

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from ..arrays import step_runs as runs
 from ..atomic import atomic_output, pwrite_all
 from ..errors import SpecError
 from ..layout import KINDS, PAGE_SIZE
@@ -58,18 +59,6 @@ def check_data_frames(count: int) -> None:
     if count > MAX_DATA_FRAMES:
         raise SpecError(f"--data would write {count} frames; "
                         f"at most {MAX_DATA_FRAMES} are allowed")
-
-
-def runs(*arrays) -> list:
-    """[(a, b)] index ranges over which every one of ``arrays`` (same length)
-    steps by one: runs of consecutive frame numbers, one write each."""
-    n = len(arrays[0])
-    brk = np.zeros(n, dtype=bool)
-    brk[:1] = True
-    for values in arrays:
-        brk[1:] |= np.diff(np.asarray(values).astype(np.int64)) != 1
-    starts = np.flatnonzero(brk).tolist()
-    return list(zip(starts, starts[1:] + [n]))
 
 
 def write_runs(fd, frames, mfns: np.ndarray, base: int = 0) -> None:

@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from ..arrays import true_runs
 from ..atomic import pwrite_all
 from ..layout import PAGE_SHIFT, PAGE_SIZE
 from ..schemas import xl_save as S
@@ -197,13 +198,9 @@ class RecordStream:
             self.offset += len(pages) * PAGE_SIZE
             return
         nonzero = pages.reshape(len(pages), -1).any(axis=1)
-        idx = np.flatnonzero(nonzero)
-        if len(idx):
-            brk = np.flatnonzero(np.diff(idx) != 1) + 1
-            for run in np.split(idx, brk):
-                a, b = int(run[0]), int(run[-1]) + 1
-                pwrite_all(self.fd, pages[a:b], self.offset + a * PAGE_SIZE)
-                self.page_bytes_written += (b - a) * PAGE_SIZE
+        for a, b in true_runs(nonzero, 0, len(pages)):
+            pwrite_all(self.fd, pages[a:b], self.offset + a * PAGE_SIZE)
+            self.page_bytes_written += (b - a) * PAGE_SIZE
         self.offset += len(pages) * PAGE_SIZE
 
     def finish(self) -> int:
