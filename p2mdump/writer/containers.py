@@ -272,6 +272,15 @@ class XcCoreLayout:
                 "notes_offset": self.off_notes, "size": self.size, "e_machine": self.machine}
 
 
+def page_batches(count: int, every: bool, holding: np.ndarray):
+    """First pages of the batches of :data:`~.image.BATCH` pages (of ``count``) to
+    write: all of them when ``every``, else those holding one of the pages at
+    ``holding`` (sorted positions); the others are zeros, left as holes."""
+    if every:
+        return range(0, count, BATCH)
+    return (np.unique(holding // BATCH) * BATCH).tolist()
+
+
 def write_pairs(fd: int, lay: "XcCoreLayout", first: int, pfns: np.ndarray,
                 mfns: np.ndarray) -> None:
     """.xen_p2m pairs ``first``, ``first + 1``, ...: {pfn, gmfn} of each dumped page."""
@@ -313,11 +322,9 @@ def write_xc_core(tree: TreeShape, path, *, nr_vcpus: int = 1, padding: int = 0,
         for pfns, mfns in tree.own_frames(tree.max_pfn, CHUNK_PFNS):
             pos, idx = pages.find(mfns)
             seen[idx] = True
-            for a in range(0, len(mfns), BATCH):
+            for a in page_batches(len(mfns), tree.spec.data, pos):
                 b = min(a + BATCH, len(mfns))
                 lo, hi = np.searchsorted(pos, [a, b])
-                if lo == hi and not tree.spec.data:
-                    continue        # zeros: left a hole
                 frames = stamped_frames(pfns[a:b], mfns[a:b]) if tree.spec.data else None
                 frames = pages.overlay(mfns[a:b], frames, (pos[lo:hi] - a, idx[lo:hi]))
                 pwrite_all(fd, frames, lay.off_pages + (written + a) * PAGE_SIZE)

@@ -254,7 +254,7 @@ class TreeGuest(TreeShape):
             for c in range(0, count, batch):
                 n = min(batch, count - c)
                 yield (np.arange(first + c, first + c + n, dtype=np.uint64),
-                       self.numbering(np.arange(rank + c, rank + c + n, dtype=np.uint64)))
+                       self.numbering.run(rank + c, n))
 
     def _overridden(self, pfns: np.ndarray):
         """(positions in ``pfns``, index range in the overrides) of remapped pfns."""
@@ -398,7 +398,7 @@ def build_tree(spec: GuestSpec) -> BuiltTree:
     own = [np.arange(first, first + count, dtype=np.uint64)
            for first, _, count in g.segments.own_runs(n)]
     data_pfns = np.concatenate(own) if own else np.zeros(0, dtype=np.uint64)
-    data_mfns = g.numbering(np.arange(g.segments.n_own, dtype=np.uint64))
+    data_mfns = g.numbering.run(0, g.segments.n_own)
     return BuiltTree(
         spec=spec, layout=g.layout, entries=entries, leaf_table=leaf_table, top_mfn=g.top_mfn,
         top=g.top, mids=g.mids, leaf_rows=g.leaf_rows, leaf_mfns=g.leaf_mfns,
