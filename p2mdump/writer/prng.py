@@ -101,8 +101,9 @@ def order_of_distinct(words: np.ndarray, lo: int, span: int) -> np.ndarray:
     shift = np.uint64(max(0, (span - 1).bit_length() - 32))
     with np.errstate(over="ignore"):
         key = ((words - np.uint64(lo)) >> shift).astype(np.uint32)
-    order = np.argsort(key.astype(np.uint16), kind="stable")
-    order = order[np.argsort((key[order] >> np.uint32(16)).astype(np.uint16), kind="stable")]
+    halves = key.astype("<u4", copy=False).view(np.uint16)     # low, high, low, high, ...
+    order = np.argsort(halves[0::2], kind="stable")
+    order = order[np.argsort(halves[1::2][order], kind="stable")]
     ks = key[order]
     tied = ks[1:] == ks[:-1]
     if tied.any():
