@@ -34,6 +34,9 @@ CASES = [
     ("both32", dict(word_size=4, max_pfn=0x22000, seed=14, representation="both",
                     placement="scattered"), {}),
     ("tree64-resend", dict(word_size=8, max_pfn=0x21000, seed=15), {"resend": 2}),
+    # live-migration rounds exchange the frame of the highest data MFN (the sidecar's
+    # frame count must not change)
+    ("tree64-exchange", dict(word_size=8, max_pfn=49, seed=1, data=True), {"resend": 6}),
 ]
 
 

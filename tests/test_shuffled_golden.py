@@ -6,11 +6,15 @@ rounds) as the writer wrote them when it held the whole permutation
 (see ``golden_shuffled.py``)."""
 import json
 
+import numpy as np
+
 from golden_shuffled import CASES, GOLDEN, digests
 
 from p2mdump.writer import GuestSpec
 from p2mdump.writer.prng import BLOCK
+from p2mdump.writer.saveguest import build_save_guest
 from p2mdump.writer.tree import build_tree_guest
+from p2mdump.writer.xlsave import write_xl_save
 
 
 def test_the_cases_read_the_index_in_several_blocks_and_groups():
@@ -18,6 +22,15 @@ def test_the_cases_read_the_index_in_several_blocks_and_groups():
     index = build_tree_guest(GuestSpec.from_dict(dict(fields, mfn_order="shuffled"))
                              ).numbering.shuffle
     assert index.n > 2 * BLOCK and len(index.group_end) > 4
+
+
+def test_a_case_exchanges_the_highest_data_frame(tmp_path):
+    _, fields, options = CASES[-1]
+    spec = GuestSpec.from_dict(dict(fields, mfn_order="shuffled"))
+    save, _ = write_xl_save(build_save_guest(spec), tmp_path / "g.save", **options)
+    guest = save.guest
+    exchanged = guest.override_pfns[guest.exchanged].astype(np.int64)
+    assert guest.numbering.top() in guest.numbering(exchanged).tolist()
 
 
 def test_shuffled_outputs_match_the_golden_digests():
