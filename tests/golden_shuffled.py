@@ -27,8 +27,8 @@ CONTAINERS = ("raw", "xc-core", "elf", "xl-save")
 CASES = [
     ("tree32", dict(word_size=4, max_pfn=0x31000, seed=11, holes=[[0x9000, 0x9400]],
                     identity=[[0x20000, 0x20800]], foreign=[[0x1000, 0x1010]]), {}),
-    ("tree64-data", dict(word_size=8, max_pfn=0x24000, seed=12, data=True,
-                         ram=[[0, 0x23000]]), {}),
+    ("tree64-data", dict(word_size=8, max_pfn=0x6000, seed=12, data=True,
+                         ram=[[0, 0x5800]]), {}),
     ("list64", dict(word_size=8, max_pfn=0x2a000, seed=13, representation="list",
                     ballooned=[[0x8000, 0x8800]]), {}),
     ("both32", dict(word_size=4, max_pfn=0x22000, seed=14, representation="both",
