@@ -61,7 +61,7 @@ _T_MISSING, _T_IDENTITY, _T_PFN = 1, 2, 4
 
 #: pfns per chunk when the list is produced piecewise (2 MiB of 8-byte words)
 CHUNK_PFNS = 1 << 18
-#: own pfns a ``shuffled`` numbering may permute (the permutation is held)
+#: own pfns a ``shuffled`` numbering may permute (its index is held: 2 bytes an own pfn)
 SHUFFLE_LIMIT = 1 << 27
 #: foreign pfns a list guest may have (their MFNs are held)
 FOREIGN_LIMIT = 1 << 24
