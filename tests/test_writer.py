@@ -7,6 +7,8 @@ import pytest
 from p2mdump.errors import SpecError
 from p2mdump.layout import PAGE_SIZE, layout_for
 from p2mdump.writer import GuestSpec, build_tree, e820_example, generate
+from p2mdump.writer.mfns import Numbering
+from p2mdump.writer.prng import Stream
 
 
 @pytest.mark.parametrize("ws", [8, 4])
@@ -72,6 +74,19 @@ def test_deterministic():
     b = build_tree(GuestSpec(word_size=8, max_pfn=9000, mfn_order="shuffled",
                              placement="scattered", shuffle_leaves=True, seed=9))
     assert a.truth.tobytes() == b.truth.tobytes() and a.top_mfn == b.top_mfn
+
+
+@pytest.mark.parametrize("order", ["linear", "chunked", "shuffled"])
+def test_numbering_runs_are_the_numbering_of_their_ranks(order):
+    count = 3 * (1 << 16) + 5
+    numbering = Numbering(order, count, 0x1234, Stream(4))
+    whole = numbering(np.arange(count, dtype=np.uint64))
+    assert len(np.unique(whole)) == count and int(whole.min()) == 0x1234
+    if order == "shuffled":
+        assert np.array_equal(whole, Stream(4).permutation(count) + 0x1234)
+    for first, n in [(0, 1), (7, 70000), (count - 9, 9), (65530, 12), (5, 0)]:
+        assert np.array_equal(numbering.run(first, n), whole[first:first + n])
+    assert numbering.top() == int(whole.max())
 
 
 @pytest.mark.parametrize("bad", [

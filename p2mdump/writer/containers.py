@@ -66,12 +66,9 @@ def tree_pages(tree: BuiltTree) -> dict:
     return pages
 
 
-def tree_pages_as_guest_pages(tree: BuiltTree, extra_mfns=(), *,
-                              copy: bool = True) -> tuple[BuiltTree, np.ndarray]:
+def tree_pages_as_guest_pages(tree: BuiltTree, extra_mfns=()) -> tuple[BuiltTree, np.ndarray]:
     """A copy of ``tree`` whose last valid pfns map the tree pages' MFNs (and
-    ``extra_mfns``, other frames that must be guest pages).  ``copy=False``
-    changes ``tree``'s tables in place (for a caller that drops ``tree``: no
-    second table in memory).
+    ``extra_mfns``, other frames that must be guest pages).
 
     Returns (new tree, the pfns now holding those pages, in MFN order)."""
     mfns = np.union1d(np.array(sorted(tree_pages(tree)), dtype=np.uint64),
@@ -83,8 +80,8 @@ def tree_pages_as_guest_pages(tree: BuiltTree, extra_mfns=(), *,
                         f"{len(own)}")
     chosen = own[len(own) - len(mfns):]
     dtype = tree.leaf_table.dtype
-    entries = tree.entries.copy() if copy else tree.entries
-    leaf_table = tree.leaf_table.copy() if copy else tree.leaf_table
+    entries = tree.entries.copy()
+    leaf_table = tree.leaf_table.copy()
     entries[chosen.astype(np.int64)] = mfns.astype(dtype)
     leaf_table[chosen.astype(np.int64)] = mfns.astype(dtype)
     # the chosen pfns hold tree pages now, not data frames
@@ -143,6 +140,17 @@ class TreeFrames:
         j = np.minimum(np.searchsorted(self.mfns, mfns), len(self.mfns) - 1)
         hit = np.flatnonzero(self.mfns[j] == mfns)
         return hit, j[hit]
+
+    def page_words(self, mfns: np.ndarray) -> dict:
+        """MFN -> words of those of ``mfns`` that are tree pages."""
+        pos, idx = self.find(np.asarray(mfns, dtype=np.uint64))
+        rows = self.rows[idx]
+        leaf = rows >= 0
+        found = self.mfns[idx].tolist()
+        out = {m: self.small[m] for m, is_leaf in zip(found, leaf.tolist()) if not is_leaf}
+        if leaf.any():
+            out.update(zip(self.mfns[idx[leaf]].tolist(), self.tree.leaf_pages(rows[leaf])))
+        return out
 
     def overlay(self, mfns: np.ndarray, frames=None, hits=None):
         """``frames`` ((k, 4096) uint8, or None: zeros) with the tree pages among
@@ -272,6 +280,15 @@ class XcCoreLayout:
                 "notes_offset": self.off_notes, "size": self.size, "e_machine": self.machine}
 
 
+def page_batches(count: int, every: bool, holding: np.ndarray):
+    """First pages of the batches of :data:`~.image.BATCH` pages (of ``count``) to
+    write: all of them when ``every``, else those holding one of the pages at
+    ``holding`` (sorted positions); the others are zeros, left as holes."""
+    if every:
+        return range(0, count, BATCH)
+    return (np.unique(holding // BATCH) * BATCH).tolist()
+
+
 def write_pairs(fd: int, lay: "XcCoreLayout", first: int, pfns: np.ndarray,
                 mfns: np.ndarray) -> None:
     """.xen_p2m pairs ``first``, ``first + 1``, ...: {pfn, gmfn} of each dumped page."""
@@ -313,11 +330,9 @@ def write_xc_core(tree: TreeShape, path, *, nr_vcpus: int = 1, padding: int = 0,
         for pfns, mfns in tree.own_frames(tree.max_pfn, CHUNK_PFNS):
             pos, idx = pages.find(mfns)
             seen[idx] = True
-            for a in range(0, len(mfns), BATCH):
+            for a in page_batches(len(mfns), tree.spec.data, pos):
                 b = min(a + BATCH, len(mfns))
                 lo, hi = np.searchsorted(pos, [a, b])
-                if lo == hi and not tree.spec.data:
-                    continue        # zeros: left a hole
                 frames = stamped_frames(pfns[a:b], mfns[a:b]) if tree.spec.data else None
                 frames = pages.overlay(mfns[a:b], frames, (pos[lo:hi] - a, idx[lo:hi]))
                 pwrite_all(fd, frames, lay.off_pages + (written + a) * PAGE_SIZE)

@@ -18,8 +18,8 @@ from .tree import TreeShape
 
 #: refuse to stamp more data frames than this (a 4 GiB guest)
 MAX_DATA_FRAMES = 1 << 20
-#: pages per write (8 MiB)
-BATCH = 2048
+#: pages per write (2 MiB)
+BATCH = 512
 
 
 def stamped_frames(pfns: np.ndarray, mfns: np.ndarray) -> np.ndarray:

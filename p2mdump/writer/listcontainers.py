@@ -34,7 +34,7 @@ from ..layout import PAGE_SIZE
 from ..paging import PTES_PER_PAGE, level_shift
 from ..sidecar import sidecar_path
 from .containers import (BATCH, DEFAULT_XEN_VERSION, DataStamps, XcCoreLayout, _frames_for,
-                         check_container, pad_pairs, write_elf_frames, write_pairs)
+                         check_container, pad_pairs, page_batches, write_elf_frames, write_pairs)
 from .image import check_data_frames, write_json
 from .listguest import ListGuest, build_list
 from .listimage import list_sidecar, write_list_raw_image, write_list_truth
@@ -88,11 +88,9 @@ def write_list_xc_core(guest: ListGuest, path, *, nr_vcpus: int = 1, padding: in
         for pfns, mfns in guest.own_frames(limit, batch=CHUNK_PFNS):
             # pages are written where they hold something: structure pages, data
             meta = np.flatnonzero(guest.is_meta(mfns))
-            for a in range(0, len(mfns), BATCH):
+            for a in page_batches(len(mfns), guest.spec.data, meta):
                 b = min(a + BATCH, len(mfns))
                 lo, hi = np.searchsorted(meta, [a, b])
-                if lo == hi and not guest.spec.data:
-                    continue        # zeros: left a hole
                 words = guest.page_words(mfns[a:b]) if lo < hi else {}
                 frames = _frames_for(pfns[a:b], mfns[a:b], words, guest.spec.data)
                 if frames is not None:

@@ -59,9 +59,9 @@ PAGE_PRIVATE, PAGE_MISSING, PAGE_IDENTITY = 0, 1, 2
 #: rebuild types as bits, OR-ed over a page or a region
 _T_MISSING, _T_IDENTITY, _T_PFN = 1, 2, 4
 
-#: pfns per chunk when the list is produced piecewise (8 MiB of 8-byte words)
-CHUNK_PFNS = 1 << 20
-#: own pfns a ``shuffled`` numbering may permute (the permutation is held)
+#: pfns per chunk when the list is produced piecewise (2 MiB of 8-byte words)
+CHUNK_PFNS = 1 << 18
+#: own pfns a ``shuffled`` numbering may permute (its index is held: 2 bytes an own pfn)
 SHUFFLE_LIMIT = 1 << 27
 #: foreign pfns a list guest may have (their MFNs are held)
 FOREIGN_LIMIT = 1 << 24
@@ -203,7 +203,7 @@ class ListGuest:
             else:
                 yield a, b, None
 
-    def list_page_runs(self, pages: np.ndarray, batch: int = 2048):
+    def list_page_runs(self, pages: np.ndarray, batch: int = 512):
         """(page indices, their words as (k, per_page)) for runs of consecutive pages."""
         fpp = self.layout.per_page
         for s, e in runs(pages):
@@ -218,7 +218,7 @@ class ListGuest:
             for c in range(0, count, batch):
                 n = min(batch, count - c)
                 pfns = np.arange(first + c, first + c + n, dtype=np.uint64)
-                mfns = self.numbering(np.arange(rank + c, rank + c + n, dtype=np.uint64))
+                mfns = self.numbering.run(rank + c, n)
                 if len(self.override_pfns):
                     lo, hi = np.searchsorted(self.override_pfns, [first + c, first + c + n])
                     mfns[(self.override_pfns[lo:hi] - pfns[0]).astype(np.int64)] = \

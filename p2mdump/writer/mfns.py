@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..layout import layout_for
+from .prng import PermutationIndex
 
 #: pfns per chunk of the ``chunked`` order (2 MiB of guest RAM)
 CHUNK_PFNS = 512
@@ -37,23 +38,35 @@ class Numbering:
         self.order = order
         self.count = count
         self.base = np.uint64(base)
-        #: the shuffled ranks ("shuffled") or chunks ("chunked"); empty otherwise
+        #: the chunks in random order ("chunked"); empty otherwise
         self.perm = np.zeros(0, dtype=np.uint64)
+        #: the shuffled ranks ("shuffled"): the only pfn-sized array a generated
+        #: guest holds, 2 bytes an own pfn (see :class:`~.prng.PermutationIndex`)
+        self.shuffle: PermutationIndex | None = None
         if order == "shuffled":
-            # the only pfn-sized array a generated guest holds: 4 bytes an own pfn
-            self.perm = (rng.permutation_u32(count) if count <= 1 << 32
-                         else rng.permutation(count).astype(np.uint64))
+            self.shuffle = rng.permutation_index(count)
         elif order == "chunked":
             self.perm = rng.permutation(-(-count // CHUNK_PFNS)).astype(np.uint64)
 
     def __call__(self, ranks: np.ndarray) -> np.ndarray:
+        """MFNs of any ``ranks``."""
         ranks = np.asarray(ranks, dtype=np.uint64)
-        if self.order == "shuffled":
-            return self.perm[ranks.astype(np.int64)].astype(np.uint64) + self.base
+        if self.shuffle is not None:
+            out = self.shuffle.take(ranks)
+            out += self.base
+            return out
         if self.order == "chunked":
             chunk = np.uint64(CHUNK_PFNS)
             return self.perm[(ranks // chunk).astype(np.int64)] * chunk + ranks % chunk + self.base
         return ranks + self.base
+
+    def run(self, first: int, count: int) -> np.ndarray:
+        """MFNs of ranks ``first`` .. ``first + count - 1`` (what the writers ask for)."""
+        if self.shuffle is not None:
+            out = self.shuffle.slice(first, first + count)
+            out += self.base
+            return out
+        return self(np.arange(first, first + count, dtype=np.uint64))
 
     def top(self) -> int:
         """The highest MFN handed out (``count`` at least 1)."""

@@ -13,8 +13,15 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 #: words drawn at once by :meth:`Stream.choice`
 DRAW_CHUNK = 1 << 20
-#: words drawn (and sorted) at once by :meth:`Stream.permutation_u32`
-SORT_CHUNK = 1 << 18
+#: positions per block of a :class:`PermutationIndex` (their offsets are uint16)
+BLOCK = 1 << 16
+#: at most 2^BUCKET_BITS buckets of words (bounds the per-block table: 4 bytes a
+#: bucket a block, at most 1/16 of the offsets' 2 bytes a position)
+BUCKET_BITS = 11
+#: words a bucket should hold at least (a group of buckets is sorted at once)
+BUCKET_MIN = 1 << 13
+#: positions a group of buckets holds, about (sorted at once, a few hundred KiB)
+GROUP = 1 << 14
 
 
 class Stream:
@@ -40,47 +47,11 @@ class Stream:
     def permutation(self, n: int) -> np.ndarray:
         return np.argsort(self.words(n), kind="stable")
 
-    def permutation_u32(self, n: int) -> np.ndarray:
-        """``permutation(n)`` as uint32 (n at most 2^32), holding little beside it.
-
-        The words are distinct (splitmix64 is a bijection), so the permutation
-        is their sort order: a counting sort by their top bits, a chunk of
-        words at a time, puts every position in its bucket; each run of
-        buckets is then sorted by its words, recomputed from the positions."""
-        if n > 1 << 32:
-            raise ValueError("a uint32 permutation holds at most 2^32 values")
+    def permutation_index(self, n: int) -> "PermutationIndex":
+        """``permutation(n)``, read a piece at a time (:class:`PermutationIndex`)."""
         first = self.counter
         self.counter += n
-        out = np.empty(n, dtype=np.uint32)
-        bits = max(1, min(16, (4 * n // SORT_CHUNK).bit_length()))
-        shift, nb = np.uint64(64 - bits), 1 << bits
-        chunks = [(a, min(a + SORT_CHUNK, n)) for a in range(0, n, SORT_CHUNK)]
-
-        def buckets(a, b):
-            return (self._mix(np.arange(first + a, first + b, dtype=np.uint64)) >> shift
-                    ).astype(np.uint16)
-
-        counts = np.zeros(nb, dtype=np.int64)
-        for a, b in chunks:
-            counts += np.bincount(buckets(a, b), minlength=nb)
-        ends = np.cumsum(counts)
-        fill = ends - counts
-        for a, b in chunks:
-            bk = buckets(a, b)
-            order = np.argsort(bk, kind="stable")
-            sb = bk[order].astype(np.intp)
-            c = np.bincount(sb, minlength=nb)
-            group_first = np.cumsum(c) - c
-            out[fill[sb] + np.arange(b - a) - group_first[sb]] = order + a
-            fill += c
-        lo = 0
-        while lo < n:
-            hi = int(ends[max(np.searchsorted(ends, lo + SORT_CHUNK, side="right") - 1,
-                              np.searchsorted(ends, lo, side="right"))])
-            seg = out[lo:hi]
-            out[lo:hi] = seg[np.argsort(self._mix(seg.astype(np.uint64) + np.uint64(first)))]
-            lo = hi
-        return out
+        return PermutationIndex(self, first, n)
 
     def choice(self, span: int, k: int) -> np.ndarray:
         """k distinct integers from range(span): ``permutation(span)[:k]``, the
@@ -118,3 +89,124 @@ class Stream:
                 limit = w.max() + np.uint64(1) if k else np.uint64(0)
         w, i = cut()
         return i[np.argsort(w)]
+
+
+def order_of_distinct(words: np.ndarray, lo: int, span: int) -> np.ndarray:
+    """``np.argsort(words)`` of distinct uint64 ``words`` that all lie in
+    [lo, lo + span).
+
+    Their offsets from ``lo`` cut to 32 bits are sorted by two stable 16-bit
+    radix passes (numpy sorts 16-bit keys by counting, in linear time); the
+    rare runs of equal cut keys are then put in order by their whole words."""
+    shift = np.uint64(max(0, (span - 1).bit_length() - 32))
+    with np.errstate(over="ignore"):
+        key = ((words - np.uint64(lo)) >> shift).astype(np.uint32)
+    halves = key.astype("<u4", copy=False).view(np.uint16)     # low, high, low, high, ...
+    order = np.argsort(halves[0::2], kind="stable")
+    order = order[np.argsort(halves[1::2][order], kind="stable")]
+    ks = key[order]
+    tied = ks[1:] == ks[:-1]
+    if tied.any():
+        member = np.zeros(len(ks), dtype=bool)
+        member[1:] |= tied
+        member[:-1] |= tied
+        at = np.flatnonzero(member)
+        run_start = np.ones(len(at), dtype=bool)
+        run_start[1:] = ~tied[at[1:] - 1]
+        inside = np.lexsort((words[order[at]], np.cumsum(run_start)))
+        order[at] = order[at][inside]
+    return order
+
+
+class PermutationIndex:
+    """``permutation(n)`` of a :class:`Stream` (the stable argsort of ``n``
+    fresh words), held in 2 bytes a position and produced a piece at a time.
+
+    The words are cut into 2^bits buckets by their top bits; the buckets in
+    order hold the permutation's ranks in order.  For each block of
+    :data:`BLOCK` positions the index holds the block's offsets sorted by
+    bucket (uint16) and where each bucket starts among them.  The positions
+    of a group of buckets are gathered from every block, their words are
+    recomputed and sorted (:func:`order_of_distinct`), which gives those
+    ranks of the permutation; the last group is kept for the next call."""
+
+    def __init__(self, stream: Stream, first: int, n: int):
+        self.stream, self.first, self.n = stream, first, n
+        self.bits = min(BUCKET_BITS, (n // BUCKET_MIN).bit_length())
+        nb = 1 << self.bits
+        blocks = -(-n // BLOCK)
+        #: per block: its offsets sorted by bucket (stable: ascending inside a bucket)
+        self.offsets = np.empty(n, dtype=np.uint16)
+        #: per block: where each bucket starts among its offsets (and where the last ends)
+        self.starts = np.zeros((blocks, nb + 1), dtype=np.uint32)
+        for c in range(blocks):
+            a, b = c * BLOCK, min(n, (c + 1) * BLOCK)
+            bk = self._buckets(self._words(np.arange(a, b, dtype=np.uint64)))
+            self.offsets[a:b] = np.argsort(bk, kind="stable")
+            self.starts[c, 1:] = np.cumsum(np.bincount(bk, minlength=nb))
+        sizes = (self.starts[:, 1:] - self.starts[:, :-1]).sum(axis=0, dtype=np.int64)
+        #: buckets per group, and the rank each group ends at
+        self.per_group = max(1, GROUP // max(1, n >> self.bits))
+        self.group_end = np.cumsum(sizes)[self.per_group - 1::self.per_group]
+        if len(sizes) % self.per_group:
+            self.group_end = np.append(self.group_end, n)
+        self._cached = (-1, np.zeros(0, dtype=np.uint64))
+
+    def _words(self, positions: np.ndarray) -> np.ndarray:
+        return self.stream._mix(positions + np.uint64(self.first))
+
+    def _buckets(self, words: np.ndarray) -> np.ndarray:
+        if not self.bits:
+            return np.zeros(len(words), dtype=np.uint16)
+        return (words >> np.uint64(64 - self.bits)).astype(np.uint16)
+
+    def group(self, k: int) -> np.ndarray:
+        """The positions of ranks ``group_end[k - 1]`` .. ``group_end[k] - 1``."""
+        if self._cached[0] == k:
+            return self._cached[1]
+        j0 = k * self.per_group
+        j1 = min(j0 + self.per_group, self.starts.shape[1] - 1)
+        begin = self.starts[:, j0].astype(np.int64)
+        lens = self.starts[:, j1].astype(np.int64) - begin
+        held = np.cumsum(lens)
+        m = int(held[-1]) if len(held) else 0
+        block = np.repeat(np.arange(len(lens), dtype=np.uint64), lens)
+        at = np.repeat(begin + np.arange(len(lens), dtype=np.int64) * BLOCK - (held - lens), lens)
+        at += np.arange(m, dtype=np.int64)
+        pos = (block << np.uint64(16)) | self.offsets[at].astype(np.uint64)
+        shift = 64 - self.bits
+        pos = pos[order_of_distinct(self._words(pos), j0 << shift, (j1 - j0) << shift)]
+        self._cached = (k, pos)
+        return pos
+
+    def slice(self, a: int, b: int) -> np.ndarray:
+        """``permutation(n)[a:b]`` as uint64 (0 <= a <= b <= n)."""
+        if not 0 <= a <= b <= self.n:
+            raise IndexError("ranks out of range of the permutation")
+        out = np.empty(b - a, dtype=np.uint64)
+        k = int(np.searchsorted(self.group_end, a, side="right"))
+        r = a
+        while r < b:
+            first = int(self.group_end[k - 1]) if k else 0
+            end = min(b, int(self.group_end[k]))
+            out[r - a:end - a] = self.group(k)[r - first:end - first]
+            r, k = end, k + 1
+        return out
+
+    def take(self, ranks) -> np.ndarray:
+        """``permutation(n)[ranks]`` as uint64, for any ranks."""
+        ranks = np.asarray(ranks, dtype=np.int64).ravel()
+        if len(ranks) and ((ranks < 0).any() or (ranks >= self.n).any()):
+            raise IndexError("rank out of range of the permutation")
+        order = np.argsort(ranks, kind="stable")
+        sorted_ranks = ranks[order]
+        groups = np.searchsorted(self.group_end, sorted_ranks, side="right")
+        cuts = np.flatnonzero(groups[1:] != groups[:-1]) + 1
+        out = np.empty(len(ranks), dtype=np.uint64)
+        for a, b in zip([0] + cuts.tolist(), cuts.tolist() + [len(ranks)]):
+            if a == b:
+                continue
+            k = int(groups[a])
+            first = int(self.group_end[k - 1]) if k else 0
+            out[order[a:b]] = self.group(k)[sorted_ranks[a:b] - first]
+        return out

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from ..errors import SpecError
 from ..layout import PAGE_SHIFT, PAGE_SIZE, Layout
 from ..paging import PAGE_KERNEL, PTE_FRAME_MASK, PTE_PRESENT, PagingMode, fold_cr3, mode_for
-from .containers import shared_info, tree_pages, tree_pages_as_guest_pages
+from .containers import TreeFrames, shared_info
 from .image import stamped_frames, write_truth
 from .listcontainers import xen_dump_p2m_size
 from .listguest import KERNEL_VADDR, ListGuest, build_list
@@ -37,7 +37,7 @@ from .listimage import write_list_truth
 from .mfns import check_fits
 from .pagetables import PMD_SHIFT, PageTables
 from .spec import GuestSpec
-from .tree import BuiltTree, build_tree
+from .tree import TreeGuest, TreeShape, build_tree_guest
 
 
 def table_levels(root: int, levels: int, words_of) -> dict:
@@ -67,8 +67,8 @@ def table_levels(root: int, levels: int, words_of) -> dict:
 class SaveGuest:
     """The guest the saver saves (tree or list guest, structure pages as guest pages)."""
 
-    #: the BuiltTree or ListGuest, remapped
-    guest: BuiltTree | ListGuest
+    #: the TreeGuest or ListGuest, remapped
+    guest: TreeGuest | ListGuest
     #: the structure MFNs (sorted) and the pfns that map them (the saver's m2p)
     struct_mfns: np.ndarray
     struct_pfns: np.ndarray
@@ -104,7 +104,7 @@ class SaveGuest:
         """The p2m words the saver reads for pfns [a, b) (what the p2m pages hold)."""
         if isinstance(self.guest, ListGuest):
             return self.guest.words(a, b)
-        return self.guest.leaf_table[a:b].copy()
+        return self.guest.words_in(a, b)
 
     def own_mask(self, words: np.ndarray) -> np.ndarray:
         """Which p2m words name a machine frame of the guest (not INVALID, IDENTITY or
@@ -136,8 +136,8 @@ class SaveGuest:
             return {}
         if isinstance(self.guest, ListGuest):
             return self.guest.page_words(hit)
+        out = TreeFrames(self.guest).page_words(hit)
         want = set(hit.tolist())
-        out = {m: w for m, w in tree_pages(self.guest).items() if m in want}
         out.update({m: w for m, w in self.extra_tables.items() if m in want})
         return out
 
@@ -176,7 +176,9 @@ class SaveGuest:
             if len(pfns) else np.zeros(0, self.layout.numpy_dtype)
         new = np.concatenate([old[len(a):], old[:len(a)]]).astype(np.uint64)
         g = self.guest
-        if isinstance(g, ListGuest):
+        if isinstance(g, TreeGuest):
+            g = g.with_exchanged(pfns, new)
+        else:
             allp = np.concatenate([g.override_pfns, pfns])
             allm = np.concatenate([g.override_mfns, new])
             # later rules win: keep the last occurrence of every pfn
@@ -184,18 +186,12 @@ class SaveGuest:
             order = np.sort(rev)
             keep = order[np.argsort(allp[order], kind="stable")]
             g = dataclasses.replace(g, override_pfns=allp[keep], override_mfns=allm[keep])
-        else:
-            entries, leaf_table = g.entries.copy(), g.leaf_table.copy()
-            idx = pfns.astype(np.int64)
-            entries[idx] = new.astype(entries.dtype)
-            leaf_table[idx] = new.astype(leaf_table.dtype)
-            g = dataclasses.replace(g, entries=entries, leaf_table=leaf_table)
         return dataclasses.replace(self, guest=g)
 
 
 # -- building ------------------------------------------------------------------------------
 
-def tree_kernel_tables(tree: BuiltTree, first_mfn: int):
+def tree_kernel_tables(tree: TreeShape, first_mfn: int):
     """A kernel address space for a tree guest: the page tables (root down to one level-1
     table) mapping the tree pages at the kernel's address, placed from ``first_mfn``.
     Returns (MFN -> 512 entries, root MFN)."""
@@ -207,7 +203,7 @@ def tree_kernel_tables(tree: BuiltTree, first_mfn: int):
     keys = pt.table_keys()
     mfn_of = {key: first_mfn + i for i, key in enumerate(keys)}
     check_fits(tree.layout, first_mfn + len(keys) - 1, "page-table MFNs")
-    pages = np.array(sorted(tree_pages(tree)), dtype=np.uint64)
+    pages = tree.tree_page_mfns()
     first = mode.index(vaddr, 1)
     mapped = pages[:(1 << (PMD_SHIFT - PAGE_SHIFT)) - first]
 
@@ -220,7 +216,7 @@ def tree_kernel_tables(tree: BuiltTree, first_mfn: int):
     return tables, mfn_of[keys[0]]
 
 
-def tree_save_end(tree: BuiltTree) -> int:
+def tree_save_end(tree: TreeShape) -> int:
     """The last pfn Xen's ``map_p2m_tree`` keeps: max_pfn - 1, lowered past trailing
     top-level entries that repeat their predecessor (missing regions)."""
     fpp = tree.layout.per_page
@@ -231,7 +227,7 @@ def tree_save_end(tree: BuiltTree) -> int:
     return min(last, (saved_x + 1) * fpp * fpp - 1)
 
 
-def tree_leaf_mfns(tree: BuiltTree, rows: int) -> np.ndarray:
+def tree_leaf_mfns(tree: TreeShape, rows: int) -> np.ndarray:
     """The MFN of the leaf of each of the first ``rows`` rows, as the mid pages name them."""
     fpp = tree.layout.per_page
     out = np.empty(rows, dtype=np.uint64)
@@ -250,18 +246,17 @@ def build_save_guest(spec, *, xen_save_bug: bool = False) -> SaveGuest:
     if spec.representation == "tree":
         if xen_save_bug:
             raise SpecError("the save bug concerns list guests (a p2m_cr3 to walk)")
-        return _tree_save_guest(build_tree(spec))
+        return _tree_save_guest(build_tree_guest(spec))
     return _list_save_guest(build_list(spec), xen_save_bug)
 
 
-def _tree_save_guest(tree: BuiltTree) -> SaveGuest:
-    page_mfns = set(tree_pages(tree))
-    top = max(max(page_mfns), int(tree.data_mfns.max()) if len(tree.data_mfns) else 0)
+def _tree_save_guest(tree: TreeGuest) -> SaveGuest:
+    page_mfns = tree.tree_page_mfns()
+    top = max(int(page_mfns.max()), tree.numbering.top() if tree.segments.n_own else 0)
     tables, root = tree_kernel_tables(tree, top + 1)
     table_mfns = np.array(sorted(tables), dtype=np.uint64)
-    # the built tree is not used again: remap its tables in place
-    tree, chosen = tree_pages_as_guest_pages(tree, extra_mfns=table_mfns, copy=False)
-    mfns = np.array(sorted(page_mfns | set(tables)), dtype=np.uint64)
+    tree, chosen = tree.with_pages_as_guest_pages(extra_mfns=table_mfns)
+    mfns = np.union1d(page_mfns, table_mfns)
     end = tree_save_end(tree)
     fpp = tree.layout.per_page
     leaves = tree_leaf_mfns(tree, end // fpp + 1)

@@ -78,8 +78,9 @@ class Segments:
             i += 1
 
     def entries(self, a: int, b: int, layout, own_mfn, foreign_mfn) -> np.ndarray:
-        """The p2m entries of pfns [a, b): ``own_mfn(ranks)`` / ``foreign_mfn(ranks)``
-        number the own / foreign pfns; identity pfns hold ``pfn | IDENTITY_FRAME_BIT``.
+        """The p2m entries of pfns [a, b): ``own_mfn(first, count)`` /
+        ``foreign_mfn(first, count)`` number ``count`` own / foreign pfns from
+        rank ``first``; identity pfns hold ``pfn | IDENTITY_FRAME_BIT``.
 
         Computed in pieces of :data:`PIECE` pfns, so the temporaries stay small
         beside the result."""
@@ -98,10 +99,10 @@ class Segments:
                 first = s - int(self.starts[i])
                 if cls == OWN:
                     r0 = int(self.own_before[i]) + first
-                    out[s - a:e - a] = own_mfn(np.arange(r0, r0 + e - s, dtype=np.uint64))
+                    out[s - a:e - a] = own_mfn(r0, e - s)
                 else:
                     r0 = int(self.foreign_before[i]) + first
-                    mfns = foreign_mfn(np.arange(r0, r0 + e - s, dtype=np.uint64))
+                    mfns = foreign_mfn(r0, e - s)
                     out[s - a:e - a] = mfns | np.uint64(layout.foreign_bit)
         return out
 
@@ -139,8 +140,8 @@ def guest_entries(guest, a: int, b: int) -> np.ndarray:
     its ``segments`` numbered by its ``numbering`` and ``foreign`` frames, then its
     ``override_pfns`` -> ``override_mfns`` (sorted by pfn).  The tree and the list
     guest (writer.tree.TreeGuest, writer.listguest.ListGuest) share it."""
-    out = guest.segments.entries(a, b, guest.layout, guest.numbering,
-                                 lambda ranks: guest.foreign[ranks.astype(np.int64)])
+    out = guest.segments.entries(a, b, guest.layout, guest.numbering.run,
+                                 lambda first, count: guest.foreign[first:first + count])
     if len(guest.override_pfns):
         lo, hi = np.searchsorted(guest.override_pfns, [a, b])
         out[(guest.override_pfns[lo:hi] - np.uint64(a)).astype(np.int64)] = \

@@ -15,13 +15,15 @@ Shaping (Linux arch/x86/xen/p2m.c, xen_build_mfn_list_list):
   INVALID, with INVALID past the last pfn.
 
 Two forms of a built tree answer the writers (:mod:`.image`,
-:mod:`.containers`) through the same methods (:class:`TreeShape`):
-:class:`TreeGuest` holds one byte and a few words per leaf row and produces
-the table chunk by chunk from the spec's :class:`~.segments.Segments`, so a
-2^27-pfn guest is written without holding its table; :class:`BuiltTree`
-(:func:`build_tree`) holds the whole table as arrays, for callers that index
-or change it (the xl save writer, tests).  Both come from the same shaping
-and placement (:func:`build_tree_guest`), byte for byte.
+:mod:`.containers`, :mod:`.saveguest`) through the same methods
+(:class:`TreeShape`): :class:`TreeGuest` holds one byte and a few words per
+leaf row and produces the table chunk by chunk from the spec's
+:class:`~.segments.Segments`, so a 2^27-pfn guest is written without holding
+its table (every container, the xl save file included: remapped and
+exchanged pfns are overrides); :class:`BuiltTree` (:func:`build_tree`) holds
+the whole table as arrays, for callers that index or change it (tests).  Both
+come from the same shaping and placement (:func:`build_tree_guest`), byte for
+byte.
 """
 from __future__ import annotations
 
@@ -107,6 +109,11 @@ class TreeShape(ABC):
         yield self.placeholders["mid_missing"], mid_missing
         yield self.top_mfn, self.top
         yield from self.mids.items()
+
+    def tree_page_mfns(self) -> np.ndarray:
+        """MFNs of every tree page, sorted."""
+        return np.union1d(np.array([m for m, _ in self.page_list()], dtype=np.uint64),
+                          self.leaf_mfns.astype(np.uint64))
 
     def frame_count(self) -> int:
         """Frames the image needs (highest written MFN + 1)."""
@@ -210,9 +217,12 @@ class TreeGuest(TreeShape):
     foreign: np.ndarray
     tree_pages: int = 0
     #: pfns remapped to other MFNs (sorted pfns, their MFNs): see
-    #: :meth:`with_pages_as_guest_pages`
+    #: :meth:`with_pages_as_guest_pages` and :meth:`with_exchanged`
     override_pfns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     override_mfns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    #: per override: the pfn still holds a data frame (one another own pfn had) rather
+    #: than a structure page
+    exchanged: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     notes: list = field(default_factory=list)
 
     # -- words ---------------------------------------------------------------------
@@ -254,7 +264,7 @@ class TreeGuest(TreeShape):
             for c in range(0, count, batch):
                 n = min(batch, count - c)
                 yield (np.arange(first + c, first + c + n, dtype=np.uint64),
-                       self.numbering(np.arange(rank + c, rank + c + n, dtype=np.uint64)))
+                       self.numbering.run(rank + c, n))
 
     def _overridden(self, pfns: np.ndarray):
         """(positions in ``pfns``, index range in the overrides) of remapped pfns."""
@@ -275,43 +285,59 @@ class TreeGuest(TreeShape):
 
     @property
     def data_count(self) -> int:
-        return self.segments.n_own - len(self.override_pfns)
+        return self.segments.n_own - self._structure_overrides
+
+    @property
+    def _structure_overrides(self) -> int:
+        return len(self.override_pfns) - int(np.count_nonzero(self.exchanged))
 
     def data_top(self) -> int:
-        if not len(self.override_pfns):
-            return self.numbering.top()
+        if not self._structure_overrides:
+            return self.numbering.top()     # exchanges keep the set of data frames
         return max(int(m.max()) for _, m in self.data_pairs() if len(m))
 
     def data_pairs(self, batch: int = CHUNK_PFNS):
-        """(pfns, MFNs) of the data frames (own pfns not remapped), in batches."""
+        """(pfns, MFNs) of the data frames (own pfns not remapped to a structure
+        page; exchanged ones with their new frame), in batches."""
         for pfns, mfns in self._own_runs(self.segments.end, batch):
             if len(self.override_pfns):
-                pos, _, _ = self._overridden(pfns)
-                if len(pos):
+                pos, lo, hi = self._overridden(pfns)
+                data = self.exchanged[lo:hi]
+                mfns[pos[data]] = self.override_mfns[lo:hi][data]
+                if not data.all():
                     keep = np.ones(len(pfns), dtype=bool)
-                    keep[pos] = False
+                    keep[pos[~data]] = False
                     pfns, mfns = pfns[keep], mfns[keep]
             yield pfns, mfns
 
-    # -- xc-core: tree pages as guest pages -----------------------------------------------
-    def tree_page_mfns(self) -> np.ndarray:
-        """MFNs of every tree page, sorted."""
-        return np.union1d(np.array([m for m, _ in self.page_list()], dtype=np.uint64),
-                          self.leaf_mfns.astype(np.uint64))
-
-    def with_pages_as_guest_pages(self) -> tuple["TreeGuest", np.ndarray]:
-        """A copy whose last own pfns below max_pfn map the tree pages' MFNs (as
-        :func:`.containers.tree_pages_as_guest_pages` does for a
-        :class:`BuiltTree`).  Returns (new guest, those pfns, in MFN order)."""
-        mfns = self.tree_page_mfns()
+    # -- xc-core and xl save: tree pages as guest pages ----------------------------------
+    def with_pages_as_guest_pages(self, extra_mfns=()) -> tuple["TreeGuest", np.ndarray]:
+        """A copy whose last own pfns below max_pfn map the tree pages' MFNs (and
+        ``extra_mfns``, other frames that must be guest pages), as
+        :func:`.containers.tree_pages_as_guest_pages` does for a :class:`BuiltTree`.
+        Returns (new guest, those pfns, in MFN order)."""
+        mfns = np.union1d(self.tree_page_mfns(), np.asarray(extra_mfns, dtype=np.uint64))
         chosen = self.segments.last_own(self.max_pfn, len(mfns))
         if len(chosen) < len(mfns):
             raise SpecError(f"an xc-core dump needs at least {len(mfns)} valid pfns below "
                             f"max_pfn to hold the {len(mfns)} tree pages as guest pages; the "
                             f"spec has {self.segments.own_count(self.max_pfn)}")
-        new = replace(self, override_pfns=chosen, override_mfns=mfns, notes=list(self.notes) + [
-            f"pfns {int(chosen[0]):#x}-{int(chosen[-1]):#x} hold the {len(mfns)} tree pages"])
+        new = replace(self, override_pfns=chosen, override_mfns=mfns,
+                      exchanged=np.zeros(len(chosen), dtype=bool), notes=list(self.notes) + [
+                          f"pfns {int(chosen[0]):#x}-{int(chosen[-1]):#x} hold the "
+                          f"{len(mfns)} tree pages"])
         return new, chosen
+
+    def with_exchanged(self, pfns: np.ndarray, mfns: np.ndarray) -> "TreeGuest":
+        """A copy whose own pfns ``pfns`` hold the data frames ``mfns`` (frames the
+        guest exchanged between its own pfns; a later exchange of a pfn wins)."""
+        allp = np.concatenate([self.override_pfns, np.asarray(pfns, dtype=np.uint64)])
+        allm = np.concatenate([self.override_mfns, np.asarray(mfns, dtype=np.uint64)])
+        alle = np.concatenate([self.exchanged, np.ones(len(pfns), dtype=bool)])
+        # keep the last occurrence of every pfn, in pfn order
+        last = len(allp) - 1 - np.unique(allp[::-1], return_index=True)[1]
+        return replace(self, override_pfns=allp[last], override_mfns=allm[last],
+                       exchanged=alle[last])
 
 
 def _row_counts(seg: Segments, rows: int, fpp: int, classes) -> np.ndarray:
@@ -398,7 +424,7 @@ def build_tree(spec: GuestSpec) -> BuiltTree:
     own = [np.arange(first, first + count, dtype=np.uint64)
            for first, _, count in g.segments.own_runs(n)]
     data_pfns = np.concatenate(own) if own else np.zeros(0, dtype=np.uint64)
-    data_mfns = g.numbering(np.arange(g.segments.n_own, dtype=np.uint64))
+    data_mfns = g.numbering.run(0, g.segments.n_own)
     return BuiltTree(
         spec=spec, layout=g.layout, entries=entries, leaf_table=leaf_table, top_mfn=g.top_mfn,
         top=g.top, mids=g.mids, leaf_rows=g.leaf_rows, leaf_mfns=g.leaf_mfns,

@@ -195,7 +195,7 @@ def write_xl_save(save: SaveGuest, path, *, resend: int = 0, vcpus: int = 1,
         out.record(S.REC_X86_PV_P2M_FRAMES, W.p2m_frames(save.end_pfn, save.p2m_frame_pfns))
         first = out.offset
         sent = 0
-        step = 1 << 20
+        step = 1 << 18
         for a in range(0, save.end_pfn + 1, step):
             pfns = np.arange(a, min(a + step, save.end_pfn + 1), dtype=np.uint64)
             sent += send_pages(out, save, pfns)
