@@ -23,7 +23,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from .layout import KINDS, PAGE_SIZE
-from .table import classify
+from .table import CHUNK
 
 COLOURS = {"valid": "#3f9c5a", "missing": "#d4d4d4", "identity": "#4a78c8",
            "foreign": "#e07b39"}
@@ -80,41 +80,37 @@ def _nice_step(span: float, target: int = 8) -> float:
 
 
 def kind_bins(table, nbins: int):
-    """(bin size in pfns, counts array (nbins, 4)) of the table's kinds."""
+    """(bin size in pfns, counts array (nbins, 4)) of the table's kinds.
+
+    Counted on the table's runs (:meth:`~p2mdump.table.P2MTable.run_arrays`,
+    each of one kind), not entry by entry: every run is cut at the bin edges
+    it crosses and each piece is added to its bin."""
     n = len(table)
     size = max(1, -(-n // nbins))
     nb = max(1, -(-n // size))
-    counts = np.zeros(nb * 4, dtype=np.int64)
-    for start, chunk in table.chunks():
-        codes = classify(chunk, table.layout).astype(np.int64)
-        bins = (np.arange(start, start + len(chunk), dtype=np.int64) // size) * 4 + codes
-        counts += np.bincount(bins, minlength=nb * 4)[:nb * 4]
-    return size, counts.reshape(nb, 4)
+    starts, _, codes, _ = table.run_arrays()
+    cuts = np.union1d(starts, np.arange(0, n, size, dtype=np.int64))
+    pieces = np.diff(np.append(cuts, n))
+    run = np.searchsorted(starts, cuts, side="right") - 1
+    key = (cuts // size) * 4 + codes[run].astype(np.int64)
+    # (float weights: exact, as no bin holds 2^53 pfns)
+    counts = np.bincount(key, weights=pieces, minlength=nb * 4)[:nb * 4]
+    return size, np.rint(counts).astype(np.int64).reshape(nb, 4)
 
 
 def kind_boundaries(table):
-    """(pfns where the kind changes, code before, code after), capped."""
-    pos, before, after = [], [], []
-    prev = None
-    total = 0
-    for start, chunk in table.chunks():
-        codes = classify(chunk, table.layout)
-        b = np.flatnonzero(codes[1:] != codes[:-1]) + 1
-        if prev is not None and codes[0] != prev:
-            pos.append(np.array([start]))
-            before.append(np.array([prev], dtype=np.uint8))
-            after.append(codes[:1])
-        pos.append(b + start)
-        before.append(codes[b - 1])
-        after.append(codes[b])
-        total += len(b)
-        prev = codes[-1]
-        if total > MAX_BOUNDARIES:
-            break
-    if not pos:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.uint8)
-    return (np.concatenate(pos).astype(np.int64), np.concatenate(before),
-            np.concatenate(after))
+    """(pfns where the kind changes, code before, code after), capped: the
+    boundaries up to the end of the :data:`~p2mdump.table.CHUNK` of pfns in
+    which more than :data:`MAX_BOUNDARIES` were found (not counting those on
+    the first pfn of a chunk).  Taken from the table's runs, each of one kind."""
+    starts, _, codes, _ = table.run_arrays()
+    change = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    pos = starts[change].astype(np.int64)
+    inner = pos[pos % CHUNK != 0]
+    if len(inner) > MAX_BOUNDARIES:
+        keep = pos < (inner[MAX_BOUNDARIES] // CHUNK + 1) * CHUNK
+        pos, change = pos[keep], change[keep]
+    return pos, codes[change - 1], codes[change]
 
 
 class _Svg:

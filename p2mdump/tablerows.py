@@ -6,18 +6,29 @@ whose frames are consecutive in the image.  :class:`MemoryRows` does that in
 an anonymous mapping, as every output format needs.  :class:`FileRows` does
 it in the (temporary) file of a ``--format raw`` output: runs of frames are
 copied by the kernel from the image into the output (``copy_file_range``, no
-trip through this process's memory), while short runs (leaves scattered over
-the image) are read into a staging buffer of consecutive rows that is written
-with one ``pwrite`` (a ``copy_file_range`` of one page costs twice a ``pread``
-of it); the finished file is mapped
-read-only as the table, so the summary and the findings read the very bytes
-written.  Both give the same table; a test checks them against each other.
+trip through this process's memory), while short runs are read into a
+staging buffer of consecutive rows that is written with one ``pwrite`` (a
+``copy_file_range`` of one page costs twice a ``pread`` of it); the finished
+file is mapped read-only as the table, so the summary and the findings read
+the very bytes written.  Both give the same table; a test checks them
+against each other.
+
+Leaves scattered over the image (runs of one frame, hundreds of thousands
+in a large guest) are gathered in file order (:func:`gather_pages`): frames
+that lie close together in the file are read by one ``preadv`` into their
+rows, every other one by a ``preadv`` of its own issued from C (``map``),
+so that no Python code runs per leaf but the making of its buffer.
+MemoryRows gathers them all at once, straight into the table (whose pages
+are allocated up front: the random order of the rows would otherwise cost
+a page fault at a time, in the kernel); FileRows a staging buffer of rows
+at a time, each written with one ``pwrite`` per run of consecutive rows.
 """
 from __future__ import annotations
 
 import errno
 import mmap
 import os
+from itertools import repeat
 
 import numpy as np
 
@@ -32,6 +43,14 @@ BLOCK_PAGES = 256
 COPY_MIN_PAGES = 16
 #: rows the staging buffer holds (4 MiB)
 STAGE_PAGES = 1024
+#: pages read by one ``map`` of preadv (the buffers named at a time)
+EACH_PAGES = 8192
+#: buffers one preadv may name (Linux's UIO_MAXIOV)
+IOV_MAX = 1024
+#: frames lying between two scattered ones that are read (into a scratch
+#: buffer) rather than cut their read in two: copying a page costs less than
+#: a system call
+GAP_PAGES = 2
 
 
 def row_runs(rows: np.ndarray):
@@ -41,64 +60,163 @@ def row_runs(rows: np.ndarray):
 
 def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
               progress=None) -> int:
-    """Fill ``rows`` of ``sink`` from frames ``mfns`` (one per row): runs of
-    consecutive rows whose frames are consecutive take one read (or copy)
-    each.  A frame not in the image makes its row INVALID and is reported as
-    ``unreadable(row, mfn)``, in row order.  Returns the number of frames read.
+    """Fill ``rows`` (ascending) of ``sink`` from frames ``mfns`` (one per
+    row): runs of consecutive rows whose frames are consecutive take one read
+    (or copy) each.  A frame not in the image makes its row INVALID and is
+    reported as ``unreadable(row, mfn)``, in row order.  Returns the number of
+    frames read.
 
-    A run of one frame (a leaf scattered over the image) whose file offset the
-    source names (``frame_offsets``) is read by ``sink.page`` with one
-    ``preadv`` and no further Python work: with hundreds of thousands of
-    scattered leaves the per-run overhead is what counts."""
+    Runs of one frame (leaves scattered over the image) whose file offsets
+    the source names (``frame_offsets``) are gathered first, by
+    ``sink.gather`` (``sink.gather_rows`` at a time, all at once when None):
+    see :func:`gather_pages`.  The other runs, and any frame the gather could
+    not read whole, are then read one run at a time, in row order, which is
+    where unreadable frames are found and reported."""
     if not len(rows):
         return 0
     brk = np.ones(len(rows), dtype=bool)
     brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
     starts = np.flatnonzero(brk)
     lengths = np.diff(np.append(starts, len(rows)))
+    first_rows, first_mfns = rows[starts], mfns[starts]
+    lone = lengths == 1
     offsets_of = getattr(source, "frame_offsets", None)
-    if offsets_of is not None:
-        fd, offsets = offsets_of(mfns[starts])
-        offsets = np.where(lengths == 1, offsets, -1).tolist()
+    if offsets_of is not None and lone.any():
+        fd, offsets = offsets_of(first_mfns)
+        lone &= offsets >= 0
     else:
-        fd, offsets = -1, [-1] * len(starts)
-    page = sink.page
-    total = len(rows)
-    done = read = 0
-    step = max(1, total // 100)
-    next_report = step
-    for row, mfn, n, off in zip(rows[starts].tolist(), mfns[starts].tolist(),
-                                lengths.tolist(), offsets):
-        done += n
-        if off >= 0 and page(fd, row, off):
-            read += 1
-        else:
-            while n > 0:
-                got = sink.frames(source, row, mfn, n)
-                read += got
-                row += got
-                mfn += got
-                n -= got
-                if n > 0:  # the frame at `mfn` is not in the image
-                    sink.invalid([row])
-                    unreadable(row, mfn)
-                    row += 1
-                    mfn += 1
-                    n -= 1
-        if progress is not None and done >= next_report:
-            progress(done, total)
-            next_report = done + step
-    if progress is not None:
-        progress(total, total)
+        lone[:] = False
+    report = _Progress(progress, len(rows))
+    read = 0
+    rest = np.flatnonzero(~lone)
+    if lone.any():
+        gathered = np.flatnonzero(lone)
+        step = sink.gather_rows or len(gathered)
+        failed = [rest]
+        for c in range(0, len(gathered), step):
+            part = gathered[c:c + step]
+            ok = sink.gather(fd, first_rows[part], offsets[part], report)
+            read += int(np.count_nonzero(ok))
+            failed.append(part[~ok])
+        rest = np.sort(np.concatenate(failed))
+    for row, mfn, n, counted in zip(first_rows[rest].tolist(), first_mfns[rest].tolist(),
+                                    lengths[rest].tolist(), lone[rest].tolist()):
+        read += _read_run(sink, source, row, mfn, n, unreadable)
+        if not counted:
+            report(n)
+    report.end()
     return read
 
 
-def _pread_page(fd: int, view, offset: int) -> bool:
-    """One whole page read into ``view`` at file ``offset``."""
+class _Progress:
+    """Calls ``progress(done, total)`` about every 1% of ``total`` rows, and at the end."""
+
+    def __init__(self, progress, total: int):
+        self.progress = progress
+        self.total = total
+        self.done = 0
+        self.step = max(1, total // 100)
+        self.next = self.step
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None and self.done >= self.next:
+            self.progress(self.done, self.total)
+            self.next = self.done + self.step
+
+    def end(self) -> None:
+        if self.progress is not None:
+            self.progress(self.total, self.total)
+
+
+def _read_run(sink, source, row: int, mfn: int, n: int, unreadable) -> int:
+    """Rows row.. of ``sink`` from frames mfn.. of ``source``; a frame not in
+    the image makes its row INVALID and is reported.  The frames read."""
+    read = 0
+    while n > 0:
+        got = sink.frames(source, row, mfn, n)
+        read += got
+        row += got
+        mfn += got
+        n -= got
+        if n > 0:  # the frame at `mfn` is not in the image
+            sink.invalid([row])
+            unreadable(row, mfn)
+            row += 1
+            mfn += 1
+            n -= 1
+    return read
+
+
+def gather_pages(fd: int, offsets: np.ndarray, views_of, scratch, done) -> np.ndarray:
+    """Read the page at file offset ``offsets[i]`` of ``fd`` into a writable
+    4096-byte buffer for every i (``views_of(indices)``: the list of their
+    buffers); returns whether each was read whole, and calls
+    ``done(pages)`` as it goes.
+
+    Pages are read in file order: those no more than :data:`GAP_PAGES` apart
+    by one ``preadv`` into their buffers (the pages between them into
+    ``scratch``, ``GAP_PAGES`` pages long), each other one by a ``preadv`` of
+    its own issued from C by ``map``: no Python code runs per page but the
+    making of its buffer.  A short read or an I/O error leaves the pages it
+    did not fill marked as not read."""
+    n = len(offsets)
+    ok = np.zeros(n, dtype=bool)
+    if not n:
+        return ok
+    order = np.argsort(offsets, kind="stable")
+    ordered = offsets[order]
+    step = np.diff(ordered)
+    near = (step > 0) & (step <= (GAP_PAGES + 1) * PAGE_SIZE) & (step % PAGE_SIZE == 0)
+    firsts = np.flatnonzero(np.concatenate(([True], ~near)))
+    lasts = np.append(firsts[1:], n)
+    alone = lasts - firsts == 1
+    lone = order[firsts[alone]]
+    for c in range(0, len(lone), EACH_PAGES):
+        part = lone[c:c + EACH_PAGES]
+        ok[part] = _read_each(fd, offsets[part].tolist(), views_of(part))
+        done(len(part))
+    per = max(1, IOV_MAX // 2)     # pages per preadv, each with a gap before it
+    for a, b in zip(firsts[~alone].tolist(), lasts[~alone].tolist()):
+        for c in range(a, b, per):
+            part = order[c:min(b, c + per)]
+            ok[part] = _read_near(fd, ordered[c:c + len(part)].tolist(), views_of(part),
+                                  scratch)
+            done(len(part))
+    return ok
+
+
+def _read_each(fd: int, offsets: list, views: list) -> np.ndarray:
+    """One ``preadv`` per page: whether each page was read whole."""
+    iovs = [[v] for v in views]
     try:
-        return os.preadv(fd, [view], offset) == PAGE_SIZE
+        got = list(map(os.preadv, repeat(fd, len(iovs)), iovs, offsets))
+    except OSError:   # an I/O error: page by page, to know which
+        got = [_preadv_size(fd, iov, off) for iov, off in zip(iovs, offsets)]
+    return np.array(got, dtype=np.int64) == PAGE_SIZE
+
+
+def _preadv_size(fd: int, iov: list, offset: int) -> int:
+    """``os.preadv``, or -1 for an I/O error."""
+    try:
+        return os.preadv(fd, iov, offset)
     except OSError:
-        return False   # EINTR or an I/O error: the caller takes the careful path
+        return -1
+
+
+def _read_near(fd: int, offsets: list, views: list, scratch) -> np.ndarray:
+    """Pages at ascending ``offsets``, no more than GAP_PAGES apart, into
+    ``views`` with one ``preadv``: whether each page was read whole."""
+    iov: list = []
+    ends: list = []
+    start = pos = offsets[0]
+    for off, view in zip(offsets, views):
+        if off > pos:
+            iov.append(scratch[:off - pos])
+        iov.append(view)
+        pos = off + PAGE_SIZE
+        ends.append(pos - start)
+    return np.array(ends) <= _preadv_size(fd, iov, start)
 
 
 class MemoryRows:
@@ -109,13 +227,18 @@ class MemoryRows:
         self.L = layout
         self.n_rows = n_rows
         if rows2d is None:
-            self.buf = empty_words(n_rows * layout.per_page, layout.numpy_dtype)
+            # every row is written by the walk: its pages are allocated at once
+            self.buf = empty_words(n_rows * layout.per_page, layout.numpy_dtype,
+                                   populate=True)
             self.rows2d = self.buf.reshape(n_rows, layout.per_page)
         else:
             self.rows2d = rows2d
             self.buf = rows2d.reshape(-1)
         # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
         self._mem = memoryview(self.buf).cast("B")  # type: ignore[arg-type]
+        #: every scattered frame is gathered at once (in file order)
+        self.gather_rows = None
+        self._scratch = memoryview(bytearray(GAP_PAGES * PAGE_SIZE))
 
     def invalid(self, rows) -> None:
         self.rows2d[rows] = self.rows2d.dtype.type(self.L.invalid)
@@ -123,9 +246,15 @@ class MemoryRows:
     def words(self, rows, words: np.ndarray) -> None:
         self.rows2d[rows] = words
 
-    def page(self, fd: int, row: int, offset: int) -> bool:
-        """Row ``row`` read from file ``offset`` of ``fd``; False if not whole."""
-        return _pread_page(fd, self._mem[row * PAGE_SIZE:(row + 1) * PAGE_SIZE], offset)
+    def gather(self, fd: int, rows: np.ndarray, offsets: np.ndarray, done) -> np.ndarray:
+        """Rows ``rows`` read from file ``offsets`` of ``fd`` (:func:`gather_pages`):
+        whether each was read whole."""
+        mem = self._mem
+
+        def views_of(which: np.ndarray) -> list:
+            return [mem[a:a + PAGE_SIZE] for a in (rows[which] * PAGE_SIZE).tolist()]
+
+        return gather_pages(fd, offsets, views_of, self._scratch, done)
 
     def frames(self, source, row: int, mfn: int, n: int) -> int:
         """Rows row.. from frames mfn..; the number of whole frames read."""
@@ -146,9 +275,16 @@ class FileRows:
         self._copy_ok = hasattr(os, "copy_file_range")
         self._invalid = b"\xff" * (PAGE_SIZE * BLOCK_PAGES)   # INVALID is all ones
         self._stage = memoryview(bytearray(PAGE_SIZE * STAGE_PAGES))
+        self._stage_pages = [self._stage[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+                             for i in range(STAGE_PAGES)]
+        self.gather_rows = STAGE_PAGES
+        self._scratch = memoryview(bytearray(GAP_PAGES * PAGE_SIZE))
         self._stage_row = 0    # output row of the buffer's first page
         self._staged = 0       # pages held
-        os.ftruncate(fd, 0)
+        if os.fstat(fd).st_size:
+            # not an empty file's: on ext4, a truncation to 0 makes the close
+            # write back the whole file (auto_da_alloc), ~0.5 s per GiB
+            os.ftruncate(fd, 0)
 
     def _pwrite_all(self, data, offset: int) -> None:
         view = memoryview(data).cast("B")
@@ -196,17 +332,22 @@ class FileRows:
                 break
         return done
 
-    def page(self, fd: int, row: int, offset: int) -> bool:
-        """Row ``row`` read from file ``offset`` of ``fd`` into the staging
-        buffer; False if not whole."""
-        if row != self._stage_row + self._staged or self._staged == STAGE_PAGES:
-            self._flush()
-            self._stage_row = row
-        at = self._staged * PAGE_SIZE
-        if not _pread_page(fd, self._stage[at:at + PAGE_SIZE], offset):
-            return False
-        self._staged += 1
-        return True
+    def gather(self, fd: int, rows: np.ndarray, offsets: np.ndarray, done) -> np.ndarray:
+        """Rows ``rows`` (at most :data:`STAGE_PAGES`) read from file
+        ``offsets`` of ``fd`` into the staging buffer (:func:`gather_pages`)
+        and written, each run of consecutive rows with one ``pwrite``; whether
+        each was read whole (the rows that were not are left to be written
+        again)."""
+        self._flush()
+        stage = self._stage_pages
+        ok = gather_pages(fd, offsets, lambda which: [stage[i] for i in which.tolist()],
+                          self._scratch, done)
+        slots = np.flatnonzero(ok)
+        read = rows[slots]
+        for a, b in step_runs(read, slots):
+            at = int(slots[a]) * PAGE_SIZE
+            self._pwrite_all(self._stage[at:at + (b - a) * PAGE_SIZE], int(read[a]) * PAGE_SIZE)
+        return ok
 
     def frames(self, source, row: int, mfn: int, n: int) -> int:
         if n < COPY_MIN_PAGES:

@@ -318,6 +318,23 @@ class ElfCoreSource(ElfFile, FrameSource):
         out[ok] = addr[ok] + PAGE_SIZE <= ends[i[ok]]
         return out
 
+    def frame_offsets(self, mfns):
+        """(fd, int64 file offsets of frames ``mfns``; -1 where a frame does
+        not lie whole in one segment's file data: not in the image, read as
+        zeros past p_filesz, or split over two segments)."""
+        import numpy as np
+
+        m = np.asarray(mfns, dtype=np.uint64)
+        inside = m < np.uint64(self.frame_limit())
+        addr = np.where(inside, m, 0).astype(np.int64) * PAGE_SIZE
+        starts = np.array(self._starts, dtype=np.int64)
+        i = np.maximum(np.searchsorted(starts, addr, side="right") - 1, 0)
+        rel = addr - starts[i]
+        filesz = np.array([s.filesz for s in self.loads], dtype=np.int64)[i]
+        offset = np.array([s.offset for s in self.loads], dtype=np.int64)[i]
+        whole = inside & (rel >= 0) & (rel + PAGE_SIZE <= filesz)
+        return self.fd, np.where(whole, offset + rel, -1)
+
     def read_frames_into(self, mfn: int, buf) -> int:
         want = len(buf) // PAGE_SIZE
         if mfn < 0 or want == 0:
