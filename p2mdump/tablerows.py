@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from .arrays import step_runs
+from .arrays import step_runs, true_runs
 from .layout import PAGE_SIZE, Layout
 from .table import empty_words
 
@@ -32,6 +32,8 @@ BLOCK_PAGES = 256
 COPY_MIN_PAGES = 16
 #: rows the staging buffer holds (4 MiB)
 STAGE_PAGES = 1024
+#: single pages handed to ``sink.pages`` at a time
+PAGES_BATCH = 1 << 16
 
 
 def row_runs(rows: np.ndarray):
@@ -46,10 +48,11 @@ def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
     each.  A frame not in the image makes its row INVALID and is reported as
     ``unreadable(row, mfn)``, in row order.  Returns the number of frames read.
 
-    A run of one frame (a leaf scattered over the image) whose file offset the
-    source names (``frame_offsets``) is read by ``sink.page`` with one
-    ``preadv`` and no further Python work: with hundreds of thousands of
-    scattered leaves the per-run overhead is what counts."""
+    Runs of one frame (leaves scattered over the image) whose file offsets
+    the source names (``frame_offsets``) go to ``sink.pages`` in batches,
+    which reads each with one ``preadv`` and no further Python work: with
+    hundreds of thousands of scattered leaves the per-run overhead is what
+    counts.  A page that does not read whole takes the careful path below."""
     if not len(rows):
         return 0
     brk = np.ones(len(rows), dtype=bool)
@@ -59,35 +62,57 @@ def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
     offsets_of = getattr(source, "frame_offsets", None)
     if offsets_of is not None:
         fd, offsets = offsets_of(mfns[starts])
-        offsets = np.where(lengths == 1, offsets, -1).tolist()
+        offsets = np.where(lengths == 1, offsets, -1)
     else:
-        fd, offsets = -1, [-1] * len(starts)
-    page = sink.page
+        fd, offsets = -1, np.full(len(starts), -1)
+    rows_of_runs = rows[starts]
+    run_rows, run_mfns, run_lengths = rows_of_runs.tolist(), mfns[starts].tolist(), lengths.tolist()
     total = len(rows)
-    done = read = 0
     step = max(1, total // 100)
+    read = 0
+
+    def careful(i: int) -> int:
+        """Run ``i`` read by the sink from the source, frame by frame past
+        any frame the image lacks; the frames read."""
+        row, mfn, n = run_rows[i], run_mfns[i], run_lengths[i]
+        got_all = 0
+        while n > 0:
+            got = sink.frames(source, row, mfn, n)
+            got_all += got
+            row += got
+            mfn += got
+            n -= got
+            if n > 0:  # the frame at `mfn` is not in the image
+                sink.invalid([row])
+                unreadable(row, mfn)
+                row += 1
+                mfn += 1
+                n -= 1
+        return got_all
+
+    done = 0            # rows handled, for progress
     next_report = step
-    for row, mfn, n, off in zip(rows[starts].tolist(), mfns[starts].tolist(),
-                                lengths.tolist(), offsets):
-        done += n
-        if off >= 0 and page(fd, row, off):
-            read += 1
-        else:
-            while n > 0:
-                got = sink.frames(source, row, mfn, n)
-                read += got
-                row += got
-                mfn += got
-                n -= got
-                if n > 0:  # the frame at `mfn` is not in the image
-                    sink.invalid([row])
-                    unreadable(row, mfn)
-                    row += 1
-                    mfn += 1
-                    n -= 1
-        if progress is not None and done >= next_report:
-            progress(done, total)
-            next_report = done + step
+    i, n_runs = 0, len(starts)
+    single = offsets >= 0
+    for a, b in [*true_runs(single, 0, n_runs), (n_runs, n_runs)]:
+        while i < a:                          # runs the sink reads from the source
+            read += careful(i)
+            done += run_lengths[i]
+            i += 1
+            if progress is not None and done >= next_report:
+                progress(done, total)
+                next_report = done + step
+        while i < b:                          # single pages at known offsets, a batch at a time
+            j = min(b, i + PAGES_BATCH)
+            bad = sink.pages(fd, rows_of_runs[i:j], offsets[i:j])
+            read += j - i - len(bad)
+            for k in bad:                     # pages that did not read whole, in row order
+                read += careful(i + k)
+            done += j - i
+            i = j
+            if progress is not None and done >= next_report:
+                progress(done, total)
+                next_report = done + step
     if progress is not None:
         progress(total, total)
     return read
@@ -123,9 +148,22 @@ class MemoryRows:
     def words(self, rows, words: np.ndarray) -> None:
         self.rows2d[rows] = words
 
-    def page(self, fd: int, row: int, offset: int) -> bool:
-        """Row ``row`` read from file ``offset`` of ``fd``; False if not whole."""
-        return _pread_page(fd, self._mem[row * PAGE_SIZE:(row + 1) * PAGE_SIZE], offset)
+    def pages(self, fd: int, rows: np.ndarray, offsets: np.ndarray) -> list[int]:
+        """Rows ``rows[i]`` read from file ``offsets[i]`` of ``fd``, one
+        ``preadv`` each, in file order (the page cache is looked up in order):
+        the indices, ascending, of the pages not read whole."""
+        mem, preadv = self._mem, os.preadv
+        order = np.argsort(offsets, kind="stable")
+        bad = []
+        for i, at, offset in zip(order.tolist(), (rows[order] * PAGE_SIZE).tolist(),
+                                 offsets[order].tolist()):
+            try:
+                if preadv(fd, [mem[at:at + PAGE_SIZE]], offset) == PAGE_SIZE:
+                    continue
+            except OSError:
+                pass    # EINTR or an I/O error: the caller takes the careful path
+            bad.append(i)
+        return sorted(bad)
 
     def frames(self, source, row: int, mfn: int, n: int) -> int:
         """Rows row.. from frames mfn..; the number of whole frames read."""
@@ -196,17 +234,20 @@ class FileRows:
                 break
         return done
 
-    def page(self, fd: int, row: int, offset: int) -> bool:
-        """Row ``row`` read from file ``offset`` of ``fd`` into the staging
-        buffer; False if not whole."""
-        if row != self._stage_row + self._staged or self._staged == STAGE_PAGES:
-            self._flush()
-            self._stage_row = row
-        at = self._staged * PAGE_SIZE
-        if not _pread_page(fd, self._stage[at:at + PAGE_SIZE], offset):
-            return False
-        self._staged += 1
-        return True
+    def pages(self, fd: int, rows: np.ndarray, offsets: np.ndarray) -> list[int]:
+        """Rows ``rows[i]`` read from file ``offsets[i]`` of ``fd`` in turn into
+        the staging buffer: the indices of the pages not read whole."""
+        bad = []
+        for i, (row, offset) in enumerate(zip(rows.tolist(), offsets.tolist())):
+            if row != self._stage_row + self._staged or self._staged == STAGE_PAGES:
+                self._flush()
+                self._stage_row = row
+            at = self._staged * PAGE_SIZE
+            if _pread_page(fd, self._stage[at:at + PAGE_SIZE], offset):
+                self._staged += 1
+            else:
+                bad.append(i)
+        return bad
 
     def frames(self, source, row: int, mfn: int, n: int) -> int:
         if n < COPY_MIN_PAGES:
