@@ -34,6 +34,8 @@ COPY_MIN_PAGES = 16
 STAGE_PAGES = 1024
 #: single pages handed to ``sink.pages`` at a time
 PAGES_BATCH = 1 << 16
+#: pages back to back in the image read by one ``preadv`` (Linux's IOV_MAX)
+GATHER_PAGES = 1024
 
 
 def row_runs(rows: np.ndarray):
@@ -149,21 +151,47 @@ class MemoryRows:
         self.rows2d[rows] = words
 
     def pages(self, fd: int, rows: np.ndarray, offsets: np.ndarray) -> list[int]:
-        """Rows ``rows[i]`` read from file ``offsets[i]`` of ``fd``, one
-        ``preadv`` each, in file order (the page cache is looked up in order):
-        the indices, ascending, of the pages not read whole."""
-        mem, preadv = self._mem, os.preadv
+        """Rows ``rows[i]`` read from file ``offsets[i]`` of ``fd`` in file
+        order: pages that lie back to back in the file (leaves whose rows are
+        shuffled) with one ``preadv`` into their rows (up to GATHER_PAGES),
+        the others one ``preadv`` each.  Returns the indices, ascending, of
+        the pages not read whole."""
         order = np.argsort(offsets, kind="stable")
-        bad = []
-        for i, at, offset in zip(order.tolist(), (rows[order] * PAGE_SIZE).tolist(),
-                                 offsets[order].tolist()):
+        offs = offsets[order]
+        at = rows[order] * PAGE_SIZE
+        first = np.ones(len(offs), dtype=bool)
+        first[1:] = np.diff(offs) != PAGE_SIZE
+        starts = np.flatnonzero(first)
+        first |= (np.arange(len(offs)) - starts[np.cumsum(first) - 1]) % GATHER_PAGES == 0
+        starts = np.flatnonzero(first)
+        ends = np.append(starts[1:], len(offs))
+        alone = ends - starts == 1
+        one = starts[alone]
+        bad = self._each(fd, at[one], offs[one], order[one])
+        mem = self._mem
+        for a, b in zip(starts[~alone].tolist(), ends[~alone].tolist()):
             try:
-                if preadv(fd, [mem[at:at + PAGE_SIZE]], offset) == PAGE_SIZE:
+                if os.preadv(fd, [mem[x:x + PAGE_SIZE] for x in at[a:b].tolist()],
+                             int(offs[a])) == (b - a) * PAGE_SIZE:
+                    continue
+            except OSError:
+                pass    # EINTR or an I/O error: page by page, then the careful path
+            bad += self._each(fd, at[a:b], offs[a:b], order[a:b])
+        return sorted(bad)
+
+    def _each(self, fd: int, at: np.ndarray, offsets: np.ndarray, index: np.ndarray) -> list:
+        """Pages read into ``at`` (byte offsets of rows) from ``offsets`` one
+        ``preadv`` each: the ``index`` of each not read whole."""
+        mem, preadv = self._mem, os.preadv
+        bad = []
+        for x, offset, i in zip(at.tolist(), offsets.tolist(), index.tolist()):
+            try:
+                if preadv(fd, [mem[x:x + PAGE_SIZE]], offset) == PAGE_SIZE:
                     continue
             except OSError:
                 pass    # EINTR or an I/O error: the caller takes the careful path
             bad.append(i)
-        return sorted(bad)
+        return bad
 
     def frames(self, source, row: int, mfn: int, n: int) -> int:
         """Rows row.. from frames mfn..; the number of whole frames read."""

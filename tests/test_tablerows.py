@@ -185,18 +185,20 @@ class _NoOffsets:
         return self.raw.file_extent(mfn, count)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_batched_single_pages_equal_the_careful_path(tmp_path, monkeypatch, seed):
-    """Single scattered pages read in batches (in file order, into memory;
-    in row order, staged, into a file) fill the same rows, read the same
-    count and report the same unreadable frames in the same order as the
-    careful path, also for pages whose ``preadv`` comes up short (the image
-    shrank after it was opened) and frames past its end."""
+@pytest.mark.parametrize("seed, batch", [(0, 7), (1, 7), (2, 1 << 16), (3, 1 << 16)])
+def test_batched_single_pages_equal_the_careful_path(tmp_path, monkeypatch, seed, batch):
+    """Single scattered pages read in batches (in file order, those back to
+    back in the file gathered by one ``preadv``, into memory; in row order,
+    staged, into a file) fill the same rows, read the same count and report
+    the same unreadable frames in the same order as the careful path, also
+    for pages whose ``preadv`` comes up short (the image shrank after it was
+    opened) and frames past its end."""
     import p2mdump.tablerows as T
     from p2mdump.sources.raw import RawImage
 
-    monkeypatch.setattr(T, "PAGES_BATCH", 7)
+    monkeypatch.setattr(T, "PAGES_BATCH", batch)
     monkeypatch.setattr(T, "STAGE_PAGES", 5)
+    monkeypatch.setattr(T, "GATHER_PAGES", 8)
     L = layout_for(8)
     rng = np.random.default_rng(seed)
     n_frames, n_rows = 300, 400
@@ -204,6 +206,8 @@ def test_batched_single_pages_equal_the_careful_path(tmp_path, monkeypatch, seed
     rng.integers(0, 1 << 62, n_frames * 512, dtype="<u8").tofile(img)
     mfns = rng.integers(0, n_frames + 40, n_rows)                      # some past the end
     mfns[50:60] = np.arange(20, 30)                                    # a run, too
+    mfns[100:140] = rng.permutation(np.arange(150, 190))    # back to back in the file, shuffled
+    mfns[200:230] = rng.permutation(np.arange(265, 295))    # ... across where the image ends
     rows = np.sort(rng.choice(n_rows, 300, replace=False))
     want = mfns[rows].astype(np.uint64)
     results = []
