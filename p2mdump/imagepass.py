@@ -16,7 +16,7 @@ sparse image of scattered tree pages has one extent per page.  Longer pieces
 take one ``preadv`` each, and a piece that does not read whole is read
 again frame by frame by the container, skipping what the image lacks.
 
-Memory: the extent map (16 bytes an extent) and one block.
+Memory: the extent map and its plan (tens of bytes an extent) and one block.
 """
 from __future__ import annotations
 

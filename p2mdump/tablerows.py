@@ -67,16 +67,14 @@ def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
         offsets = np.where(lengths == 1, offsets, -1)
     else:
         fd, offsets = -1, np.full(len(starts), -1)
-    rows_of_runs = rows[starts]
-    run_rows, run_mfns, run_lengths = rows_of_runs.tolist(), mfns[starts].tolist(), lengths.tolist()
+    rows_of_runs, mfns_of_runs = rows[starts], mfns[starts]
     total = len(rows)
     step = max(1, total // 100)
     read = 0
 
-    def careful(i: int) -> int:
-        """Run ``i`` read by the sink from the source, frame by frame past
-        any frame the image lacks; the frames read."""
-        row, mfn, n = run_rows[i], run_mfns[i], run_lengths[i]
+    def careful(row: int, mfn: int, n: int) -> int:
+        """Rows row.. read by the sink from frames mfn.. of the source,
+        frame by frame past any frame the image lacks; the frames read."""
         got_all = 0
         while n > 0:
             got = sink.frames(source, row, mfn, n)
@@ -95,21 +93,21 @@ def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
     done = 0            # rows handled, for progress
     next_report = step
     i, n_runs = 0, len(starts)
-    single = offsets >= 0
-    for a, b in [*true_runs(single, 0, n_runs), (n_runs, n_runs)]:
-        while i < a:                          # runs the sink reads from the source
-            read += careful(i)
-            done += run_lengths[i]
-            i += 1
+    for a, b in [*true_runs(offsets >= 0, 0, n_runs), (n_runs, n_runs)]:
+        for row, mfn, n in zip(rows_of_runs[i:a].tolist(), mfns_of_runs[i:a].tolist(),
+                               lengths[i:a].tolist()):    # runs the sink reads from the source
+            read += careful(row, mfn, n)
+            done += n
             if progress is not None and done >= next_report:
                 progress(done, total)
                 next_report = done + step
+        i = a
         while i < b:                          # single pages at known offsets, a batch at a time
             j = min(b, i + PAGES_BATCH)
             bad = sink.pages(fd, rows_of_runs[i:j], offsets[i:j])
             read += j - i - len(bad)
             for k in bad:                     # pages that did not read whole, in row order
-                read += careful(i + k)
+                read += careful(int(rows_of_runs[i + k]), int(mfns_of_runs[i + k]), 1)
             done += j - i
             i = j
             if progress is not None and done >= next_report:

@@ -281,3 +281,32 @@ def test_scan_finds_the_same_whichever_reader_fed_it(tmp_path, monkeypatch):
     for (p, args), want in cli.items():
         r = runner.invoke(main, ["scan", p, *args])
         assert (r.exit_code, r.stdout, r.stderr) == want, (p, args)
+
+
+def test_memory_is_a_block_and_the_extent_map(tmp_path, monkeypatch):
+    """The pass holds one block and its plan of the extents (tens of bytes an
+    extent), nothing that grows with the frames it reads or skips."""
+    import tracemalloc
+
+    monkeypatch.setattr(IP, "BLOCK_PAGES", 64)
+    rng = np.random.default_rng(2)
+    path = tmp_path / "sparse.img"
+    frames = 1 << 18                                     # 1 GiB, mostly holes
+    data = np.unique(rng.integers(0, frames, 3000))
+    with open(path, "wb") as fh:
+        fh.truncate(frames * PAGE_SIZE)
+        for f in data.tolist():
+            fh.seek(f * PAGE_SIZE)
+            fh.write(b"\x01" * PAGE_SIZE)
+    with RawImage(path) as src:
+        ext = IP.data_extents(src)
+        pages = 0
+        tracemalloc.start()
+        try:
+            for mfns, _ in IP.blocks(src, ext):
+                pages += len(mfns)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert pages == int(ext[:, 1].sum()) >= len(data)
+    assert peak < 64 * PAGE_SIZE + 64 * len(ext) + (128 << 10), peak    # < a byte a frame
