@@ -4,9 +4,10 @@ Lists are found by their guest's shared_info page (:mod:`p2mdump.listscan`),
 scored in bulk during the same sequential pass; trees by their pages, in
 three stages, each bounded by the size of the image:
 
-1. **One sequential pass** over the image in large blocks (holes of a sparse
-   raw file are skipped with SEEK_DATA).  For each word size, every page is
-   classified in bulk with numpy:
+1. **One sequential pass** over the frames the image holds, gathered into
+   large blocks (:mod:`p2mdump.imagepass`: holes of a sparse raw file are
+   never read).  For each word size, every page is classified in bulk with
+   numpy:
 
    * *leafish* — every word is INVALID, a plausible MFN, or a flagged entry
      (no zero word): what a leaf page looks like (a bit per frame);
@@ -34,19 +35,14 @@ three stages, each bounded by the size of the image:
 """
 from __future__ import annotations
 
-import errno
-import os
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from .errors import ImageError, P2MDumpError
+from .errors import P2MDumpError
+from .imagepass import Progress, blocks, data_extents
 from .layout import PAGE_SIZE, WORD_SIZES, layout_for
-from .paging import MACHINE_ADDRESS_LIMIT
 
-#: pages read per block of the sequential pass (8 MiB)
-BLOCK_PAGES = 2048
 #: sampled pointer slots kept per pointer page
 N_SAMPLES = 8
 #: a page is a pointer page when at most per_page // BAD_DIV words are not pointers
@@ -65,11 +61,6 @@ MAX_SHARED_LEAVES = 8
 MIN_TOPLIKE = 0.6
 #: a trial confirms a candidate when its sampled leaves decode this well
 MIN_QUALITY = 0.8
-
-#: frames below the machine address limit: all a pointer can name
-MACHINE_FRAMES = MACHINE_ADDRESS_LIMIT // PAGE_SIZE
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -120,9 +111,10 @@ class _Bitmap:
     what the image holds, never by an address read from it: a PT_LOAD or a
     .xen_p2m gmfn near the top of the machine address space costs nothing."""
 
-    def __init__(self, extents: list[tuple[int, int]]):
-        self.starts = np.array([a for a, _ in extents], dtype=np.int64)
-        counts = np.array([n for _, n in extents], dtype=np.int64)
+    def __init__(self, extents):
+        ext = np.asarray(extents, dtype=np.int64).reshape(-1, 2)
+        self.starts = ext[:, 0]
+        counts = ext[:, 1]
         self.ends = self.starts + counts
         self.base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) \
             if len(counts) else np.zeros(0, dtype=np.int64)
@@ -158,7 +150,7 @@ class _Bitmap:
 class _WordState:
     """What the pass learns at one word size."""
 
-    def __init__(self, ws: int, limit: int, extents: list[tuple[int, int]]):
+    def __init__(self, ws: int, limit: int, extents: np.ndarray):
         self.L = layout_for(ws)
         self.ws = ws
         fpp = self.L.per_page
@@ -251,177 +243,6 @@ class _WordState:
     @property
     def pointer_pages(self) -> int:
         return int(sum(len(a) for a in self.p_mfn))
-
-
-def _fiemap_bounds(fd: int, start: int, end: int) -> list[int] | None:
-    """Data offset, hole offset, ... of the file's extents between ``start``
-    and ``end`` from the FIEMAP ioctl, a call per thousands of extents; None
-    when the file system does not answer it or reports an extent whose data
-    SEEK_DATA might call a hole (unwritten)."""
-    import fcntl
-
-    from .schemas import fiemap as FM
-
-    head = FM.Fiemap.sizeof()
-    buf = bytearray(head + FM.EXTENTS_PER_CALL * FM.EXTENT_DTYPE.itemsize)
-    bounds: list[int] = []
-    pos = start
-    while pos < end:
-        buf[:head] = FM.Fiemap.build(dict(fm_start=pos, fm_length=end - pos, fm_flags=0,
-                                          fm_mapped_extents=0,
-                                          fm_extent_count=FM.EXTENTS_PER_CALL))
-        try:
-            fcntl.ioctl(fd, FM.FS_IOC_FIEMAP, buf, True)
-        except OSError:
-            return None
-        n = FM.Fiemap.parse(bytes(buf[:head])).fm_mapped_extents
-        if n == 0 or n > FM.EXTENTS_PER_CALL:
-            break
-        ext = np.frombuffer(buf, dtype=FM.EXTENT_DTYPE, count=n, offset=head)
-        flags = ext["fe_flags"]
-        if np.any(flags & FM.FIEMAP_EXTENT_UNWRITTEN):
-            return None
-        lo = ext["fe_logical"].astype(np.int64)
-        hi = lo + ext["fe_length"].astype(np.int64)
-        if np.any(hi[:-1] > lo[1:]) or hi[-1] <= pos:
-            return None     # not ascending, or no progress: let SEEK_DATA decide
-        pair = np.stack([np.maximum(lo, start), np.minimum(hi, end)], axis=1)
-        pair = pair[pair[:, 0] < pair[:, 1]]
-        bounds += pair.reshape(-1).tolist()
-        if flags[-1] & FM.FIEMAP_EXTENT_LAST:
-            break
-        pos = int(hi[-1])
-    return bounds
-
-
-def _seek_bounds(fd: int, start: int, end: int) -> list[int] | None:
-    """The same from SEEK_DATA / SEEK_HOLE (two ``lseek`` calls per extent);
-    None when the file system cannot tell."""
-    lseek, seek_data, seek_hole = os.lseek, os.SEEK_DATA, os.SEEK_HOLE
-    bounds: list[int] = []     # a tight loop: a scattered image has one extent per tree page
-    pos = start
-    try:
-        while pos < end:
-            try:
-                data = lseek(fd, pos, seek_data)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:
-                    break
-                raise
-            if data >= end:
-                break
-            pos = lseek(fd, data, seek_hole)
-            bounds += (data, pos)
-    except (OSError, AttributeError):
-        return None
-    return bounds
-
-
-def _raw_extents(source) -> list[tuple[int, int]] | None:
-    """(first frame, frame count) of the data extents of a raw image, skipping
-    holes of a sparse file (the FIEMAP extent map, else SEEK_DATA); None when
-    the file system cannot tell."""
-    fd, base, frames = source.fd, source.base, source.frames
-    end = base + frames * PAGE_SIZE
-    bounds = _fiemap_bounds(fd, base, end)
-    if bounds is None:
-        bounds = _seek_bounds(fd, base, end)
-    if bounds is None:
-        return None
-    if not bounds:
-        return []
-    b = np.array(bounds, dtype=np.int64).reshape(-1, 2) - base
-    f0 = b[:, 0] // PAGE_SIZE
-    f1 = np.minimum(-(-b[:, 1] // PAGE_SIZE), frames)
-    # extents that touch or overlap once widened to whole frames are one
-    new = np.ones(len(f0), dtype=bool)
-    new[1:] = f0[1:] > np.maximum.accumulate(f1)[:-1]
-    heads = np.flatnonzero(new)
-    last = np.maximum.reduceat(f1, heads)
-    return list(zip(f0[heads].tolist(), (last - f0[heads]).tolist()))
-
-
-def _extents(source) -> list[tuple[int, int]]:
-    """(first MFN, count) runs of the frames the pass reads, ascending: those
-    with data in the file (sparse holes and PT_LOAD zero fill skipped), below
-    the machine frame limit (no pointer can name a frame above it)."""
-    from .sources.raw import RawImage
-
-    if isinstance(source, RawImage):
-        ext = _raw_extents(source)
-        if ext is None:
-            ext = [(0, source.frames)]
-    else:
-        runs = getattr(source, "frame_runs", None)
-        if not callable(runs):
-            raise ImageError(f"{source.describe()}: the container does not tell which frames "
-                             "it holds, so it cannot be scanned")
-        ext = [(int(a), int(n)) for a, n in runs()]
-    out = []
-    for a, n in sorted(ext):
-        n = min(a + n, MACHINE_FRAMES) - a
-        if n > 0:
-            out.append((a, n))
-    return out
-
-
-def _read_piece(source, mfn: int, view) -> int:
-    """Whole frames from ``mfn`` read into ``view``: one ``preadv`` when the
-    container says where they lie in its file, else its own reader."""
-    ext = source.file_extent(mfn, len(view) // PAGE_SIZE)
-    if ext is not None:
-        fd, offset, avail = ext
-        want = min(avail, len(view) // PAGE_SIZE) * PAGE_SIZE
-        try:
-            if want and os.preadv(fd, [view[:want]], offset) == want:
-                return want // PAGE_SIZE
-        except OSError:
-            pass    # the container's reader retries and says what it could read
-    return source.read_frames_into(mfn, view)
-
-
-def _blocks(source, extents, progress: Progress | None, stats: ScanStats):
-    """Yield (MFN of every page as int64, uint8 array of those whole frames),
-    up to BLOCK_PAGES frames at a time in file order: small extents (the
-    scattered pages of a sparse image) are gathered into one block, so the
-    bulk tests run once per block, not once per extent."""
-    total = sum(n for _, n in extents) * PAGE_SIZE
-    buf = np.empty(BLOCK_PAGES * PAGE_SIZE, dtype=np.uint8)
-    # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
-    mem = memoryview(buf)  # type: ignore[arg-type]
-    done = 0
-    fill = 0
-    pieces: list[tuple[int, int]] = []     # (first MFN, frames) in the block
-    for first, count in extents:
-        mfn, end = first, first + count
-        while mfn < end:
-            want = min(BLOCK_PAGES - fill, end - mfn)
-            got = _read_piece(source, mfn, mem[fill * PAGE_SIZE:(fill + want) * PAGE_SIZE])
-            if got:
-                pieces.append((mfn, got))
-                fill += got
-                stats.pages_scanned += got
-            step = got if got == want else got + 1  # skip a frame not in the image
-            mfn += step
-            done += step * PAGE_SIZE
-            if fill == BLOCK_PAGES:
-                yield _piece_mfns(pieces, fill), buf
-                fill, pieces = 0, []
-                if progress is not None:
-                    progress(min(done, total), total)
-    if fill:
-        yield _piece_mfns(pieces, fill), buf[:fill * PAGE_SIZE]
-    if progress is not None:
-        progress(total, total)
-    stats.bytes_scanned = stats.pages_scanned * PAGE_SIZE
-
-
-def _piece_mfns(pieces: list[tuple[int, int]], fill: int) -> np.ndarray:
-    """The MFN of every page of a block gathered from ``pieces``."""
-    first = np.array([m for m, _ in pieces], dtype=np.int64)
-    counts = np.array([n for _, n in pieces], dtype=np.int64)
-    at = np.cumsum(counts) - counts
-    return np.repeat(first - at, counts) + np.arange(fill, dtype=np.int64)
 
 
 # -- stage 3: trial walks ----------------------------------------------------------
@@ -645,21 +466,23 @@ def scan(source, *, word_sizes=WORD_SIZES, progress: Progress | None = None,
     unknown = set(representations) - set(REPRESENTATIONS)
     if unknown:
         raise ValueError(f"unknown representation(s): {', '.join(sorted(unknown))}")
-    extents = _extents(source)
+    extents = data_extents(source)
     # an upper bound on the MFNs pointers may name (a number for the tests,
     # never a size: the bitmap is sized by the extents)
     limit = source.frame_limit()
     if limit is None:
-        limit = max((a + n for a, n in extents), default=0)
+        limit = int((extents[:, 0] + extents[:, 1]).max()) if len(extents) else 0
     states = ([_WordState(ws, int(limit), extents) for ws in word_sizes]
               if "tree" in representations else [])
     filters = ([listscan.SharedInfoFilter(ws, int(limit)) for ws in word_sizes]
                if "list" in representations else [])
-    for mfns, block in _blocks(source, extents, progress, stats):
+    for mfns, block in blocks(source, extents, progress):
+        stats.pages_scanned += len(mfns)
         for st in states:
             st.feed(block, mfns)
         for flt in filters:
             flt.feed(block, mfns)
+    stats.bytes_scanned = stats.pages_scanned * PAGE_SIZE
     lists = listscan.find_lists(
         source, filters, max_results=max_results, stats=stats,
         full_walk_bytes=listscan.FULL_WALK_BYTES if full_walk_bytes is None

@@ -199,7 +199,7 @@ def test_scattered_extents_are_gathered_into_blocks(tmp_path):
     """The sequential pass gathers the pages of small extents (a sparse
     image's scattered pages) into full blocks; every page arrives once, with
     its own MFN, in file order, and a block is fed once for all of them."""
-    from p2mdump.scan import BLOCK_PAGES, _blocks, _extents
+    from p2mdump.imagepass import BLOCK_PAGES, blocks, data_extents
 
     path = tmp_path / "sparse.img"
     rng = np.random.default_rng(3)
@@ -211,16 +211,15 @@ def test_scattered_extents_are_gathered_into_blocks(tmp_path):
             fh.seek(m * 4096)
             fh.write(int(m).to_bytes(8, "little") * 512)
         fh.truncate((1 << 20) * 4096)
-    stats = ScanStats()
     with RawImage(path) as src:
-        ext = _extents(src)
+        ext = data_extents(src)
         if len(ext) < len(mfns) // 2:
             pytest.skip("the file system does not report holes")
-        seen, blocks = [], 0
-        for got, block in _blocks(src, ext, None, stats):
-            blocks += 1
+        seen, n_blocks = [], 0
+        for got, block in blocks(src, ext):
+            n_blocks += 1
             words = block.view("<u8").reshape(-1, 512)
             assert (words == got[:, None].astype(np.uint64)).all()
             seen.extend(got.tolist())
-    assert seen == mfns.tolist() and stats.pages_scanned == len(mfns)
-    assert blocks == -(-len(mfns) // BLOCK_PAGES)
+    assert seen == mfns.tolist()
+    assert n_blocks == -(-len(mfns) // BLOCK_PAGES)

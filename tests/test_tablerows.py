@@ -169,3 +169,65 @@ def test_short_and_long_runs_give_the_same_file(tmp_path, monkeypatch, stage_pag
             expect[r] = data[m]
     assert np.array_equal(mem.finish(n_rows * 512)[0], expect.reshape(-1))
     assert np.array_equal(table, expect.reshape(-1))
+
+
+class _NoOffsets:
+    """A raw image that does not name file offsets: every run takes the
+    careful path (the sink reads it from the source frame by frame)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def read_frames_into(self, mfn, buf):
+        return self.raw.read_frames_into(mfn, buf)
+
+    def file_extent(self, mfn, count):
+        return self.raw.file_extent(mfn, count)
+
+
+@pytest.mark.parametrize("seed, batch", [(0, 7), (1, 7), (2, 1 << 16), (3, 1 << 16)])
+def test_batched_single_pages_equal_the_careful_path(tmp_path, monkeypatch, seed, batch):
+    """Single scattered pages read in batches (in file order, those back to
+    back in the file gathered by one ``preadv``, into memory; in row order,
+    staged, into a file) fill the same rows, read the same count and report
+    the same unreadable frames in the same order as the careful path, also
+    for pages whose ``preadv`` comes up short (the image shrank after it was
+    opened) and frames past its end."""
+    import p2mdump.tablerows as T
+    from p2mdump.sources.raw import RawImage
+
+    monkeypatch.setattr(T, "EACH_PAGES", batch)
+    monkeypatch.setattr(T, "STAGE_PAGES", 5)
+    monkeypatch.setattr(T, "IOV_MAX", 8)
+    L = layout_for(8)
+    rng = np.random.default_rng(seed)
+    n_frames, n_rows = 300, 400
+    img = tmp_path / "img"
+    rng.integers(0, 1 << 62, n_frames * 512, dtype="<u8").tofile(img)
+    mfns = rng.integers(0, n_frames + 40, n_rows)                      # some past the end
+    mfns[50:60] = np.arange(20, 30)                                    # a run, too
+    mfns[100:140] = rng.permutation(np.arange(150, 190))    # back to back in the file, shuffled
+    mfns[200:230] = rng.permutation(np.arange(265, 295))    # ... across where the image ends
+    rows = np.sort(rng.choice(n_rows, 300, replace=False))
+    want = mfns[rows].astype(np.uint64)
+    results = []
+    with RawImage(img) as raw:
+        os.truncate(img, 280 * 4096 + 1000)   # frames 280.. no longer read whole
+        for source in (raw, _NoOffsets(raw)):
+            seen_mem, seen_file = [], []
+            mem = MemoryRows(n_rows, L, rows2d=np.zeros((n_rows, 512), dtype=np.uint64))
+            got_mem = read_runs(mem, source, rows, want,
+                                lambda r, m, seen=seen_mem: seen.append((r, m)))
+            with open(tmp_path / "out", "w+b") as fh:
+                fr = FileRows(fh.fileno(), n_rows, L)
+                got_file = read_runs(fr, source, rows, want,
+                                     lambda r, m, seen=seen_file: seen.append((r, m)))
+                words, _ = fr.finish(n_rows * 512)
+                table = np.array(words).reshape(n_rows, 512)
+            assert got_mem == got_file and seen_mem == seen_file
+            assert np.array_equal(table[rows], mem.rows2d[rows])
+            results.append((got_mem, seen_mem, mem.rows2d[rows].copy()))
+    (got, seen, table), (ref_got, ref_seen, ref_table) = results
+    assert got == ref_got and seen == ref_seen and np.array_equal(table, ref_table)
+    assert len(seen) > 10 and got > 200
+    assert sorted(seen) == seen                                        # row order
