@@ -32,6 +32,8 @@ BLOCK_PAGES = 256
 COPY_MIN_PAGES = 16
 #: rows the staging buffer holds (4 MiB)
 STAGE_PAGES = 1024
+#: a page of INVALID entries (all ones at either word size)
+INVALID_PAGE = b"\xff" * PAGE_SIZE
 
 
 def row_runs(rows: np.ndarray):
@@ -144,11 +146,14 @@ class FileRows:
         self.L = layout
         self.n_rows = n_rows
         self._copy_ok = hasattr(os, "copy_file_range")
-        self._invalid = b"\xff" * (PAGE_SIZE * BLOCK_PAGES)   # INVALID is all ones
-        self._stage = memoryview(bytearray(PAGE_SIZE * STAGE_PAGES))
+        # an anonymous mapping: its pages are zero-filled only when first used
+        self._stage = memoryview(mmap.mmap(-1, PAGE_SIZE * STAGE_PAGES))
         self._stage_row = 0    # output row of the buffer's first page
         self._staged = 0       # pages held
-        os.ftruncate(fd, 0)
+        if os.fstat(fd).st_size:
+            # only a file that is not empty: ext4 (auto_da_alloc) flushes a file
+            # truncated to size 0 when it is closed, several ms of a walk
+            os.ftruncate(fd, 0)
 
     def _pwrite_all(self, data, offset: int) -> None:
         view = memoryview(data).cast("B")
@@ -158,8 +163,12 @@ class FileRows:
             offset += n
 
     def _repeat(self, rows, page: bytes) -> None:
-        block = page * BLOCK_PAGES if len(page) == PAGE_SIZE else page
-        for row, count in row_runs(np.asarray(rows)):
+        """``page`` written at every row of ``rows``, up to BLOCK_PAGES rows a call."""
+        runs = row_runs(np.asarray(rows))
+        if not runs:
+            return
+        block = page * min(BLOCK_PAGES, max(count for _, count in runs))
+        for row, count in runs:
             while count > 0:
                 k = min(count, BLOCK_PAGES)
                 self._pwrite_all(memoryview(block)[:k * PAGE_SIZE], row * PAGE_SIZE)
@@ -167,7 +176,7 @@ class FileRows:
                 count -= k
 
     def invalid(self, rows) -> None:
-        self._repeat(rows, self._invalid)
+        self._repeat(rows, INVALID_PAGE)
 
     def words(self, rows, words: np.ndarray) -> None:
         self._repeat(rows, np.ascontiguousarray(words).tobytes())
@@ -246,13 +255,13 @@ class FileRows:
         tail = b""
         if full > size:
             tail = os.pread(self.fd, full - size, size)
-        os.ftruncate(self.fd, size)
+            os.ftruncate(self.fd, size)
         past = np.frombuffer(tail, dtype=self.L.numpy_dtype)
         if size == 0:
             return np.zeros(0, dtype=self.L.numpy_dtype), past
-        # MAP_POPULATE: the summary reads every page at once, so map them at once
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        mapping = mmap.mmap(self.fd, size, flags, mmap.PROT_READ)
+        # no MAP_POPULATE: the summary faults the pages in as fast as it would
+        # map them all at once (measured), and a quiet walk reads none of them
+        mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         return np.frombuffer(mapping, dtype=self.L.numpy_dtype), past
 
 
