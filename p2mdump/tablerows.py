@@ -154,6 +154,7 @@ class FileRows:
             # only a file that is not empty: ext4 (auto_da_alloc) flushes a file
             # truncated to size 0 when it is closed, several ms of a walk
             os.ftruncate(fd, 0)
+        preallocate(fd, n_rows * PAGE_SIZE)
 
     def _pwrite_all(self, data, offset: int) -> None:
         view = memoryview(data).cast("B")
@@ -263,6 +264,29 @@ class FileRows:
         # map them all at once (measured), and a quiet walk reads none of them
         mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         return np.frombuffer(mapping, dtype=self.L.numpy_dtype), past
+
+
+def preallocate(fd: int, nbytes: int) -> None:
+    """Give the file ``fd`` its first ``nbytes`` (its blocks allocated, its
+    size at least ``nbytes``) when the file system allocates space on request
+    (Linux ``fallocate``); else leave it as it is.
+
+    The copied pages then land in blocks that exist: on ext4 a 64 MiB table
+    takes ~15 ms to copy instead of ~19 (no delayed-allocation reservation per
+    page).  libc's ``fallocate`` is called (through ctypes, which numpy has
+    loaded already), not ``os.posix_fallocate``: on a file system without the
+    call, glibc's posix_fallocate writes a byte into every block instead."""
+    if nbytes <= 0:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = getattr(libc, "fallocate64", None) or libc.fallocate
+        call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        call(fd, 0, 0, nbytes)   # -1 (EOPNOTSUPP, ...): nothing allocated, nothing lost
+    except (ImportError, OSError, AttributeError):
+        pass
 
 
 def rows_for(fd: int | None, n_rows: int, layout: Layout):

@@ -169,3 +169,23 @@ def test_short_and_long_runs_give_the_same_file(tmp_path, monkeypatch, stage_pag
             expect[r] = data[m]
     assert np.array_equal(mem.finish(n_rows * 512)[0], expect.reshape(-1))
     assert np.array_equal(table, expect.reshape(-1))
+
+
+def test_preallocate_gives_a_file_its_blocks_and_leaves_a_pipe_alone(tmp_path):
+    """preallocate: the file reads as nbytes of zeros where the file system
+    allocates on request (as it stood, empty, where it does not); a pipe is
+    left alone without an error."""
+    from p2mdump.tablerows import preallocate
+
+    path = tmp_path / "out"
+    with open(path, "w+b") as fh:
+        preallocate(fh.fileno(), 5 * 4096)
+        size = os.fstat(fh.fileno()).st_size
+        assert size in (0, 5 * 4096)
+        assert fh.read() == bytes(size)
+    r, w = os.pipe()
+    try:
+        preallocate(w, 4096)
+    finally:
+        os.close(r)
+        os.close(w)
