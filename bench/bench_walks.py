@@ -8,6 +8,9 @@ For every size S in --sizes (log2 of max_pfn) it generates into bench/out/
 interleaved, --reps times after one warm-up run, medians and peak RSS
 (``os.wait4``):
 
+Each run of a variant that writes a file starts with that file removed
+(untimed; :func:`benchkit.measure`), the C walker's and p2mdump's alike.
+
 * ``walk-S.img``: a compact 64-bit tree (chunked MFNs, a partly-1:1 leaf, a
   1:1 region, a ballooned GiB): ``c_walker`` against ``walk --format raw -o``;
 * ``walk32-S.img``: the same guest with 4-byte words (32-bit PAE guest):
@@ -127,8 +130,8 @@ def bench_vs_c(b: Bench, size: int, word_size: int, limit: float | None,
     img, side, truth = image(f"{name}-{size}.img", guest_args(size, word_size))
     c_out, p_out = (os.path.join(OUT, f"{name}-{size}.{v}.raw") for v in ("c", "p2m"))
     label = f"2^{size} " + ("raw 64-bit" if word_size == 8 else "32-bit")
-    runs = b.run(label, {"c": (c_argv(img, side, c_out), None, (0,)),
-                         "p2mdump walk": (walk_argv(img, side, p_out), None, (0,))},
+    runs = b.run(label, {"c": (c_argv(img, side, c_out), None, (0,), [c_out]),
+                         "p2mdump walk": (walk_argv(img, side, p_out), None, (0,), [p_out])},
                  side["max_pfn"] * word_size)
     b.same(f"{label}: c", c_out, truth)
     b.same(f"{label}: p2mdump walk", p_out, truth)
@@ -142,7 +145,7 @@ def bench_32_1g(b: Bench) -> None:
                                                "--identity", "0xa0-0xff", "--seed", "0"])
     p_out = os.path.join(OUT, "walk32-1g.p2m.raw")
     label = "1 GiB 32-bit"
-    runs = b.run(label, {"p2mdump walk": (walk_argv(img, side, p_out), None, (0,))},
+    runs = b.run(label, {"p2mdump walk": (walk_argv(img, side, p_out), None, (0,), [p_out])},
                  side["max_pfn"] * 4)
     b.same(f"{label}: p2mdump walk", p_out, truth)
     b.wall(f"{label}: walk, whole process", runs["p2mdump walk"], 0.15)
@@ -155,8 +158,9 @@ def bench_xc(b: Bench, size: int) -> None:
     r_out, x_out = (os.path.join(OUT, f"walkxc-{size}.{v}.raw") for v in ("raw", "xc"))
     label = f"2^{size} xl dump-core"
     table = side["max_pfn"] * 8
-    runs = b.run(label, {"walk raw image": (walk_argv(img, side, r_out), None, (0,)),
-                         "walk xl dump-core": (walk_argv(core, cside, x_out), None, (0,))},
+    runs = b.run(label, {"walk raw image": (walk_argv(img, side, r_out), None, (0,), [r_out]),
+                         "walk xl dump-core": (walk_argv(core, cside, x_out), None, (0,),
+                                               [x_out])},
                  table)
     b.same(f"{label}: walk xl dump-core", x_out, ctruth)
     b.ratio(f"{label}: walk / walk of the raw image", runs["walk xl dump-core"],
@@ -173,10 +177,10 @@ def bench_shuffled(b: Bench, size: int) -> None:
     table = side["max_pfn"] * 8
     opts = tree_opts(side)
     runs = b.run(label, {
-        "c": (c_argv(img, side, c_out), None, (0,)),
-        "p2mdump walk": (walk_argv(img, side, p_out), None, (0,)),
+        "c": (c_argv(img, side, c_out), None, (0,), [c_out]),
+        "p2mdump walk": (walk_argv(img, side, p_out), None, (0,), [p_out]),
         "verify": ([K.p2mdump_exe(), "verify", img] + opts, None, (0, 1)),
-        "map": ([K.p2mdump_exe(), "map", img] + opts + ["-o", svg], None, (0,)),
+        "map": ([K.p2mdump_exe(), "map", img] + opts + ["-o", svg], None, (0,), [svg]),
     }, table)
     b.same(f"{label}: c", c_out, truth)
     b.same(f"{label}: p2mdump walk", p_out, truth)

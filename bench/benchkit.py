@@ -6,7 +6,9 @@
 * :func:`measure`: one whole process, its wall time and peak RSS
   (``os.wait4``: the rusage of that child alone);
 * :func:`interleave`: every variant once per repetition, in turn, so a slow
-  phase of the machine hits all of them alike; medians of each;
+  phase of the machine hits all of them alike; medians of each; the output
+  files a variant names are removed before each of its runs (untimed), so
+  that every run writes a new file;
 * :func:`table` / :func:`verdicts`: the Markdown tables printed at the end.
 """
 from __future__ import annotations
@@ -75,8 +77,20 @@ def warm(path: str) -> None:
         subprocess.run(["cat", path], stdout=null, check=True)
 
 
-def measure(argv, stdout: str | None = None, ok_codes=(0,)) -> dict:
-    """Run ``argv`` (stdout to ``stdout`` or /dev/null): wall s, peak RSS bytes."""
+def measure(argv, stdout: str | None = None, ok_codes=(0,), fresh=()) -> dict:
+    """Run ``argv`` (stdout to ``stdout`` or /dev/null): wall s, peak RSS bytes.
+
+    ``fresh``: files removed before the run, outside the timing.  A run that
+    replaces or truncates an existing output pays for that file too (on ext4,
+    auto_da_alloc starts the writeback of the new file's pages; the old
+    file's pages are freed), by a varying amount as the previous run's
+    writeback is still under way: both the C walker and p2mdump, when each
+    rerun writes over the last one's output."""
+    for path in fresh:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_OPEN, 1, stdout or os.devnull,
                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
@@ -96,14 +110,15 @@ def measure(argv, stdout: str | None = None, ok_codes=(0,)) -> dict:
 
 def interleave(variants: dict, reps: int) -> dict:
     """{name: [measurement, ...]}: each variant ({name: (argv, stdout, ok
-    exit codes)}) run once per repetition, in turn, after one warm-up run."""
-    for argv, out, codes in variants.values():
+    exit codes[, files to remove before each run])}) run once per
+    repetition, in turn, after one warm-up run."""
+    for argv, out, codes, *fresh in variants.values():
         log(f"$ {qcmd(argv)}" + (f" > {out}" if out else ""))
-        measure(argv, out, codes)
+        measure(argv, out, codes, *fresh)
     runs: dict = {name: [] for name in variants}
     for rep in range(reps):
-        for name, (argv, out, codes) in variants.items():
-            runs[name].append(measure(argv, out, codes))
+        for name, (argv, out, codes, *fresh) in variants.items():
+            runs[name].append(measure(argv, out, codes, *fresh))
         log(f"  rep {rep + 1}/{reps}: " + ", ".join(
             f"{n} {runs[n][-1]['wall']:.3f}s" for n in variants))
     return runs

@@ -34,6 +34,27 @@ def unique(values, return_inverse: bool = False, return_counts: bool = False):
     return tuple(out)
 
 
+def grouped(values, weights, firsts, lasts):
+    """Distinct values of a 1-d array (sorted) and, per value, the sum of
+    ``weights``, the least of ``firsts`` and the greatest of ``lasts`` over
+    the positions holding it (all four arrays of one length): how many slots
+    name each page, the first and the last, when a page's slots are described
+    in groups (e.g. one group per mid page, named by several top slots)."""
+    values = np.asarray(values).reshape(-1)
+    weights, firsts, lasts = (np.asarray(a, dtype=np.int64).reshape(-1)
+                              for a in (weights, firsts, lasts))
+    if not len(values):
+        return values, weights, firsts, lasts
+    order = np.argsort(values, kind="stable")
+    s = values[order]
+    first = np.ones(len(s), dtype=bool)
+    first[1:] = s[1:] != s[:-1]
+    starts = np.flatnonzero(first)
+    return (s[starts], np.add.reduceat(weights[order], starts),
+            np.minimum.reduceat(firsts[order], starts),
+            np.maximum.reduceat(lasts[order], starts))
+
+
 def step_runs(*arrays) -> list:
     """[(a, b)] index ranges over which every one of ``arrays`` (same length)
     steps by one: runs of consecutive frame or pfn numbers, one read or write each."""

@@ -16,11 +16,10 @@ dump-core`` file, the cross-check of the table against ``.xen_p2m``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 from .errors import EXIT_USAGE, LayoutError, P2MDumpError, TreeError
 from .layout import layout_for
 from .paging import word_size_from_vaddr
+from .record import Record
 
 REPRESENTATIONS = ("auto", "tree", "list")
 #: the representation of an xl save stream's recorded p2m (p2mdump.savewalk)
@@ -33,25 +32,36 @@ class TopMfnRequired(P2MDumpError):
     exit_code = EXIT_USAGE
 
 
-@dataclass
-class Resolved:
-    top_mfn: int | None
-    word_size: int | str   # 4, 8 or "auto"
-    max_pfn: int | None
-    #: where each came from: "given", "container", "sidecar" or "default"
-    top_mfn_source: str
-    max_pfn_source: str
-    word_size_source: str = "given"
-    #: "tree", "list" or "save-p2m-frames"
-    representation: str = "tree"
-    #: the list's parameters (representation "list")
-    p2m_cr3: int | None = None
-    p2m_vaddr: int | None = None
-    p2m_generation: int | None = None
-    five_level: bool = False
-    list_source: str = "given"
-    #: further lines for :meth:`notes` (a --top-mfn left unused, a clamped max_pfn)
-    extra_notes: list = field(default_factory=list)
+class Resolved(Record):
+    """Which representation to walk, with which parameters, and where each came from."""
+
+    __slots__ = ("top_mfn", "word_size", "max_pfn", "top_mfn_source", "max_pfn_source",
+                 "word_size_source", "representation", "p2m_cr3", "p2m_vaddr",
+                 "p2m_generation", "five_level", "list_source", "extra_notes")
+
+    def __init__(self, top_mfn: int | None, word_size: int | str, max_pfn: int | None,
+                 top_mfn_source: str, max_pfn_source: str, word_size_source: str = "given",
+                 representation: str = "tree", p2m_cr3: int | None = None,
+                 p2m_vaddr: int | None = None, p2m_generation: int | None = None,
+                 five_level: bool = False, list_source: str = "given",
+                 extra_notes: list | None = None):
+        self.top_mfn = top_mfn
+        self.word_size = word_size   # 4, 8 or "auto"
+        self.max_pfn = max_pfn
+        #: where each came from: "given", "container", "sidecar" or "default"
+        self.top_mfn_source = top_mfn_source
+        self.max_pfn_source = max_pfn_source
+        self.word_size_source = word_size_source
+        #: "tree", "list" or "save-p2m-frames"
+        self.representation = representation
+        #: the list's parameters (representation "list")
+        self.p2m_cr3 = p2m_cr3
+        self.p2m_vaddr = p2m_vaddr
+        self.p2m_generation = p2m_generation
+        self.five_level = five_level
+        self.list_source = list_source
+        #: further lines for :meth:`notes` (a --top-mfn left unused, a clamped max_pfn)
+        self.extra_notes = [] if extra_notes is None else extra_notes
 
     def notes(self) -> list:
         out = list(self.extra_notes)
@@ -152,9 +162,9 @@ def resolve_all(source, top_mfn=None, word_size="auto", max_pfn=None,
         tree_max = capacity
         notes.append(f"the tree is walked to pfn {capacity:#x}, the most a {int(ws) * 8}-bit "
                      f"tree holds (the list goes on to {first.max_pfn:#x})")
-    tree = replace(first, top_mfn=top, top_mfn_source=top_source, max_pfn=tree_max,
-                   representation="tree", p2m_cr3=None, p2m_vaddr=None, p2m_generation=None,
-                   extra_notes=notes)
+    tree = first.replace(top_mfn=top, top_mfn_source=top_source, max_pfn=tree_max,
+                         representation="tree", p2m_cr3=None, p2m_vaddr=None,
+                         p2m_generation=None, extra_notes=notes)
     return [first, tree]
 
 

@@ -6,7 +6,7 @@ damage or anything suspicious.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from .record import Record
 
 INFO = "info"
 WARNING = "warning"
@@ -22,39 +22,59 @@ EMPTY_TREE = "empty-tree"            # no pfn maps to anything
 TABLE_BUDGET = "table-beyond-image"  # a table length the image's frames cannot back
 
 
-@dataclass
-class Finding:
-    kind: str
-    severity: str
-    message: str
-    #: tree level of the page the finding is about: "top", "mid" or "leaf"
-    level: str | None = None
-    #: index of the (first) pointer slot naming that page, in its parent page
-    slot: int | None = None
-    #: MFN of the page the finding is about
-    mfn: int | None = None
-    #: MFN of the page holding the slot
-    parent_mfn: int | None = None
-    #: number of slots / entries concerned
-    count: int = 1
-    #: first and last pfn concerned (inclusive)
-    pfn_first: int | None = None
-    pfn_last: int | None = None
-    #: a few concrete examples, for duplicates and the like
-    examples: list = field(default_factory=list)
-    #: first and last guest virtual address concerned (page-table findings)
-    vaddr_first: int | None = None
-    vaddr_last: int | None = None
+class Finding(Record):
+    """One thing a walk saw: its kind, severity and message, and where."""
+
+    __slots__ = ("kind", "severity", "message", "level", "slot", "mfn", "parent_mfn", "count",
+                 "pfn_first", "pfn_last", "examples", "vaddr_first", "vaddr_last")
+
+    def __init__(self, kind: str, severity: str, message: str, level: str | None = None,
+                 slot: int | None = None, mfn: int | None = None,
+                 parent_mfn: int | None = None, count: int = 1, pfn_first: int | None = None,
+                 pfn_last: int | None = None, examples: list | None = None,
+                 vaddr_first: int | None = None, vaddr_last: int | None = None):
+        self.kind = kind
+        self.severity = severity
+        self.message = message
+        #: tree level of the page the finding is about: "top", "mid" or "leaf"
+        self.level = level
+        #: index of the (first) pointer slot naming that page, in its parent page
+        self.slot = slot
+        #: MFN of the page the finding is about
+        self.mfn = mfn
+        #: MFN of the page holding the slot
+        self.parent_mfn = parent_mfn
+        #: number of slots / entries concerned
+        self.count = count
+        #: first and last pfn concerned (inclusive)
+        self.pfn_first = pfn_first
+        self.pfn_last = pfn_last
+        #: a few concrete examples, for duplicates and the like
+        self.examples = [] if examples is None else examples
+        #: first and last guest virtual address concerned (page-table findings)
+        self.vaddr_first = vaddr_first
+        self.vaddr_last = vaddr_last
 
     @property
     def is_warning(self) -> bool:
         return self.severity == WARNING
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, lists and dicts copied (as ``dataclasses.asdict`` gives them)."""
+        return {n: _copied(getattr(self, n)) for n in self.__slots__}
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.kind}: {self.message}"
+
+
+def _copied(value):
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    if isinstance(value, dict):
+        return type(value)((_copied(k), _copied(v)) for k, v in value.items())
+    return value
+
+
 # container findings (xl dump-core / ELF) and the .xen_p2m cross-check
 CONTAINER = "container"                      # something odd in the container's headers
 DUMP_DUPLICATE_PFN = "dump-duplicate-pfn"    # .xen_p2m names one pfn twice

@@ -23,30 +23,13 @@ from .errors import LayoutError, TreeError
 from .layout import PAGE_SHIFT
 from .paging import (PTE_PRESENT, PTE_PSE, PTE_SIZE, PagingMode, level_name, level_pages,
                      level_span, mode_for, pte_frame, unfold_cr3)
+from .record import Record
 
 #: one page-table entry: a little-endian 64-bit word (x86-64 and PAE alike)
 _PTE = struct.Struct("<Q")
 
 
-class _Record:
-    """Plain value objects (no dataclasses: their import alone costs a single
-    lookup several milliseconds): equal when all their slots are."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and all(
-            getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    # None makes the class unhashable (typeshed types object.__hash__ as a method only)
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class Step(_Record):
+class Step(Record):
     """One entry read on a translation path: entry ``index`` of the
     level-``level`` table at ``table_mfn`` holds ``entry``."""
 
@@ -64,7 +47,7 @@ class Step(_Record):
                 "entry": self.entry}
 
 
-class Translation(_Record):
+class Translation(Record):
     """Where one virtual address leads."""
 
     __slots__ = ("vaddr", "maddr", "page_size", "path", "problem", "frame_in_image")

@@ -6,44 +6,56 @@ the same kind of findings, so every output and analysis works on either.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from . import findings as F
 from .layout import LEVEL_LEAF, Layout
+from .record import Record
 from .table import P2MTable
 
 
-@dataclass
-class WalkResult:
-    table: P2MTable
-    layout: Layout
-    #: MFN of the top page (tree); None for a list walk
-    top_mfn: int | None
-    findings: list = field(default_factory=list)
-    #: "given" when max_pfn came from the caller, else "last-non-missing"
-    max_pfn_source: str = "given"
-    #: how the word size was chosen: "given" or "detected"
-    word_size_source: str = "given"
-    #: distinct frames read from the image
-    pages_read: int = 0
-    #: MFN of the shared mid placeholder (p2m_mid_missing_mfn), if seen
-    mid_placeholder: int | None = None
-    #: MFNs of shared all-INVALID leaf pages (p2m_missing, p2m_identity)
-    leaf_placeholders: list = field(default_factory=list)
-    source: str = ""
-    #: whether the whole-table checks ran (see :meth:`check_table`)
-    table_checked: bool = False
-    #: which representation was walked: "tree" (p2m_top_mfn), "list" (the
-    #: linear list through the guest's page tables) or "save-p2m-frames" (the
-    #: p2m pages an xl save stream names)
-    representation: str = "tree"
-    #: the list's parameters (p2m_cr3, p2m_vaddr, generation, paging, ...)
-    list_info: dict | None = None
-    #: the saved p2m's X86_PV_P2M_FRAMES record (representation "save-p2m-frames")
-    save_info: dict | None = None
-    #: the walk built the table in the raw output file it was given
-    #: (``raw_fd``), so that output is already complete
-    raw_written: bool = False
+class WalkResult(Record):
+    """The table of one walk and what the walk saw."""
+
+    __slots__ = ("table", "layout", "top_mfn", "findings", "max_pfn_source",
+                 "word_size_source", "pages_read", "mid_placeholder", "leaf_placeholders",
+                 "source", "table_checked", "representation", "list_info", "save_info",
+                 "raw_written")
+
+    def __init__(self, table: P2MTable, layout: Layout, top_mfn: int | None,
+                 findings: list | None = None, max_pfn_source: str = "given",
+                 word_size_source: str = "given", pages_read: int = 0,
+                 mid_placeholder: int | None = None, leaf_placeholders: list | None = None,
+                 source: str = "", table_checked: bool = False, representation: str = "tree",
+                 list_info: dict | None = None, save_info: dict | None = None,
+                 raw_written: bool = False):
+        self.table = table
+        self.layout = layout
+        #: MFN of the top page (tree); None for a list walk
+        self.top_mfn = top_mfn
+        self.findings = [] if findings is None else findings
+        #: "given" when max_pfn came from the caller, else "last-non-missing"
+        self.max_pfn_source = max_pfn_source
+        #: how the word size was chosen: "given" or "detected"
+        self.word_size_source = word_size_source
+        #: distinct frames read from the image
+        self.pages_read = pages_read
+        #: MFN of the shared mid placeholder (p2m_mid_missing_mfn), if seen
+        self.mid_placeholder = mid_placeholder
+        #: MFNs of shared all-INVALID leaf pages (p2m_missing, p2m_identity)
+        self.leaf_placeholders = [] if leaf_placeholders is None else leaf_placeholders
+        self.source = source
+        #: whether the whole-table checks ran (see :meth:`check_table`)
+        self.table_checked = table_checked
+        #: which representation was walked: "tree" (p2m_top_mfn), "list" (the
+        #: linear list through the guest's page tables) or "save-p2m-frames" (the
+        #: p2m pages an xl save stream names)
+        self.representation = representation
+        #: the list's parameters (p2m_cr3, p2m_vaddr, generation, paging, ...)
+        self.list_info = list_info
+        #: the saved p2m's X86_PV_P2M_FRAMES record (representation "save-p2m-frames")
+        self.save_info = save_info
+        #: the walk built the table in the raw output file it was given
+        #: (``raw_fd``), so that output is already complete
+        self.raw_written = raw_written
 
     @property
     def max_pfn(self) -> int:

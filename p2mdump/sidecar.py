@@ -6,7 +6,6 @@ Light on purpose: the lookup fast path may read it.
 """
 from __future__ import annotations
 
-import json
 import os
 import stat
 
@@ -30,6 +29,8 @@ def read_sidecar(image) -> dict | None:
     Only a regular file is read, opened without blocking: a FIFO or a device
     named IMAGE.json (a link to /dev/zero, say) is not a sidecar, and JSON
     nested too deeply to decode is not one either."""
+    import json
+
     path = sidecar_path(image)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))

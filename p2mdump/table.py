@@ -7,12 +7,12 @@ inverse (m2p) are computed from it in bulk, chunk by chunk, so a 2^27-entry
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from .layout import KINDS, Layout
+from .record import Record
 
 #: uint8 code of each kind (index into layout.KINDS)
 VALID, MISSING, IDENTITY, FOREIGN = range(4)
@@ -51,14 +51,25 @@ def empty_words(count: int, dtype, populate: bool = False) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype)
 
 
-@dataclass(frozen=True)
-class Run:
-    """pfns [start, end) of one kind whose mfns step by one (mfn None if missing)."""
+class Run(Record):
+    """pfns [start, end) of one kind whose mfns step by one (mfn None if missing);
+    immutable and hashable."""
 
+    __slots__ = ("start", "end", "kind", "mfn")
     start: int
     end: int
     kind: str
     mfn: int | None
+
+    def __init__(self, start: int, end: int, kind: str, mfn: int | None):
+        for name, value in zip(self.__slots__, (start, end, kind, mfn)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Run is immutable")
+
+    def __hash__(self) -> int:
+        return hash((self.start, self.end, self.kind, self.mfn))
 
     @property
     def length(self) -> int:

@@ -51,6 +51,8 @@ IOV_MAX = 1024
 #: buffer) rather than cut their read in two: copying a page costs less than
 #: a system call
 GAP_PAGES = 2
+#: a page of INVALID entries (all ones at either word size)
+INVALID_PAGE = b"\xff" * PAGE_SIZE
 
 
 def row_runs(rows: np.ndarray):
@@ -273,8 +275,8 @@ class FileRows:
         self.L = layout
         self.n_rows = n_rows
         self._copy_ok = hasattr(os, "copy_file_range")
-        self._invalid = b"\xff" * (PAGE_SIZE * BLOCK_PAGES)   # INVALID is all ones
-        self._stage = memoryview(bytearray(PAGE_SIZE * STAGE_PAGES))
+        # an anonymous mapping: its pages are zero-filled only when first used
+        self._stage = memoryview(mmap.mmap(-1, PAGE_SIZE * STAGE_PAGES))
         self._stage_pages = [self._stage[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
                              for i in range(STAGE_PAGES)]
         self.gather_rows = STAGE_PAGES
@@ -285,6 +287,7 @@ class FileRows:
             # not an empty file's: on ext4, a truncation to 0 makes the close
             # write back the whole file (auto_da_alloc), ~0.5 s per GiB
             os.ftruncate(fd, 0)
+        preallocate(fd, n_rows * PAGE_SIZE)
 
     def _pwrite_all(self, data, offset: int) -> None:
         view = memoryview(data).cast("B")
@@ -294,8 +297,12 @@ class FileRows:
             offset += n
 
     def _repeat(self, rows, page: bytes) -> None:
-        block = page * BLOCK_PAGES if len(page) == PAGE_SIZE else page
-        for row, count in row_runs(np.asarray(rows)):
+        """``page`` written at every row of ``rows``, up to BLOCK_PAGES rows a call."""
+        runs = row_runs(np.asarray(rows))
+        if not runs:
+            return
+        block = page * min(BLOCK_PAGES, max(count for _, count in runs))
+        for row, count in runs:
             while count > 0:
                 k = min(count, BLOCK_PAGES)
                 self._pwrite_all(memoryview(block)[:k * PAGE_SIZE], row * PAGE_SIZE)
@@ -303,7 +310,7 @@ class FileRows:
                 count -= k
 
     def invalid(self, rows) -> None:
-        self._repeat(rows, self._invalid)
+        self._repeat(rows, INVALID_PAGE)
 
     def words(self, rows, words: np.ndarray) -> None:
         self._repeat(rows, np.ascontiguousarray(words).tobytes())
@@ -387,14 +394,37 @@ class FileRows:
         tail = b""
         if full > size:
             tail = os.pread(self.fd, full - size, size)
-        os.ftruncate(self.fd, size)
+            os.ftruncate(self.fd, size)
         past = np.frombuffer(tail, dtype=self.L.numpy_dtype)
         if size == 0:
             return np.zeros(0, dtype=self.L.numpy_dtype), past
-        # MAP_POPULATE: the summary reads every page at once, so map them at once
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        mapping = mmap.mmap(self.fd, size, flags, mmap.PROT_READ)
+        # no MAP_POPULATE: the summary faults the pages in as fast as it would
+        # map them all at once (measured), and a quiet walk reads none of them
+        mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         return np.frombuffer(mapping, dtype=self.L.numpy_dtype), past
+
+
+def preallocate(fd: int, nbytes: int) -> None:
+    """Give the file ``fd`` its first ``nbytes`` (its blocks allocated, its
+    size at least ``nbytes``) when the file system allocates space on request
+    (Linux ``fallocate``); else leave it as it is.
+
+    The copied pages then land in blocks that exist: on ext4 a 64 MiB table
+    takes ~15 ms to copy instead of ~19 (no delayed-allocation reservation per
+    page).  libc's ``fallocate`` is called (through ctypes, which numpy has
+    loaded already), not ``os.posix_fallocate``: on a file system without the
+    call, glibc's posix_fallocate writes a byte into every block instead."""
+    if nbytes <= 0:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = getattr(libc, "fallocate64", None) or libc.fallocate
+        call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        call(fd, 0, 0, nbytes)   # -1 (EOPNOTSUPP, ...): nothing allocated, nothing lost
+    except (ImportError, OSError, AttributeError):
+        pass
 
 
 def rows_for(fd: int | None, n_rows: int, layout: Layout):

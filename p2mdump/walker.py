@@ -32,7 +32,7 @@ import numpy as np
 
 from . import findings as F
 from . import wordsize
-from .arrays import unique
+from .arrays import grouped, unique
 from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, Layout, layout_for
 from .sources.base import FrameSource
@@ -183,14 +183,23 @@ class _Walk:
 
     # -- levels --------------------------------------------------------------
     def read_mids(self):
-        """Top page -> leaf MFN of every leaf slot, and which slots are usable."""
+        """Read the top page and every distinct mid page it names.
+
+        The leaf slots are described by the mid pages rather than slot by
+        slot: ``mid_rows`` holds the words of each usable distinct mid page
+        (a last row of zeros stands for the top slots without one),
+        ``slot_mid`` the row each top slot names, and ``row_slots`` /
+        ``row_first`` / ``row_last`` how many top slots name each row, the
+        first and the last.  A tree names few distinct mid pages (the rest of
+        the top page names the mid placeholder), so the work over the tree's
+        whole capacity stays in proportion to the pages it really has."""
         L = self.L
         fpp = L.per_page
         top = self.cache.words(self.top_mfn, L).astype(np.uint64)
         self.top = top
-        leaf_mfn = np.zeros((fpp, fpp), dtype=np.uint64)
-        usable = np.zeros(fpp, dtype=bool)
         self.mid_refs = {}
+        rows = []
+        slot_mid = np.full(fpp, -1, dtype=np.intp)
         mids, inverse, counts = unique(top, return_inverse=True, return_counts=True)
         for u, mfn in enumerate(mids.tolist()):
             slots = np.flatnonzero(inverse == u)
@@ -211,21 +220,62 @@ class _Walk:
                          + (f" and {len(slots) - 1} more" if len(slots) > 1 else "")
                          + ") is not in the image; its pfns are treated as missing", **span)
                 continue
-            leaf_mfn[slots] = mid
-            usable[slots] = True
-        return leaf_mfn.reshape(-1), np.repeat(usable, fpp)
+            slot_mid[slots] = len(rows)
+            rows.append((mid, slots))
+        self.no_mid = len(rows)
+        slot_mid[slot_mid < 0] = self.no_mid
+        self.slot_mid = slot_mid
+        self.mid_rows = np.zeros((len(rows) + 1, fpp), dtype=np.uint64)
+        for r, (mid, _) in enumerate(rows):
+            self.mid_rows[r] = mid
+        self.row_slots = np.array([len(sl) for _, sl in rows], dtype=np.int64)
+        self.row_first = np.array([int(sl[0]) for _, sl in rows], dtype=np.int64)
+        self.row_last = np.array([int(sl[-1]) for _, sl in rows], dtype=np.int64)
+
+    def _slots(self, a: int, b: int):
+        """(leaf MFN, usable) of the leaf slots a..b-1 (numbered over the
+        whole tree, slot s covering pfns s*per_page..)."""
+        fpp = self.L.per_page
+        ta, tb = a // fpp, -(-b // fpp)
+        rows = self.slot_mid[ta:tb]
+        off = a - ta * fpp
+        n = max(b - a, 0)
+        return (self.mid_rows[rows].reshape(-1)[off:off + n],
+                np.repeat(rows != self.no_mid, fpp)[off:off + n])
+
+    def _leaf_directory(self):
+        """The distinct leaf MFNs named by usable slots (sorted) and, per
+        MFN, how many slots name it, the first and the last."""
+        fpp = self.L.per_page
+        idx = np.arange(fpp, dtype=np.int64)
+        self.leaves, self.leaf_counts, self.leaf_first, self.leaf_last = grouped(
+            self.mid_rows[:self.no_mid], np.repeat(self.row_slots, fpp),
+            self.row_first[:, None] * fpp + idx, self.row_last[:, None] * fpp + idx)
+
+    def _slots_past(self, start: int):
+        """(leaf MFN, slots naming it, first slot) over the usable slots from
+        ``start`` to the tree's end that do not hold 0: the slots of the top
+        slot ``start`` falls in one by one, the whole top slots after it one
+        group per distinct mid page."""
+        fpp = self.L.per_page
+        t1 = -(-start // fpp)
+        flat, usable = self._slots(start, t1 * fpp)
+        here = np.flatnonzero(usable)
+        rest = self.slot_mid[t1:]
+        t = np.flatnonzero(rest != self.no_mid)
+        rows, n, first, _ = grouped(rest[t], np.ones(len(t), np.int64), t + t1, t + t1)
+        idx = np.arange(fpp, dtype=np.int64)
+        mfns = np.concatenate([flat[here], self.mid_rows[rows].reshape(-1)])
+        weights = np.concatenate([np.ones(len(here), np.int64), np.repeat(n, fpp)])
+        slots = np.concatenate([here + start, (first[:, None] * fpp + idx).reshape(-1)])
+        keep = mfns != 0
+        return mfns[keep], weights[keep], slots[keep]
 
     def run(self) -> WalkResult:
         L = self.L
-        flat, usable = self.read_mids()
-        self.flat, self.usable = flat, usable
-        # distinct leaf pages over the whole capacity
-        slots = np.flatnonzero(usable)
-        leaves, inverse, counts = unique(flat[slots], return_inverse=True, return_counts=True)
-        self.leaf_refs_slots = slots
-        self.leaf_inverse = inverse
-        self.leaves = leaves
-        self.leaf_counts = counts
+        self.read_mids()
+        self._leaf_directory()
+        leaves, counts = self.leaves, self.leaf_counts
         # read the shared leaves (placeholders) once
         self.shared = {}
         for u in np.flatnonzero(counts > 1).tolist():
@@ -236,8 +286,8 @@ class _Walk:
         self.reported: set[int] = set()
         absent = np.flatnonzero(~self.source.frames_present(leaves) & (leaves != 0))
         for u in absent.tolist():
-            where = slots[inverse == u]
-            self._unreadable_leaf(int(where[0]), int(leaves[u]), len(where), int(where[-1]))
+            self._unreadable_leaf(int(self.leaf_first[u]), int(leaves[u]), int(counts[u]),
+                                  int(self.leaf_last[u]))
         self.prefetched: dict[int, np.ndarray | None] = {}
         if self.max_pfn is None:
             max_pfn = self._find_max_pfn()
@@ -271,21 +321,21 @@ class _Walk:
             return None
         return self.cache.words(mfn, self.L)
 
-    def _slots_of_leaf(self, mfn) -> np.ndarray:
+    def _leaf_refs(self, mfn: int) -> tuple[int, int, int]:
+        """(first slot, number of slots, last slot) naming leaf ``mfn``."""
         u = int(np.searchsorted(self.leaves, mfn))
-        return self.leaf_refs_slots[self.leaf_inverse == u]
+        return int(self.leaf_first[u]), int(self.leaf_counts[u]), int(self.leaf_last[u])
 
     def _zero_leaf_findings(self):
         if len(self.leaves) and self.leaves[0] == 0:
-            slots = self.leaf_refs_slots[self.leaf_inverse == 0]
+            s0, count, last = self._leaf_refs(0)
             fpp = self.L.per_page
-            s0 = int(slots[0])
             self.add(F.MFN_ZERO, F.WARNING,
-                     f"{len(slots)} mid slot(s) hold MFN 0 instead of a leaf page "
+                     f"{count} mid slot(s) hold MFN 0 instead of a leaf page "
                      f"(first: pfn {s0 * fpp:#x}); their pfns are treated as missing",
                      level=LEVEL_LEAF, slot=s0 % fpp, mfn=0,
-                     parent_mfn=int(self._top_mid(s0 // fpp)), count=len(slots),
-                     pfn_first=s0 * fpp, pfn_last=(int(slots[-1]) + 1) * fpp - 1)
+                     parent_mfn=int(self._top_mid(s0 // fpp)), count=count,
+                     pfn_first=s0 * fpp, pfn_last=(last + 1) * fpp - 1)
 
     def _top_mid(self, t):
         """MFN of the mid page named by top slot ``t``."""
@@ -333,17 +383,15 @@ class _Walk:
         """Number of pfns up to the last one whose entry is not missing, no
         further than the last slot whose leaf is a page of its own."""
         L = self.L
-        flat, usable = self.flat, self.usable
-        skip = ~usable | (flat == 0)
-        shared = np.fromiter(self.shared, dtype=np.uint64, count=len(self.shared))
-        own = np.flatnonzero(~skip & ~np.isin(flat, shared))
-        own = own[self.source.frames_present(flat[own])]
+        # leaf pages of their own: named by one slot, not 0, in the image
+        own = np.flatnonzero((self.leaf_counts == 1) & (self.leaves != 0))
+        own = own[self.source.frames_present(self.leaves[own])]
         if not len(own):
             return 0
+        flat, usable = self._slots(0, int(self.leaf_last[own].max()) + 1)
         dead = [mfn for mfn, words in self.shared.items()
                 if words is None or self._is_all_invalid(words)]
-        skip = skip[: int(own[-1]) + 1] | np.isin(flat[: int(own[-1]) + 1],
-                                                   np.array(dead, dtype=np.uint64))
+        skip = ~usable | (flat == 0) | np.isin(flat, np.array(dead, dtype=np.uint64))
         invalid = L.invalid
         for slot in np.flatnonzero(~skip)[::-1].tolist():
             mfn = int(flat[slot])
@@ -372,8 +420,7 @@ class _Walk:
 
     def _fill(self, sink, n_leaves: int):
         """Fill leaf rows 0..n_leaves-1 of ``sink`` (:mod:`p2mdump.tablerows`)."""
-        flat = self.flat[:n_leaves]
-        usable = self.usable[:n_leaves]
+        flat, usable = self._slots(0, n_leaves)
         bad = ~usable | (flat == 0)
         sink.invalid(np.flatnonzero(bad))
         shared_rows = np.zeros(n_leaves, dtype=bool)
@@ -406,8 +453,8 @@ class _Walk:
                                       self._unreadable_leaf, self.progress)
 
     def _unreadable_shared(self, mfn):
-        slots = self._slots_of_leaf(mfn)
-        self._unreadable_leaf(int(slots[0]), mfn, len(slots), int(slots[-1]))
+        first, count, last = self._leaf_refs(mfn)
+        self._unreadable_leaf(first, mfn, count, last)
 
     def _check_past(self, tail: np.ndarray, max_pfn: int, n_leaves: int):
         """Non-missing entries at or past max_pfn (``tail``: the words of the
@@ -421,9 +468,7 @@ class _Walk:
         if len(nz):
             count += len(nz)
             first = max_pfn + int(nz[0])
-        flat, usable = self.flat, self.usable
-        rows = np.flatnonzero(usable[n_leaves:] & (flat[n_leaves:] != 0)) + n_leaves
-        mfns = flat[rows]
+        mfns, named, rows = self._slots_past(n_leaves)
         is_shared = np.isin(mfns, np.fromiter(self.shared, dtype=np.uint64, count=len(self.shared)))
         # shared pages: count once, multiply by the slots naming them
         for mfn, words in self.shared.items():
@@ -432,13 +477,15 @@ class _Walk:
             nz = np.flatnonzero(words != inv)
             if not len(nz):
                 continue
-            where = rows[mfns == mfn]
-            if len(where):
-                count += len(nz) * len(where)
-                cand = int(where[0]) * fpp + int(nz[0])
+            where = mfns == mfn
+            if where.any():
+                count += len(nz) * int(named[where].sum())
+                cand = int(rows[where].min()) * fpp + int(nz[0])
                 first = cand if first is None else min(first, cand)
-        for row in rows[~is_shared].tolist():
-            mfn = int(flat[row])
+        # a page of its own is named by one slot: read it
+        own = np.flatnonzero(~is_shared)
+        own = own[np.argsort(rows[own], kind="stable")]
+        for row, mfn in zip(rows[own].tolist(), mfns[own].tolist()):
             words = self._read_leaf(mfn, row)
             if words is None:
                 continue
@@ -461,11 +508,10 @@ class _Walk:
         self.leaf_placeholders = []
         placeholder_leaves = set()
         for mfn, words in sorted(self.shared.items()):
-            slots = self._slots_of_leaf(mfn)
-            s0 = int(slots[0])
+            s0, count, last = self._leaf_refs(mfn)
             common = dict(level=LEVEL_LEAF, slot=s0 % fpp, mfn=mfn,
-                          parent_mfn=self._top_mid(s0 // fpp), count=len(slots),
-                          pfn_first=s0 * fpp, pfn_last=(int(slots[-1]) + 1) * fpp - 1)
+                          parent_mfn=self._top_mid(s0 // fpp), count=count,
+                          pfn_first=s0 * fpp, pfn_last=(last + 1) * fpp - 1)
             if words is None:
                 continue
             if self._is_all_invalid(words):
@@ -473,13 +519,13 @@ class _Walk:
                 self.leaf_placeholders.append(mfn)
                 self.add(F.SHARED_PAGE, F.INFO,
                          f"leaf placeholder MFN {mfn:#x} (all INVALID) is named by "
-                         f"{len(slots)} mid slots", **common)
+                         f"{count} mid slots", **common)
             else:
                 valid = int(np.count_nonzero(words != words.dtype.type(L.invalid)))
                 self.add(F.SHARED_PAGE, F.WARNING,
-                         f"leaf page MFN {mfn:#x} is named by {len(slots)} mid slots but holds "
+                         f"leaf page MFN {mfn:#x} is named by {count} mid slots but holds "
                          f"{valid} non-missing entries: the same mappings appear at "
-                         f"{len(slots)} places", **common)
+                         f"{count} places", **common)
         best = 0
         for mfn, slots in sorted(self.mid_refs.items()):
             if len(slots) < 2 or mfn == 0:

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from p2mdump.arrays import nonzero_pages, step_runs, true_runs
+from p2mdump.arrays import grouped, nonzero_pages, step_runs, true_runs
 from p2mdump.sources.spool import spool
 
 
@@ -21,6 +21,21 @@ def test_step_runs(a, b):
             want.append((start, i))
             start = i
     assert step_runs(x, y) == want
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 5), st.integers(0, 99),
+                          st.integers(0, 99)), max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_grouped(items):
+    values, weights, firsts, lasts = (np.array([it[k] for it in items], dtype=np.int64)
+                                      for k in range(4))
+    uniq, total, first, last = grouped(values.astype(np.uint64), weights, firsts, lasts)
+    want = sorted(set(values.tolist()))
+    assert uniq.tolist() == want
+    for u, t, f, la in zip(want, total.tolist(), first.tolist(), last.tolist()):
+        at = [it for it in items if it[0] == u]
+        assert (t, f, la) == (sum(it[1] for it in at), min(it[2] for it in at),
+                              max(it[3] for it in at))
 
 
 @given(st.lists(st.booleans(), max_size=80), st.data())

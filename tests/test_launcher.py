@@ -61,3 +61,23 @@ def test_the_command_line_starts_no_blas_threads(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, f"{FIXTURES}/e820-64.img"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("threads 1"), out
+
+
+def test_numpy_is_imported_with_the_collector_paused_then_frozen():
+    """import_numpy: numpy loaded, collections on again, what was loaded
+    frozen (not examined again); a collector the caller turned off stays off."""
+    import subprocess
+    import sys
+
+    code = ("import gc\n"
+            "from p2mdump.launcher import import_numpy\n"
+            "seen = []\n"
+            "gc.callbacks.append(lambda phase, info: seen.append(phase))\n"
+            "import_numpy()\n"
+            "import sys\n"
+            "print('numpy' in sys.modules, gc.isenabled(), gc.get_freeze_count() > 10000,"
+            " seen == [])\n"
+            "gc.unfreeze(); gc.disable(); import_numpy(); print(gc.isenabled())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "True", "True", "True", "False"]

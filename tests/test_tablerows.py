@@ -231,3 +231,23 @@ def test_batched_single_pages_equal_the_careful_path(tmp_path, monkeypatch, seed
     assert got == ref_got and seen == ref_seen and np.array_equal(table, ref_table)
     assert len(seen) > 10 and got > 200
     assert sorted(seen) == seen                                        # row order
+
+
+def test_preallocate_gives_a_file_its_blocks_and_leaves_a_pipe_alone(tmp_path):
+    """preallocate: the file reads as nbytes of zeros where the file system
+    allocates on request (as it stood, empty, where it does not); a pipe is
+    left alone without an error."""
+    from p2mdump.tablerows import preallocate
+
+    path = tmp_path / "out"
+    with open(path, "w+b") as fh:
+        preallocate(fh.fileno(), 5 * 4096)
+        size = os.fstat(fh.fileno()).st_size
+        assert size in (0, 5 * 4096)
+        assert fh.read() == bytes(size)
+    r, w = os.pipe()
+    try:
+        preallocate(w, 4096)
+    finally:
+        os.close(r)
+        os.close(w)

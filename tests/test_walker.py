@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from p2mdump import findings as F
 from p2mdump.errors import ImageError, LayoutError, TreeError
@@ -185,6 +186,83 @@ def test_entries_past_max_pfn(tmp_image, ws):
     expect = int(np.count_nonzero(tree.truth[100:] != layout_for(ws).invalid))
     assert p.count == expect
     assert r.table.raw.tobytes() == tree.truth[:100].tobytes()
+
+
+def slot_by_slot(path, top_mfn, ws, max_pfn):
+    """What the findings about leaf slots must say, from the tree expanded
+    slot by slot over its whole capacity: {(kind, mfn): (count, first pfn,
+    last pfn)} for zero, unreadable and shared leaf pointers, and (count,
+    first pfn) of the entries at or past max_pfn."""
+    L = layout_for(ws)
+    fpp = L.per_page
+    words = np.fromfile(path, dtype=L.numpy_dtype)
+    frames = len(words) // fpp
+
+    def page(mfn):
+        return words[mfn * fpp:(mfn + 1) * fpp].astype(np.uint64)
+
+    flat = np.zeros(fpp * fpp, dtype=np.uint64)
+    usable = np.zeros(fpp * fpp, dtype=bool)
+    for t, mid in enumerate(page(top_mfn).tolist()):
+        if mid != 0 and mid < frames:
+            flat[t * fpp:(t + 1) * fpp] = page(mid)
+            usable[t * fpp:(t + 1) * fpp] = True
+    slots = np.flatnonzero(usable)
+    named = flat[slots]
+    mfns, firsts, counts = np.unique(named, return_index=True, return_counts=True)
+    lasts = len(named) - 1 - np.unique(named[::-1], return_index=True)[1]
+    want = {}
+    past, first = 0, None
+    for mfn, a, b, n in zip(mfns.tolist(), firsts.tolist(), lasts.tolist(), counts.tolist()):
+        kind = (F.MFN_ZERO if mfn == 0 else F.UNREADABLE if mfn >= frames
+                else F.SHARED_PAGE if n > 1 else None)
+        if kind:
+            want[kind, mfn] = (n, int(slots[a]) * fpp, (int(slots[b]) + 1) * fpp - 1)
+        if mfn == 0 or mfn >= frames:
+            continue
+        pfns = (slots[named == mfn][:, None] * fpp
+                + np.flatnonzero(page(mfn) != L.invalid)).reshape(-1)
+        pfns = pfns[pfns >= max_pfn]
+        if len(pfns):
+            past += len(pfns)
+            first = int(pfns.min()) if first is None else min(first, int(pfns.min()))
+    return want, (past, first)
+
+
+@pytest.mark.parametrize("ws", [8, 4])
+@given(data=st.data())
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_slot_counts_match_a_slot_by_slot_expansion(tmp_image, ws, data):
+    """The walker counts the slots naming each leaf page per distinct mid
+    page (a mid page named by several top slots counts for each of them);
+    its findings must agree with the tree expanded slot by slot."""
+    L = layout_for(ws)
+    fpp = L.per_page
+    path, tree = tmp_image(basic_spec(ws, seed=data.draw(st.integers(0, 3))))
+    mids = [int(m) for m in tree.top[:3]]
+    leaves = [int(m) for m in tree.leaf_mfns[:4]]
+    frames = os.path.getsize(path) // PAGE_SIZE
+    pointers = st.sampled_from(mids + leaves + [0, frames + 7, tree.top_mfn]
+                               + [int(v) for v in tree.placeholders.values() if v])
+    for _ in range(data.draw(st.integers(1, 6))):
+        where = data.draw(st.sampled_from(["top", "mid", "placeholder"]))
+        if where == "top":   # a mid page named by several top slots
+            poke(path, tree.top_mfn, data.draw(st.integers(0, fpp - 1)),
+                 data.draw(st.sampled_from(mids + [0])), ws)
+        else:
+            page = (data.draw(st.sampled_from(mids)) if where == "mid"
+                    else tree.placeholders["mid_missing"])
+            poke(path, page, data.draw(st.integers(0, fpp - 1)), data.draw(pointers), ws)
+    max_pfn = data.draw(st.sampled_from([tree.max_pfn, 100, 3 * fpp, 2 * fpp * fpp + 5]))
+    with RawImage(path) as src:
+        r = walk(src, tree.top_mfn, word_size=ws, max_pfn=max_pfn)
+    want, (past, first) = slot_by_slot(path, tree.top_mfn, ws, max_pfn)
+    got = {(f.kind, f.mfn): (f.count, f.pfn_first, f.pfn_last) for f in r.findings
+           if f.level == "leaf" and f.kind in (F.MFN_ZERO, F.UNREADABLE, F.SHARED_PAGE)}
+    assert got == want
+    found = [(f.count, f.pfn_first) for f in by_kind(r, F.PAST_MAX_PFN)]
+    assert found == ([(past, first)] if past else [])
 
 
 def test_cross_level_page(tmp_image, ws):

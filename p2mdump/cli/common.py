@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -144,6 +143,8 @@ def output_stream(path: str | None, binary: bool):
 
 
 def write_json_file(path: str, data) -> None:
+    import json
+
     if path == "-":
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
