@@ -68,7 +68,7 @@ class Run(Record):
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Run is immutable")
 
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # type: ignore[override]  # Record is unhashable; a Run is not
         return hash((self.start, self.end, self.kind, self.mfn))
 
     @property

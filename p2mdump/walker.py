@@ -198,7 +198,7 @@ class _Walk:
         top = self.cache.words(self.top_mfn, L).astype(np.uint64)
         self.top = top
         self.mid_refs = {}
-        rows = []
+        rows: list[tuple[np.ndarray, np.ndarray]] = []   # (mid words, top slots)
         slot_mid = np.full(fpp, -1, dtype=np.intp)
         mids, inverse, counts = unique(top, return_inverse=True, return_counts=True)
         for u, mfn in enumerate(mids.tolist()):
