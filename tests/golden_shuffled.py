@@ -12,13 +12,12 @@ positions and several groups of buckets.  Remake the file (only when an output i
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-from golden_writer import file_digest
+from golden_writer import take_digests
 
 GOLDEN = Path(__file__).with_name("golden_shuffled.json")
 CONTAINERS = ("raw", "xc-core", "elf", "xl-save")
@@ -55,12 +54,7 @@ def digests() -> dict:
                 img = Path(tmp) / f"{name}.{container}"
                 truth = Path(tmp) / f"{name}.{container}.truth"
                 generate_container(spec, img, container=container, truth=truth, **options)
-                out[f"{name} {container}"] = {
-                    "out": file_digest(img),
-                    "sidecar": hashlib.sha256(Path(f"{img}.json").read_bytes()).hexdigest(),
-                    "truth": hashlib.sha256(truth.read_bytes()).hexdigest()}
-                for p in (img, truth, Path(f"{img}.json")):
-                    p.unlink()
+                out[f"{name} {container}"] = take_digests(img, truth)
     return out
 
 

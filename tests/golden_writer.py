@@ -96,6 +96,18 @@ def file_digest(path) -> str:
     return h.hexdigest()
 
 
+def take_digests(img: Path, truth: Path) -> dict:
+    """Digests of a generated output, its sidecar and its truth; the three
+    files are removed."""
+    sidecar = Path(f"{img}.json")
+    out = {"out": file_digest(img),
+           "sidecar": hashlib.sha256(sidecar.read_bytes()).hexdigest(),
+           "truth": hashlib.sha256(truth.read_bytes()).hexdigest()}
+    for p in (img, truth, sidecar):
+        p.unlink()
+    return out
+
+
 def digests() -> dict:
     """{"<spec index> <container>": {"out", "sidecar", "truth"} digests or the error}."""
     from p2mdump.errors import P2MDumpError
@@ -115,11 +127,7 @@ def digests() -> dict:
                 except P2MDumpError as exc:
                     out[key] = {"error": str(exc)}
                     continue
-                out[key] = {"out": file_digest(img),
-                            "sidecar": hashlib.sha256(Path(f"{img}.json").read_bytes()).hexdigest(),
-                            "truth": hashlib.sha256(truth.read_bytes()).hexdigest()}
-                for p in (img, truth, Path(f"{img}.json")):
-                    p.unlink()
+                out[key] = take_digests(img, truth)
     return out
 
 
