@@ -11,8 +11,9 @@ frames and yields it whenever it is full, with the MFN of every page, so the
 bulk tests run once per block however the frames are spread.  The pieces of
 each block (extents cut at block boundaries) are planned with numpy; a
 scattered page (a piece of one frame whose file offset the container names)
-is read by one ``preadv`` in a tight loop with no other Python work, since a
-sparse image of scattered tree pages has one extent per page.  Longer pieces
+is read first, those of a block together by :func:`~p2mdump.tablerows.read_pages`
+(one ``preadv`` each, issued from C, the reader the walk uses for scattered
+leaves), since a sparse image of scattered tree pages has one extent per page.  Longer pieces
 take one ``preadv`` each, and a piece that does not read whole is read
 again frame by frame by the container, skipping what the image lacks.
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from .layout import PAGE_SIZE
 from .paging import MACHINE_ADDRESS_LIMIT
+from .tablerows import read_pages
 
 #: frames read per block of the sequential pass (8 MiB)
 BLOCK_PAGES = 2048
@@ -236,31 +238,36 @@ def blocks(source, extents: np.ndarray, progress: Progress | None = None):
     buf = np.empty(BLOCK_PAGES * PAGE_SIZE, dtype=np.uint8)
     # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
     mem = memoryview(buf)  # type: ignore[arg-type]
-    preadv = os.preadv
-    pages = [[mem[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]] for i in range(BLOCK_PAGES)]
+    pages = [mem[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] for i in range(BLOCK_PAGES)]
     for k in range(len(heads) - 1):
         lo, hi = heads[k], heads[k + 1]
         m, c = mfn[lo:hi], n[lo:hi]
+        # where each piece lands when every read is whole
+        slots = np.cumsum(c) - c
+        got = np.zeros(len(m), dtype=bool)
         if offsets_of is not None:
             fd, off = offsets_of(m)
-            off = np.where(c == 1, off, -1)     # runs of frames: the container reads them
-        else:
-            fd, off = -1, np.full(len(m), -1)
+            single = np.flatnonzero((c == 1) & (off >= 0))  # runs: the container reads them
+            if len(single):
+                got[single] = read_pages(fd, off[single].tolist(),
+                                         [pages[s] for s in slots[single].tolist()])
         m_l, c_l = m.tolist(), c.tolist()
-        fill = 0
         changed: list[tuple[int, list[tuple[int, int]]]] = []   # pieces not read whole
-        for i, o in enumerate(off.tolist()):
-            if o >= 0:
-                try:
-                    if preadv(fd, pages[fill], o) == PAGE_SIZE:
-                        fill += 1
-                        continue
-                except OSError:
-                    pass    # read again below, by the container's own reader
-            runs = _read_run(source, m_l[i], c_l[i], mem, fill)
-            if runs != [(m_l[i], c_l[i])]:
-                changed.append((i, runs))
-            fill += sum(g for _, g in runs)
+        if got.all():
+            fill = len(m_l)
+        else:
+            fill = 0
+            for i, (read, slot) in enumerate(zip(got.tolist(), slots.tolist())):
+                if read:      # a page read whole: moved down past pieces that fell short
+                    if slot != fill:
+                        buf[fill * PAGE_SIZE:(fill + 1) * PAGE_SIZE] = \
+                            buf[slot * PAGE_SIZE:(slot + 1) * PAGE_SIZE]
+                    fill += 1
+                    continue
+                runs = _read_run(source, m_l[i], c_l[i], mem, fill)
+                if runs != [(m_l[i], c_l[i])]:
+                    changed.append((i, runs))
+                fill += sum(g for _, g in runs)
         if fill:
             if changed:
                 m, c = _replace_runs(m_l, c_l, changed)

@@ -36,8 +36,8 @@ from .arrays import step_runs
 from .layout import PAGE_SIZE, Layout
 from .table import empty_words
 
-#: bytes written per call when a row pattern repeats (256 pages)
-BLOCK_PAGES = 256
+#: rows written per call when a row pattern repeats (1 MiB)
+REPEAT_PAGES = 256
 #: runs of fewer frames are read into the staging buffer, longer ones copied
 #: by the kernel
 COPY_MIN_PAGES = 16
@@ -176,7 +176,7 @@ def gather_pages(fd: int, offsets: np.ndarray, views_of, scratch, done) -> np.nd
     lone = order[firsts[alone]]
     for c in range(0, len(lone), EACH_PAGES):
         part = lone[c:c + EACH_PAGES]
-        ok[part] = _read_each(fd, offsets[part].tolist(), views_of(part))
+        ok[part] = read_pages(fd, offsets[part].tolist(), views_of(part))
         done(len(part))
     per = max(1, IOV_MAX // 2)     # pages per preadv, each with a gap before it
     for a, b in zip(firsts[~alone].tolist(), lasts[~alone].tolist()):
@@ -188,8 +188,9 @@ def gather_pages(fd: int, offsets: np.ndarray, views_of, scratch, done) -> np.nd
     return ok
 
 
-def _read_each(fd: int, offsets: list, views: list) -> np.ndarray:
-    """One ``preadv`` per page: whether each page was read whole."""
+def read_pages(fd: int, offsets: list, views: list) -> np.ndarray:
+    """One ``preadv`` per page (issued from C by ``map``), the page at file
+    offset ``offsets[i]`` into ``views[i]``: whether each was read whole."""
     iovs = [[v] for v in views]
     try:
         got = list(map(os.preadv, repeat(fd, len(iovs)), iovs, offsets))
@@ -297,14 +298,14 @@ class FileRows:
             offset += n
 
     def _repeat(self, rows, page: bytes) -> None:
-        """``page`` written at every row of ``rows``, up to BLOCK_PAGES rows a call."""
+        """``page`` written at every row of ``rows``, up to REPEAT_PAGES rows a call."""
         runs = row_runs(np.asarray(rows))
         if not runs:
             return
-        block = page * min(BLOCK_PAGES, max(count for _, count in runs))
+        block = page * min(REPEAT_PAGES, max(count for _, count in runs))
         for row, count in runs:
             while count > 0:
-                k = min(count, BLOCK_PAGES)
+                k = min(count, REPEAT_PAGES)
                 self._pwrite_all(memoryview(block)[:k * PAGE_SIZE], row * PAGE_SIZE)
                 row += k
                 count -= k
