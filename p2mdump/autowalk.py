@@ -286,10 +286,13 @@ def _sidecar_list(sidecar, source) -> bool:
 
 
 def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
-                  raw_fd: int | None = None):
+                  raw_fd: int | None = None, stream=None):
     """Walk what :func:`resolve` chose; a :class:`~p2mdump.result.WalkResult`.
     ``raw_fd``: an empty file the walk may build the raw table in
-    (``result.raw_written`` says whether it did)."""
+    (``result.raw_written`` says whether it did).  ``stream``: a tree's
+    table is handed to it and not kept (see :func:`p2mdump.walker.walk`)."""
+    if stream is not None and r.representation != "tree":
+        raise ValueError("only a tree's walk is streamed")
     if r.representation == SAVED:
         from .savewalk import walk_saved_p2m
 
@@ -318,7 +321,8 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
         assert r.top_mfn is not None    # a tree's resolution has one
         result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
                       progress=progress, check_table=check_table, raw_fd=raw_fd,
-                      max_pfn_claimed=r.max_pfn_source in ("container", "sidecar"))
+                      max_pfn_claimed=r.max_pfn_source in ("container", "sidecar"),
+                      stream=stream)
     if r.max_pfn_source in ("container", "sidecar"):
         result.max_pfn_source = r.max_pfn_source
     if r.word_size_source in ("container", "sidecar"):

@@ -96,134 +96,160 @@ def decode(raw: np.ndarray, layout: Layout) -> np.ndarray:
     return out
 
 
-class P2MTable:
-    """Raw p2m entries for pfns 0..len-1 of a guest with ``layout``."""
+class RunScanner:
+    """The runs of a table fed to it in consecutive pieces (:meth:`feed`),
+    so that a table too large to hold -- or never held, as in a streamed
+    walk -- can be summarised as it goes by.
 
-    def __init__(self, raw: np.ndarray, layout: Layout):
-        if raw.dtype != np.dtype(layout.numpy_dtype):
-            raw = raw.astype(layout.numpy_dtype)
-        self.raw = raw
+    A run continues while the raw entry steps by one or two INVALIDs follow
+    each other; each piece is processed in cache-sized blocks with a handful
+    of vector operations each.  Stepping by one can cross a kind boundary
+    (INVALID -> 0 by wrap-around, a carry into a flag bit, INVALID-1 ->
+    INVALID); such runs are rare and split where the kind changes.  Identity
+    entries may carry the FOREIGN bit too, so identity runs whose decoded
+    mfns step by one are joined at the end (:meth:`finish`).  Fed in one
+    piece or in many, the runs are the same.
+    """
+
+    def __init__(self, layout: Layout):
         self.layout = layout
-        self._summary: tuple[dict[str, int], np.ndarray] | None = None
+        #: entries fed so far
+        self.n = 0
+        self._starts: list[np.ndarray] = []
+        self._firsts: list[np.ndarray] = []   # the entry at each start
+        self._befores: list[np.ndarray] = []  # the entry before each start (the first's: any)
+        self._last: int | None = None         # the last entry fed
 
-    def __len__(self) -> int:
-        return len(self.raw)
-
-    @property
-    def max_pfn(self) -> int:
-        return len(self.raw)
-
-    # -- single entries ------------------------------------------------------
-    def entry(self, pfn: int) -> int:
-        return int(self.raw[pfn])
-
-    def lookup(self, pfn: int) -> dict:
-        """pfn -> {pfn, raw, kind, mfn}; pfns past the table are missing."""
-        if pfn < 0:
-            raise ValueError("pfn must not be negative")
-        raw = self.entry(pfn) if pfn < len(self.raw) else self.layout.invalid
-        return {"pfn": pfn, "raw": raw, "kind": self.layout.kind_of(raw),
-                "mfn": self.layout.decode(raw)}
-
-    # -- bulk ----------------------------------------------------------------
-    def chunks(self, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-        for start in range(0, len(self.raw), size):
-            yield start, self.raw[start:start + size]
-
-    def kinds(self) -> np.ndarray:
-        """uint8 kind code per pfn (see :data:`VALID` ...)."""
-        out = np.empty(len(self.raw), dtype=np.uint8)
-        for start, chunk in self.chunks():
-            out[start:start + len(chunk)] = classify(chunk, self.layout)
-        return out
-
-    def mfns(self) -> np.ndarray:
-        """Decoded mfn per pfn (INVALID where missing)."""
-        out = np.empty_like(self.raw)
-        for start, chunk in self.chunks():
-            out[start:start + len(chunk)] = decode(chunk, self.layout)
-        return out
-
-    def _scan(self):
-        """Counts per kind and the first pfn of every run, in one pass.
-
-        A run continues while the raw entry steps by one or two INVALIDs
-        follow each other; the table is processed in cache-sized blocks with
-        a handful of vector operations each.  Stepping by one can cross a
-        kind boundary (INVALID -> 0 by wrap-around, a carry into a flag bit,
-        INVALID-1 -> INVALID); such runs are rare and split afterwards.
-        """
+    def feed(self, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Take the entries of pfns ``n``.. ; returns the piece's segments:
+        (first index in the piece, kind code) of each stretch of one run
+        within it -- the first may continue a run of the previous piece."""
+        n = len(words)
+        if not n:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8)
         lay = self.layout
-        raw = self.raw
-        n = len(raw)
-        if n == 0:
-            return np.zeros(4, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        inv = raw.dtype.type(lay.invalid)
-        one = raw.dtype.type(1)
+        inv = words.dtype.type(lay.invalid)
+        one = words.dtype.type(1)
         parts = [np.zeros(1, dtype=np.int64)]
-        for a in range(1, n, BLOCK):
+        for a in range(0, n, BLOCK):
             e = min(a + BLOCK, n)
-            window = raw[a - 1:e]
+            window = words[max(a - 1, 0):e]
             invb = window == inv
             cont = window[1:] == window[:-1] + one
             cont |= invb[1:] & invb[:-1]
             brk = np.flatnonzero(~cont)
             if len(brk):
-                parts.append(brk + a)
-        starts = np.concatenate(parts)
-        starts = self._split_mixed(starts)
+                parts.append(brk + max(a, 1))
+        seg = _split_mixed(words, np.concatenate(parts), lay)
+        codes = classify(words[seg], lay)
+        prev = self._last
+        w0 = int(words[0])
+        # the piece's first entry continues the last run when it would have
+        # within one piece: it steps by one (or stays INVALID), same kind
+        joined = prev is not None and (
+            w0 == (prev + 1) & lay.word_mask or w0 == prev == lay.invalid) and (
+            lay.kind_of(prev) == lay.kind_of(w0))
+        starts = seg[1:] if joined else seg
+        if len(starts):
+            before = words[np.maximum(starts - 1, 0)]
+            if starts[0] == 0 and prev is not None:
+                before[0] = prev
+            self._starts.append(starts + self.n)
+            self._firsts.append(words[starts])
+            self._befores.append(before)
+        self._last = int(words[-1])
+        self.n += n
+        return seg, codes
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(counts per kind, first pfn of every run, its raw entry); once,
+        after the last piece (the scanner lets go of what it gathered)."""
+        dt = np.dtype(self.layout.numpy_dtype)
+        if not self.n:
+            return np.zeros(4, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dt)
+        starts = np.concatenate(self._starts)
+        firsts = np.concatenate(self._firsts).astype(dt, copy=False)
+        # the last entry of every run: the one before the next run's start
+        lasts = np.append(np.concatenate(self._befores)[1:].astype(dt, copy=False),
+                          dt.type(self._last))
+        self._starts, self._firsts, self._befores = [], [], []
+        n = self.n
+        lay = self.layout
         ends = np.append(starts[1:], n)
-        codes = classify(raw[starts], lay)
+        codes = classify(firsts, lay)
         # identity entries may carry the FOREIGN bit too: runs follow the
         # decoded mfn, so join identity runs whose decoded mfns step by one
         ident = codes == IDENTITY
         if np.count_nonzero(ident) > 1:
-            first = decode(raw[starts], lay)
-            last = decode(raw[ends - 1], lay)
-            join = ident[1:] & ident[:-1] & (last[:-1] + raw.dtype.type(1) == first[1:])
+            first = decode(firsts, lay)
+            last = decode(lasts, lay)
+            join = ident[1:] & ident[:-1] & (last[:-1] + dt.type(1) == first[1:])
             if join.any():
                 keep = np.ones(len(starts), dtype=bool)
                 keep[1:] = ~join
-                starts, codes = starts[keep], codes[keep]
+                starts, codes, firsts = starts[keep], codes[keep], firsts[keep]
                 ends = np.append(starts[1:], n)
         counts = np.bincount(codes, weights=(ends - starts), minlength=4)
-        return counts.astype(np.int64), starts
+        return counts.astype(np.int64), starts, firsts
 
-    def _split_mixed(self, starts: np.ndarray) -> np.ndarray:
-        """Split runs whose first and last entries differ in kind."""
-        lay = self.layout
-        n = len(self.raw)
-        while True:
-            ends = np.append(starts[1:], n)
-            mixed = np.flatnonzero(classify(self.raw[starts], lay)
-                                   != classify(self.raw[ends - 1], lay))
-            if not len(mixed):
-                return starts
-            extra = []
-            for i in mixed.tolist():
-                s, e = int(starts[i]), int(ends[i])
-                codes = classify(self.raw[s:e], lay)
-                extra.append(s + int(np.flatnonzero(codes != codes[0])[0]))
-            starts = np.sort(np.concatenate([starts, np.array(extra, dtype=np.int64)]))
+
+def _split_mixed(words: np.ndarray, starts: np.ndarray, lay: Layout) -> np.ndarray:
+    """``starts`` (ascending, from 0) with every stretch of ``words`` whose
+    first and last entries differ in kind split where the kind changes."""
+    n = len(words)
+    while True:
+        ends = np.append(starts[1:], n)
+        mixed = np.flatnonzero(classify(words[starts], lay) != classify(words[ends - 1], lay))
+        if not len(mixed):
+            return starts
+        extra = []
+        for i in mixed.tolist():
+            s, e = int(starts[i]), int(ends[i])
+            codes = classify(words[s:e], lay)
+            extra.append(s + int(np.flatnonzero(codes != codes[0])[0]))
+        starts = np.sort(np.concatenate([starts, np.array(extra, dtype=np.int64)]))
+
+
+class RunTable:
+    """What follows from a table's runs alone -- counts per kind, the runs,
+    duplicate machine frames -- whether the entries are held
+    (:class:`P2MTable`) or were only seen going by (:class:`StreamedTable`)."""
+
+    layout: Layout
+    _summary: tuple[dict[str, int], np.ndarray, np.ndarray] | None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def max_pfn(self) -> int:
+        return len(self)
+
+    def _scan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(counts per kind, first pfn of every run, its raw entry)."""
+        raise NotImplementedError
 
     def summary(self) -> tuple[dict[str, int], np.ndarray]:
         """(counts by kind name, run start pfns); computed once."""
         if self._summary is None:
-            counts, run_starts = self._scan()
-            self._summary = ({k: int(counts[i]) for i, k in enumerate(KINDS)}, run_starts)
-        return self._summary
+            counts, run_starts, firsts = self._scan()
+            self._summary = ({k: int(counts[i]) for i, k in enumerate(KINDS)}, run_starts,
+                             firsts)
+        return self._summary[0], self._summary[1]
 
     def counts(self) -> dict:
         return dict(self.summary()[0])
 
     def run_arrays(self):
         """(starts, ends, codes, first raw entry) of every run, as arrays."""
-        run_starts = self.summary()[1].astype(np.int64)
+        self.summary()
+        assert self._summary is not None
+        run_starts = self._summary[1].astype(np.int64)
+        first = self._summary[2]
         ends = np.empty_like(run_starts)
         ends[:-1] = run_starts[1:]
         if len(ends):
-            ends[-1] = len(self.raw)
-        first = self.raw[run_starts]
+            ends[-1] = len(self)
         codes = classify(first, self.layout) if len(first) else np.zeros(0, np.uint8)
         return run_starts, ends, codes, first
 
@@ -269,6 +295,73 @@ class P2MTable:
                 other = int(pfn0[j]) + (mfn - int(m0[j]))
                 found.append((mfn, other, int(pfn0[i])))
         return total, found
+
+
+class StreamedTable(RunTable):
+    """The runs of a table whose entries went by once (a streamed walk, see
+    :func:`p2mdump.walker.walk`) and were not kept: no single entry can be
+    looked up, but everything :class:`RunTable` offers is there."""
+
+    def __init__(self, scanner: RunScanner):
+        self.layout = scanner.layout
+        self._n = scanner.n
+        self._summary = None
+        counts, starts, firsts = scanner.finish()
+        self._summary = ({k: int(counts[i]) for i, k in enumerate(KINDS)}, starts, firsts)
+
+    def __len__(self) -> int:
+        return self._n
+
+
+class P2MTable(RunTable):
+    """Raw p2m entries for pfns 0..len-1 of a guest with ``layout``."""
+
+    def __init__(self, raw: np.ndarray, layout: Layout):
+        if raw.dtype != np.dtype(layout.numpy_dtype):
+            raw = raw.astype(layout.numpy_dtype)
+        self.raw = raw
+        self.layout = layout
+        self._summary = None
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    # -- single entries ------------------------------------------------------
+    def entry(self, pfn: int) -> int:
+        return int(self.raw[pfn])
+
+    def lookup(self, pfn: int) -> dict:
+        """pfn -> {pfn, raw, kind, mfn}; pfns past the table are missing."""
+        if pfn < 0:
+            raise ValueError("pfn must not be negative")
+        raw = self.entry(pfn) if pfn < len(self.raw) else self.layout.invalid
+        return {"pfn": pfn, "raw": raw, "kind": self.layout.kind_of(raw),
+                "mfn": self.layout.decode(raw)}
+
+    # -- bulk ----------------------------------------------------------------
+    def chunks(self, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, len(self.raw), size):
+            yield start, self.raw[start:start + size]
+
+    def kinds(self) -> np.ndarray:
+        """uint8 kind code per pfn (see :data:`VALID` ...)."""
+        out = np.empty(len(self.raw), dtype=np.uint8)
+        for start, chunk in self.chunks():
+            out[start:start + len(chunk)] = classify(chunk, self.layout)
+        return out
+
+    def mfns(self) -> np.ndarray:
+        """Decoded mfn per pfn (INVALID where missing)."""
+        out = np.empty_like(self.raw)
+        for start, chunk in self.chunks():
+            out[start:start + len(chunk)] = decode(chunk, self.layout)
+        return out
+
+    def _scan(self):
+        """Counts per kind and the runs, in one pass (:class:`RunScanner`)."""
+        scanner = RunScanner(self.layout)
+        scanner.feed(self.raw)
+        return scanner.finish()
 
     def inverse(self) -> dict:
         """m2p for valid entries: mfn -> sorted list of pfns."""

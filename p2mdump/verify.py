@@ -38,7 +38,8 @@ import numpy as np
 from . import findings as F
 from .crosscheck import pfn_runs
 from .errors import P2MDumpError
-from .layout import LEVEL_LEAF, LEVEL_TOP
+from .layout import LEVEL_LEAF, LEVEL_TOP, layout_for
+from .record import Record
 from .table import CHUNK, FOREIGN, IDENTITY, VALID
 from .treeinfo import read_tree_pages
 from .walker import WalkResult, walk
@@ -99,22 +100,38 @@ class VerifyReport:
 
 
 def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
-           progress=None, also=None) -> VerifyReport:
+           progress=None, also=None, keep_table: bool = False) -> VerifyReport:
     """Walk the tree at ``top_mfn`` -- or what a :class:`p2mdump.autowalk.Resolved`
     names, tree or list -- and check it; see the module doc.  ``also``: a
     second Resolved (the other representation of the same guest, see
-    :func:`p2mdump.autowalk.resolve_all`), walked, checked and compared."""
+    :func:`p2mdump.autowalk.resolve_all`), walked, checked and compared.
+
+    A single tree is checked as it is read and its table not kept (its
+    ``report.walk.table`` is a :class:`~p2mdump.table.StreamedTable`: counts
+    and runs, no entries), so verify needs memory for the runs, not for the
+    table; ``keep_table``: keep it (a :class:`~p2mdump.table.P2MTable`), as
+    a list, a saved p2m, an ``xl dump-core`` (cross-checked against its
+    .xen_p2m) and the two representations of one guest (compared) always do."""
     from .autowalk import Resolved, add_container_findings, walk_resolved
 
+    # one tree, no .xen_p2m to cross-check: the table need not be kept
+    checks = None
+    if not keep_table and also is None and not hasattr(source, "used_pair_chunks") and (
+            not isinstance(top_mfn, Resolved) or top_mfn.representation == "tree"):
+        checks = _StreamChecks()
     if isinstance(top_mfn, Resolved):
         max_pfn = top_mfn.max_pfn
-        res = walk_resolved(source, top_mfn, progress=progress)
+        res = walk_resolved(source, top_mfn, progress=progress, stream=checks)
         add_container_findings(source, res)
         if max_pfn is None and res.max_pfn_source in ("container", "saved"):
             max_pfn = res.max_pfn     # an xl save stream's arch.max_pfn or end_pfn
     else:
-        res = walk(source, top_mfn, word_size=word_size, max_pfn=max_pfn, progress=progress)
-    out = _checks(source, res, max_pfn)
+        res = walk(source, top_mfn, word_size=word_size, max_pfn=max_pfn, progress=progress,
+                   stream=checks)
+    entries = None
+    if checks is not None:
+        entries = checks.entries or _IdentityEntries(res.layout)
+    out = _checks(source, res, max_pfn, entries)
     origins = [res.representation] * len(out)
     other = None
     if also is not None:
@@ -129,10 +146,11 @@ def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
                         origins=[o for _, o in ranked])
 
 
-def _checks(source, res: WalkResult, max_pfn) -> list:
-    """The walk's findings and every check of the table."""
+def _checks(source, res: WalkResult, max_pfn, entries=None) -> list:
+    """The walk's findings and every check of the table (``entries``: see
+    :func:`_scan_entries`)."""
     out = list(res.findings)
-    scan = _scan_entries(res.table, res.layout)
+    scan = _scan_entries(res.table, res.layout, entries)
     out += _table_checks(res, scan)
     out += _garbage_leaves(source, res, scan)
     if max_pfn is None:
@@ -175,8 +193,92 @@ def _ranges(pfns: np.ndarray, limit: int = EXAMPLES) -> list:
     return [[a, b] for a, b in zip(firsts[:limit].tolist(), lasts[:limit].tolist())]
 
 
-@dataclass
-class _EntryScan:
+class _IdentityEntries:
+    """The checks made entry by entry, fed the table's identity entries
+    (:meth:`feed`, in pfn order) -- only those can carry both flag bits or
+    fail to hold their own pfn.
+
+    An identity run's decoded entries step by one, so an entry of it holds
+    its own pfn exactly when the run's first does: the question is asked of
+    each entry, which gives the run's answer without knowing the run.
+    """
+
+    def __init__(self, layout):
+        self.L = layout
+        #: entries with both flag bits; the first (pfn, raw)
+        self.both_n = 0
+        self.both: list = []
+        #: of them, those in an identity run that does not hold its own pfns
+        self.both_in_mis = 0
+        #: the first identity entries (without the FOREIGN bit) not holding
+        #: their own pfn, (pfn, raw)
+        self.mism: list = []
+        self._rows: list = []     # (leaf rows, garbage entries) of both-flag entries
+
+    def feed(self, words: np.ndarray, start: int, s: np.ndarray, e: np.ndarray) -> None:
+        """The entries [s[i], e[i]) of ``words`` (pfns start..) are all of the
+        identity entries among them; the spans ascend.  Neighbouring spans are
+        looked at together, :data:`CHUNK` entries at a time."""
+        i = 0
+        while i < len(s):
+            lo = int(s[i])
+            j = max(i, int(np.searchsorted(e, lo + CHUNK, side="right")) - 1)
+            hi = int(e[j])
+            i = j + 1
+            for a in range(lo, hi, CHUNK):
+                self._piece(words[a:min(hi, a + CHUNK)], start + a)
+
+    def _piece(self, w: np.ndarray, p0: int) -> None:
+        L = self.L
+        t = w.dtype.type
+        fm, rest = t(L.flag_mask), t(L.word_mask & ~L.flag_mask)
+        m = w >= fm
+        m &= w != t(L.invalid)
+        pos = np.flatnonzero(m)
+        if len(pos):
+            vals = w[pos]
+            pfns = pos + p0
+            self.both_n += len(pos)
+            if len(self.both) < EXAMPLES:
+                k = EXAMPLES - len(self.both)
+                self.both += list(zip(pfns[:k].tolist(), vals[:k].tolist()))
+            in_mis = (vals & rest) != pfns.astype(w.dtype)
+            self.both_in_mis += int(np.count_nonzero(in_mis))
+            rows, n = np.unique(pfns[~in_mis] // L.per_page, return_counts=True)
+            self._rows.append((rows, n))
+        if len(self.mism) < EXAMPLES:
+            own = np.arange(p0, p0 + len(w), dtype=w.dtype)
+            hit = np.flatnonzero(((w & fm) == t(L.identity_bit)) & ((w & rest) != own))
+            hit = hit[:EXAMPLES - len(self.mism)]
+            self.mism += list(zip((hit + p0).tolist(), w[hit].tolist()))
+
+    def points(self, n_rows: int) -> np.ndarray:
+        """Garbage entries with both flag bits per whole leaf row."""
+        if not self._rows:
+            return np.zeros(n_rows, dtype=np.int64)
+        rows = np.concatenate([r for r, _ in self._rows])
+        n = np.concatenate([c for _, c in self._rows])
+        keep = rows < n_rows
+        return np.bincount(rows[keep], weights=n[keep], minlength=n_rows).astype(np.int64)
+
+
+class _StreamChecks:
+    """The entry checks of a streamed walk (:func:`p2mdump.walker.walk`'s
+    ``stream``): the identity segments of each window fed as they go by."""
+
+    def __init__(self):
+        self.entries: _IdentityEntries | None = None
+
+    def __call__(self, words, start, seg, codes) -> None:
+        if self.entries is None:
+            self.entries = _IdentityEntries(layout_for(words.dtype.itemsize))
+        ident = np.flatnonzero(codes == IDENTITY)
+        if len(ident):
+            ends = np.append(seg[1:], len(words))
+            self.entries.feed(words, start, seg[ident], ends[ident])
+
+
+class _EntryScan(Record):
     """What the per-entry checks find, worked out on the table's runs.
 
     A run (see :meth:`P2MTable.run_arrays`) holds entries of one kind whose
@@ -186,63 +288,42 @@ class _EntryScan:
     holds its own pfns iff its first decoded value is its first pfn; the
     mfns of a valid or foreign run past the limit are a tail of it.  Only
     entries carrying both flag bits (always inside identity runs) are found
-    entry by entry, and only over the spans of identity runs.
+    entry by entry (:class:`_IdentityEntries`).
     """
 
-    #: identity entries (without the FOREIGN bit) not holding their own pfn
-    mism_n: int = 0
-    mism: list = field(default_factory=list)
-    #: entries with both flag bits
-    both_n: int = 0
-    both: list = field(default_factory=list)
-    #: (starts, ends, first decoded mfns) of the foreign runs
-    foreign: tuple = ()
-    #: garbage entries per whole leaf page of the table
-    per_row: np.ndarray | None = None
+    __slots__ = ("mism_n", "mism", "both_n", "both", "foreign", "per_row")
+
+    def __init__(self, mism_n, mism, both_n, both, foreign, per_row):
+        #: identity entries (without the FOREIGN bit) not holding their own
+        #: pfn; the first (pfn, raw)
+        self.mism_n = mism_n
+        self.mism = mism
+        #: entries with both flag bits; the first (pfn, raw)
+        self.both_n = both_n
+        self.both = both
+        #: (starts, ends, first decoded mfns) of the foreign runs
+        self.foreign = foreign
+        #: garbage entries per whole leaf page of the table
+        self.per_row = per_row
 
 
-def _scan_entries(table, L) -> _EntryScan:
-    raw = table.raw
-    n = len(raw)
+def _scan_entries(table, L, entries: _IdentityEntries | None = None) -> _EntryScan:
+    """``entries``: the identity entries' checks, fed already (a streamed
+    walk); else they are fed here from ``table.raw``."""
+    n = len(table)
     fpp = L.per_page
-    out = _EntryScan()
     starts, ends, codes, first = table.run_arrays()
-    rest0 = (first & raw.dtype.type(L.word_mask & ~L.flag_mask)).astype(np.int64)
+    dt = first.dtype.type
+    rest0 = (first & dt(L.word_mask & ~L.flag_mask)).astype(np.int64)
     ident = codes == IDENTITY
     mis = ident & (rest0 != starts)
-    # entries with both flag bits, over the spans of the identity runs
-    fm, inv = raw.dtype.type(L.flag_mask), raw.dtype.type(L.invalid)
+    if entries is None:
+        entries = _IdentityEntries(L)
+        entries.feed(table.raw, 0, starts[ident], ends[ident])
     n_rows = n // fpp
-    points = np.zeros(n_rows, dtype=np.int64)
-    both_in_mis = 0
-    i_s, i_e = starts[ident], ends[ident]
-    i = 0
-    while i < len(i_s):
-        lo = int(i_s[i])
-        j = max(i, int(np.searchsorted(i_e, lo + CHUNK, side="right")) - 1)
-        hi = int(i_e[j])
-        i = j + 1
-        for a in range(lo, hi, CHUNK):
-            w = raw[a:min(hi, a + CHUNK)]
-            m = w >= fm
-            m &= w != inv
-            pos = np.flatnonzero(m)
-            if not len(pos):
-                continue
-            pos += a
-            out.both_n += len(pos)
-            if len(out.both) < EXAMPLES:
-                out.both += pos[:EXAMPLES - len(out.both)].tolist()
-            in_mis = mis[np.searchsorted(starts, pos, side="right") - 1]
-            both_in_mis += int(np.count_nonzero(in_mis))
-            rows = pos[~in_mis] // fpp
-            points += np.bincount(rows[rows < n_rows], minlength=n_rows)
     lens = ends - starts
-    out.mism_n = int(lens[mis].sum()) - both_in_mis
-    if out.mism_n:
-        out.mism = _first_below(raw, starts[mis], ends[mis], fm)
+    mism_n = int(lens[mis].sum()) - entries.both_in_mis
     fo = codes == FOREIGN
-    out.foreign = (starts[fo], ends[fo], rest0[fo])
     # garbage: whole mismatched identity runs, MFN 0 and MFNs past the limit
     # of valid and foreign runs (a first entry, a tail), both-flag entries
     mfn_max = min(MFN_MAX_64, L.identity_bit - 1)
@@ -257,20 +338,9 @@ def _scan_entries(table, L) -> _EntryScan:
     order = np.argsort(gs, kind="stable")
     gs, ge = gs[order], ge[order]
     bounds = np.arange(n_rows + 1, dtype=np.int64) * fpp
-    out.per_row = np.diff(_measure_below(gs, ge, bounds)) + points
-    return out
-
-
-def _first_below(raw, starts, ends, fm, limit: int = EXAMPLES) -> list:
-    """The first ``limit`` pfns of runs [starts, ends) whose entry is below ``fm``."""
-    found: list[int] = []
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        for a in range(s, e, 1 << 12):
-            hit = np.flatnonzero(raw[a:min(e, a + (1 << 12))] < fm)
-            found += (hit[:limit - len(found)] + a).tolist()
-            if len(found) >= limit:
-                return found
-    return found
+    per_row = np.diff(_measure_below(gs, ge, bounds)) + entries.points(n_rows)
+    return _EntryScan(mism_n, entries.mism if mism_n else [], entries.both_n, entries.both,
+                      (starts[fo], ends[fo], rest0[fo]), per_row)
 
 
 def _measure_below(gs: np.ndarray, ge: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -291,19 +361,19 @@ def _table_checks(res: WalkResult, scan: _EntryScan) -> list:
     ib = L.identity_bit
     mism, both = scan.mism, scan.both
     if scan.mism_n:
-        ex = [{"pfn": p, "raw": table.entry(p), "expected": p | ib} for p in mism[:EXAMPLES]]
+        (p0, r0) = mism[0]
+        ex = [{"pfn": p, "raw": r, "expected": p | ib} for p, r in mism[:EXAMPLES]]
         out.append(F.Finding(IDENTITY_MISMATCH, F.WARNING,
                              f"{scan.mism_n} identity entries do not hold their own pfn "
-                             f"(first: pfn {mism[0]:#x} holds {table.entry(mism[0]):#x}, "
-                             f"expected {mism[0] | ib:#x})",
-                             level=LEVEL_LEAF, count=scan.mism_n, pfn_first=mism[0],
-                             examples=ex))
+                             f"(first: pfn {p0:#x} holds {r0:#x}, expected {p0 | ib:#x})",
+                             level=LEVEL_LEAF, count=scan.mism_n, pfn_first=p0, examples=ex))
     if scan.both_n:
+        (p0, r0) = both[0]
         out.append(F.Finding(BAD_FLAGS, F.WARNING,
                              f"{scan.both_n} entries carry both the IDENTITY and the FOREIGN bit "
-                             f"(first: pfn {both[0]:#x} = {table.entry(both[0]):#x})",
-                             level=LEVEL_LEAF, count=scan.both_n, pfn_first=both[0],
-                             examples=[{"pfn": p, "raw": table.entry(p)} for p in both]))
+                             f"(first: pfn {p0:#x} = {r0:#x})",
+                             level=LEVEL_LEAF, count=scan.both_n, pfn_first=p0,
+                             examples=[{"pfn": p, "raw": r} for p, r in both]))
     fs, fe, fm = scan.foreign
     if len(fs):
         n = int((fe - fs).sum())

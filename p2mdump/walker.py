@@ -37,15 +37,20 @@ from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, Layout, layout_for
 from .sources.base import FrameSource
 from .result import WalkResult, table_findings  # noqa: F401  (re-exported)
-from .table import P2MTable
-from .tablerows import FileRows, read_runs, rows_for
+from .table import P2MTable, RunScanner, StreamedTable, empty_words
+from .tablerows import FileRows, MemoryRows, read_runs, rows_for
 
 Progress = Callable[[int, int], None]
+#: what a streamed walk hands on, window by window: (entries, first pfn,
+#: segment starts in the window, segment kind codes; see RunScanner.feed)
+Stream = Callable[[np.ndarray, int, np.ndarray, np.ndarray], None]
 
 #: pfns a table may always have, whatever the image's size (8 MiB of 8-byte
 #: words): a small image with a sparse tree is walked whole, a crafted one
 #: costs no more than this
 TABLE_FLOOR = 1 << 20
+#: leaf rows per window of a streamed walk (8 MiB)
+STREAM_ROWS = 2048
 
 
 class PageCache:
@@ -118,7 +123,7 @@ def detect_word_size(cache: PageCache, top_mfn: int) -> tuple[int, dict]:
 def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "auto",
          max_pfn: int | None = None, progress: Progress | None = None,
          check_table: bool = True, raw_fd: int | None = None,
-         max_pfn_claimed: bool = False) -> WalkResult:
+         max_pfn_claimed: bool = False, stream: Stream | None = None) -> WalkResult:
     """Walk the p2m tree whose top page is at ``top_mfn`` in ``source``.
 
     ``word_size`` is 4, 8 or "auto"; ``max_pfn`` the number of pfns to return
@@ -129,7 +134,15 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
     the table in as the ``--format raw`` output (:mod:`p2mdump.tablerows`).
     ``max_pfn_claimed``: ``max_pfn`` was read from the image (container,
     sidecar), not given by the user, so it is bounded like a derived one.
+    ``stream``: the table is not kept but handed to ``stream`` in windows of
+    :data:`STREAM_ROWS` leaf rows as they are read, in pfn order (with the
+    window's runs, :meth:`~p2mdump.table.RunScanner.feed`); the result's
+    table is then a :class:`~p2mdump.table.StreamedTable` -- counts, runs,
+    duplicate frames, no entries -- and the walk needs memory for a window,
+    not for the table.  Not together with ``raw_fd``.
     """
+    if stream is not None and raw_fd is not None:
+        raise ValueError("a streamed walk writes no raw output")
     if top_mfn < 0:
         raise TreeError(f"top MFN must not be negative (got {top_mfn})")
     cache = PageCache(source)
@@ -156,15 +169,31 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
                 f"--max-pfn {max_pfn:#x} is larger than a {ws}-byte-word tree can hold "
                 f"({layout.capacity:#x} pfns)")
     result = _Walk(source, cache, layout, top_mfn, max_pfn, progress, ws_source, raw_fd,
-                   max_pfn_claimed).run()
+                   max_pfn_claimed, stream).run()
     if check_table:
         result.check_table()
     return result
 
 
+class _FillPlan:
+    """Where each leaf row of the table comes from (:meth:`_Walk._plan`)."""
+
+    __slots__ = ("flat", "bad", "pages", "own")
+
+    def __init__(self, flat, bad, pages, own):
+        #: leaf MFN of every row
+        self.flat = flat
+        #: rows of INVALID (no usable slot, MFN 0), ascending
+        self.bad = bad
+        #: (rows, words or None if unreadable) of the pages read already
+        self.pages = pages
+        #: rows read from a frame of their own, ascending
+        self.own = own
+
+
 class _Walk:
     def __init__(self, source, cache, layout, top_mfn, max_pfn, progress, ws_source,
-                 raw_fd=None, max_pfn_claimed=False):
+                 raw_fd=None, max_pfn_claimed=False, stream=None):
         self.source = source
         self.cache = cache
         self.L = layout
@@ -176,6 +205,7 @@ class _Walk:
         self.bulk_frames = 0
         self.raw_fd = raw_fd
         self.max_pfn_claimed = max_pfn_claimed
+        self.stream = stream
 
     # -- helpers -----------------------------------------------------------
     def add(self, *args, **kw):
@@ -298,13 +328,19 @@ class _Walk:
         if self.max_pfn is None or self.max_pfn_claimed:
             max_pfn = self._within_budget(max_pfn)
         n_leaves = L.leaves_for(max_pfn)
-        sink = rows_for(self.raw_fd, n_leaves, L)
-        self._fill(sink, n_leaves)
-        words, past = sink.finish(max_pfn)
+        plan = self._plan(n_leaves)
+        raw_written = False
+        if self.stream is not None:
+            table, past = self._streamed(plan, n_leaves, max_pfn)
+        else:
+            sink = rows_for(self.raw_fd, n_leaves, L)
+            self._fill(sink, plan, 0, n_leaves, self.progress)
+            words, past = sink.finish(max_pfn)
+            table = P2MTable(words, L)
+            raw_written = isinstance(sink, FileRows)
         if mp_source == "given":
             self._check_past(past, max_pfn, n_leaves)
         self._shared_findings()
-        table = P2MTable(words, L)
         if max_pfn == 0 and mp_source != "given":
             self.add(F.EMPTY_TREE, F.WARNING, "no pfn in the tree maps to anything",
                      level=LEVEL_TOP, mfn=self.top_mfn)
@@ -313,7 +349,7 @@ class _Walk:
             max_pfn_source=mp_source, word_size_source=self.ws_source,
             pages_read=self.cache.reads + self.bulk_frames,
             mid_placeholder=self.mid_placeholder, leaf_placeholders=self.leaf_placeholders,
-            source=self.source.describe(), raw_written=isinstance(sink, FileRows))
+            source=self.source.describe(), raw_written=raw_written)
         return result
 
     def _leaf_words(self, mfn):
@@ -418,39 +454,77 @@ class _Walk:
             self.prefetched[mfn] = words
         return words
 
-    def _fill(self, sink, n_leaves: int):
-        """Fill leaf rows 0..n_leaves-1 of ``sink`` (:mod:`p2mdump.tablerows`)."""
+    def _plan(self, n_leaves: int) -> "_FillPlan":
+        """What fills each of leaf rows 0..n_leaves-1; the shared and
+        prefetched pages that cannot be read are reported here, first."""
         flat, usable = self._slots(0, n_leaves)
         bad = ~usable | (flat == 0)
-        sink.invalid(np.flatnonzero(bad))
-        shared_rows = np.zeros(n_leaves, dtype=bool)
+        done = bad.copy()
+        pages = []
         for mfn, words in self.shared.items():
             rows = np.flatnonzero((flat == mfn) & usable)
             if not len(rows):
                 continue
-            shared_rows[rows] = True
+            done[rows] = True
             if words is None:
-                sink.invalid(rows)
                 self._unreadable_shared(mfn)
-            else:
-                sink.words(rows, words)
+            pages.append((rows, words))
         # pages already read while looking for max_pfn: copied, not read again
         if self.prefetched:
             keys = np.fromiter(self.prefetched, dtype=np.uint64, count=len(self.prefetched))
-            for row in np.flatnonzero(np.isin(flat, keys) & ~bad & ~shared_rows).tolist():
-                shared_rows[row] = True
+            for row in np.flatnonzero(np.isin(flat, keys) & ~done).tolist():
+                done[row] = True
                 mfn = int(flat[row])
                 words = self.prefetched[mfn]
                 if words is None:
-                    sink.invalid([row])
                     self._unreadable_leaf(row, mfn)
-                else:
-                    sink.words([row], words)
-        rows = np.flatnonzero(~bad & ~shared_rows)
-        if not len(rows):
+                pages.append((np.array([row]), words))
+        return _FillPlan(flat, np.flatnonzero(bad), pages, np.flatnonzero(~done))
+
+    def _fill(self, sink, plan: "_FillPlan", a: int, b: int, progress):
+        """Fill leaf rows a..b-1 (``sink``'s rows 0..b-a-1, :mod:`p2mdump.tablerows`)."""
+        def within(rows):
+            return rows[np.searchsorted(rows, a):np.searchsorted(rows, b)] - a
+
+        sink.invalid(within(plan.bad))
+        for rows, words in plan.pages:
+            here = within(rows)
+            if not len(here):
+                continue
+            if words is None:
+                sink.invalid(here)
+            else:
+                sink.words(here, words)
+        own = within(plan.own)
+        if not len(own):
             return
-        self.bulk_frames += read_runs(sink, self.source, rows, flat[rows],
-                                      self._unreadable_leaf, self.progress)
+        self.bulk_frames += read_runs(sink, self.source, own, plan.flat[own + a],
+                                      lambda row, mfn: self._unreadable_leaf(row + a, mfn),
+                                      progress)
+
+    def _streamed(self, plan: "_FillPlan", n_leaves: int, max_pfn: int):
+        """(StreamedTable, the words of the last row past max_pfn): the rows
+        filled a window at a time and handed to ``self.stream``."""
+        L = self.L
+        fpp = L.per_page
+        step = STREAM_ROWS
+        buf = empty_words(min(step, n_leaves) * fpp, L.numpy_dtype)
+        scanner = RunScanner(L)
+        past = buf[:0]
+        total = len(plan.own)
+        for a in range(0, n_leaves, step):
+            b = min(a + step, n_leaves)
+            rows2d = buf[:(b - a) * fpp].reshape(b - a, fpp)
+            before = int(np.searchsorted(plan.own, a))
+            progress = None if self.progress is None else (
+                lambda done, _n, before=before: self.progress(before + done, total))
+            self._fill(MemoryRows(b - a, L, rows2d), plan, a, b, progress)
+            words = rows2d.reshape(-1)
+            keep = min(max_pfn - a * fpp, len(words))
+            piece = words[:keep]
+            self.stream(piece, a * fpp, *scanner.feed(piece))
+            past = words[keep:].copy()
+        return StreamedTable(scanner), past
 
     def _unreadable_shared(self, mfn):
         first, count, last = self._leaf_refs(mfn)

@@ -51,7 +51,9 @@ def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, qui
     with open_source(image, base, container) as source:
         todo = resolve_walks(source, image, top_mfn, word_size, max_pfn, **list_opts)
         try:
-            res = walk_resolved(source, todo[0], progress=progress)
+            # the map needs the table's runs only: a tree's is not kept
+            res = walk_resolved(source, todo[0], progress=progress,
+                                stream=_ignore if todo[0].representation == "tree" else None)
         finally:
             progress.close()
         # the tree's pages: those of the tree walked, or of the tree the guest
@@ -92,3 +94,7 @@ def _title(name: str, res, top) -> str:
     if top is None:
         return f"saved p2m of {name} ({res.representation})"
     return f"p2m of {name}, top MFN {top:#x}"
+
+
+def _ignore(*_window) -> None:
+    """A streamed walk's windows, not needed beyond its runs."""

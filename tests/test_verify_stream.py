@@ -1,0 +1,162 @@
+"""A table that is never held: the run scan fed in pieces, the walk that
+hands its table on window by window, and verify that checks a tree that way.
+
+Each gives exactly what the in-memory table gives, on random damaged tables
+and trees, with the windows cut small so that runs, identity spans and
+damage straddle them."""
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2mdump import table as T
+from p2mdump import walker as W
+from p2mdump.errors import P2MDumpError
+from p2mdump.layout import LAYOUT32, LAYOUT64
+from p2mdump.sources.raw import RawImage
+from p2mdump.table import P2MTable, RunScanner, StreamedTable
+from p2mdump.verify import verify
+from p2mdump.writer import GuestSpec, generate
+from test_verify_runs import damaged_table
+
+LAYOUTS = pytest.mark.parametrize("layout", [LAYOUT64, LAYOUT32], ids=["64", "32"])
+
+
+def fed_in_pieces(raw, layout, rng, most=700):
+    scanner = RunScanner(layout)
+    p = 0
+    while p < len(raw):
+        k = int(rng.integers(1, most))
+        seg, codes = scanner.feed(raw[p:p + k])
+        piece = raw[p:p + k]
+        # the segments cover the piece, each of one kind
+        assert seg[0] == 0 and np.all(np.diff(seg) > 0)
+        ends = np.append(seg[1:], len(piece))
+        for s, e, c in zip(seg.tolist(), ends.tolist(), codes.tolist()):
+            assert np.all(T.classify(piece[s:e], layout) == c)
+        p += k
+    return StreamedTable(scanner)
+
+
+def assert_same_runs(a, b):
+    assert a.counts() == b.counts()
+    assert len(a) == len(b)
+    for x, y in zip(a.run_arrays(), b.run_arrays()):
+        assert np.array_equal(x, y)
+    assert a.duplicate_mfns() == b.duplicate_mfns()
+
+
+@LAYOUTS
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 6000), most=st.integers(2, 900))
+def test_pieces_give_the_runs_of_the_whole(layout, seed, n, most):
+    raw = damaged_table(layout, seed, n)
+    rng = np.random.default_rng(seed)
+    assert_same_runs(fed_in_pieces(raw, layout, rng, most), P2MTable(raw, layout))
+
+
+@LAYOUTS
+def test_kind_changes_at_a_piece_boundary(layout, monkeypatch):
+    """Runs whose raw words step by one across a kind boundary (a carry into
+    a flag bit, INVALID-1 -> INVALID -> 0) are split the same way whether the
+    boundary falls inside a piece, inside a block, or between pieces."""
+    monkeypatch.setattr(T, "BLOCK", 5)
+    mask = layout.word_mask
+    edges = [layout.identity_bit, layout.foreign_bit, layout.flag_mask, layout.invalid]
+    raw = np.concatenate([(np.arange(e - 6, e + 6, dtype=np.uint64) & np.uint64(mask))
+                          for e in edges] + [np.full(4, layout.invalid, np.uint64)])
+    raw = raw.astype(layout.numpy_dtype)
+    whole = P2MTable(raw, layout)
+    for cut in range(1, len(raw)):
+        scanner = RunScanner(layout)
+        scanner.feed(raw[:cut])
+        scanner.feed(raw[cut:])
+        assert_same_runs(StreamedTable(scanner), whole)
+
+
+def test_empty_stream():
+    t = StreamedTable(RunScanner(LAYOUT64))
+    assert len(t) == 0 and t.counts() == P2MTable(np.zeros(0, np.uint64), LAYOUT64).counts()
+    assert t.duplicate_mfns() == (0, [])
+
+
+# -- trees --------------------------------------------------------------------
+
+def damaged_guest(tmp_path, seed: int, word_size: int):
+    """A generated guest with random damage in its tree pages; (path, tree)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 6)) * 0x1000 + int(rng.integers(0, 0x400))
+    spec = GuestSpec(word_size=word_size, max_pfn=n, ram=[(0, n)],
+                     identity=[(0xA0, 0x100), (0x1000, 0x1000 + int(rng.integers(1, 0x900)))],
+                     foreign=[(n - 0x30, n - 0x20)], ballooned=[(0x500, 0x800)],
+                     shuffle_leaves=bool(seed % 2), seed=seed)
+    img = tmp_path / f"g{seed}.img"
+    tree = generate(spec, img)
+    L = tree.layout
+    data = bytearray(img.read_bytes())
+    pages = ([int(m) for m in tree.leaf_mfns] + list(tree.mids) + [tree.top_mfn]
+             + list(tree.placeholders.values()))
+    frames = len(data) // 4096
+    for _ in range(int(rng.integers(0, 8))):
+        mfn = pages[int(rng.integers(len(pages)))]
+        slot = int(rng.integers(L.per_page))
+        pfn = int(rng.integers(n))
+        noise = int(rng.integers(0, L.word_mask, dtype=np.uint64))
+        value = [0, L.invalid, frames + 5, L.flag_mask | pfn, L.identity_bit | (pfn + 1),
+                 L.identity_bit | pfn, L.foreign_bit | int(tree.truth[0x10]),
+                 pages[int(rng.integers(len(pages)))], noise][int(rng.integers(9))]
+        if rng.random() < 0.1:      # a page of noise
+            data[mfn * 4096:(mfn + 1) * 4096] = rng.integers(0, 256, 4096, np.uint8).tobytes()
+        else:
+            off = mfn * 4096 + slot * word_size
+            data[off:off + word_size] = (value & L.word_mask).to_bytes(word_size, "little")
+    if rng.random() < 0.2:
+        del data[len(data) - int(rng.integers(1, 3)) * 4096 - 100:]
+    img.write_bytes(bytes(data))
+    return str(img), tree
+
+
+@pytest.mark.parametrize("word_size", [8, 4])
+@pytest.mark.parametrize("rows", [1, 3, 2048])
+@pytest.mark.parametrize("seed", range(12))
+def test_streamed_walk_and_verify_agree(tmp_path, monkeypatch, word_size, rows, seed):
+    """The windows a streamed walk hands on make up the walked table; its
+    findings, counts and runs are the in-memory walk's; verify reports the
+    same whether it keeps the table or not."""
+    monkeypatch.setattr(W, "STREAM_ROWS", rows)
+    path, tree = damaged_guest(tmp_path, seed, word_size)
+    max_pfn = [None, tree.spec.max_pfn][seed % 2]
+    with RawImage(path) as src:
+        try:
+            whole = W.walk(src, tree.top_mfn, word_size=word_size, max_pfn=max_pfn)
+        except P2MDumpError as exc:     # the top page is gone: so it is for both
+            with pytest.raises(type(exc), match=re.escape(str(exc))):
+                verify(src, tree.top_mfn, word_size=word_size, max_pfn=max_pfn)
+            return
+        seen = []
+
+        def take(words, start, seg, codes):
+            assert start == sum(len(w) for w in seen)
+            seen.append(words.copy())
+
+        streamed = W.walk(src, tree.top_mfn, word_size=word_size, max_pfn=max_pfn, stream=take)
+        table = np.concatenate(seen) if seen else whole.table.raw[:0]
+        assert np.array_equal(table, whole.table.raw)
+        assert [f.to_dict() for f in streamed.findings] == [f.to_dict() for f in whole.findings]
+        assert streamed.pages_read == whole.pages_read
+        assert_same_runs(streamed.table, whole.table)
+        kept = verify(src, tree.top_mfn, word_size=word_size, max_pfn=max_pfn, keep_table=True)
+        lean = verify(src, tree.top_mfn, word_size=word_size, max_pfn=max_pfn)
+    assert isinstance(kept.walk.table, P2MTable)
+    assert isinstance(lean.walk.table, StreamedTable)
+    assert lean.to_dict() == kept.to_dict()
+
+
+def test_stream_and_raw_output_exclude_each_other(tmp_path):
+    spec = GuestSpec(word_size=8, max_pfn=0x1000)
+    tree = generate(spec, tmp_path / "g.img")
+    with RawImage(str(tmp_path / "g.img")) as src, open(tmp_path / "o", "w+b") as out:
+        with pytest.raises(ValueError):
+            W.walk(src, tree.top_mfn, raw_fd=out.fileno(), stream=lambda *a: None)
