@@ -191,6 +191,24 @@ class _FillPlan:
         self.own = own
 
 
+class _WindowProgress:
+    """The progress of a window's reads (``before`` rows read earlier) as the
+    progress of the whole walk, passed on about every 1% of ``total``."""
+
+    def __init__(self, progress: Progress, total: int):
+        self.progress = progress
+        self.total = total
+        self.before = 0
+        self.step = max(1, total // 100)
+        self.next = self.step
+
+    def __call__(self, done: int, _window_total: int) -> None:
+        at = self.before + done
+        if at >= self.next or at >= self.total:
+            self.progress(at, self.total)
+            self.next = at + self.step
+
+
 class _Walk:
     def __init__(self, source, cache, layout, top_mfn, max_pfn, progress, ws_source,
                  raw_fd=None, max_pfn_claimed=False, stream=None):
@@ -511,13 +529,13 @@ class _Walk:
         buf = empty_words(min(step, n_leaves) * fpp, L.numpy_dtype)
         scanner = RunScanner(L)
         past = buf[:0]
-        total = len(plan.own)
+        progress = None if self.progress is None else _WindowProgress(self.progress,
+                                                                      len(plan.own))
         for a in range(0, n_leaves, step):
             b = min(a + step, n_leaves)
             rows2d = buf[:(b - a) * fpp].reshape(b - a, fpp)
-            before = int(np.searchsorted(plan.own, a))
-            progress = None if self.progress is None else (
-                lambda done, _n, before=before: self.progress(before + done, total))
+            if progress is not None:
+                progress.before = int(np.searchsorted(plan.own, a))
             self._fill(MemoryRows(b - a, L, rows2d), plan, a, b, progress)
             words = rows2d.reshape(-1)
             keep = min(max_pfn - a * fpp, len(words))

@@ -160,3 +160,20 @@ def test_stream_and_raw_output_exclude_each_other(tmp_path):
     with RawImage(str(tmp_path / "g.img")) as src, open(tmp_path / "o", "w+b") as out:
         with pytest.raises(ValueError):
             W.walk(src, tree.top_mfn, raw_fd=out.fileno(), stream=lambda *a: None)
+
+
+def test_streamed_progress_counts_the_whole_walk(tmp_path, monkeypatch):
+    """Window by window, progress runs once from 0 to every row read, about
+    every 1%, never backwards."""
+    monkeypatch.setattr(W, "STREAM_ROWS", 3)
+    spec = GuestSpec(word_size=8, max_pfn=0x40000, shuffle_leaves=True, seed=3)
+    tree = generate(spec, tmp_path / "g.img")
+    seen = []
+    with RawImage(str(tmp_path / "g.img")) as src:
+        W.walk(src, tree.top_mfn, max_pfn=0x40000, progress=lambda d, t: seen.append((d, t)),
+               stream=lambda *a: None)
+    rows = 0x40000 // 512
+    assert seen[-1] == (rows, rows)
+    assert all(t == rows for _, t in seen)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and len(done) <= 101
