@@ -472,7 +472,7 @@ class _Walk:
             self.prefetched[mfn] = words
         return words
 
-    def _plan(self, n_leaves: int) -> "_FillPlan":
+    def _plan(self, n_leaves: int) -> _FillPlan:
         """What fills each of leaf rows 0..n_leaves-1; the shared and
         prefetched pages that cannot be read are reported here, first."""
         flat, usable = self._slots(0, n_leaves)
@@ -499,7 +499,7 @@ class _Walk:
                 pages.append((np.array([row]), words))
         return _FillPlan(flat, np.flatnonzero(bad), pages, np.flatnonzero(~done))
 
-    def _fill(self, sink, plan: "_FillPlan", a: int, b: int, progress):
+    def _fill(self, sink, plan: _FillPlan, a: int, b: int, progress):
         """Fill leaf rows a..b-1 (``sink``'s rows 0..b-a-1, :mod:`p2mdump.tablerows`)."""
         def within(rows):
             return rows[np.searchsorted(rows, a):np.searchsorted(rows, b)] - a
@@ -520,7 +520,7 @@ class _Walk:
                                       lambda row, mfn: self._unreadable_leaf(row + a, mfn),
                                       progress)
 
-    def _streamed(self, plan: "_FillPlan", n_leaves: int, max_pfn: int):
+    def _streamed(self, plan: _FillPlan, n_leaves: int, max_pfn: int):
         """(StreamedTable, the words of the last row past max_pfn): the rows
         filled a window at a time and handed to ``self.stream``."""
         L = self.L
