@@ -289,10 +289,11 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
                   raw_fd: int | None = None, stream=None):
     """Walk what :func:`resolve` chose; a :class:`~p2mdump.result.WalkResult`.
     ``raw_fd``: an empty file the walk may build the raw table in
-    (``result.raw_written`` says whether it did).  ``stream``: a tree's
-    table is handed to it and not kept (see :func:`p2mdump.walker.walk`)."""
-    if stream is not None and r.representation != "tree":
-        raise ValueError("only a tree's walk is streamed")
+    (``result.raw_written`` says whether it did).  ``stream``: a tree's or
+    a list's table is handed to it and not kept (see
+    :func:`p2mdump.walker.walk`)."""
+    if stream is not None and r.representation not in ("tree", "list"):
+        raise ValueError("only a tree's or a list's walk is streamed")
     if r.representation == SAVED:
         from .savewalk import walk_saved_p2m
 
@@ -306,7 +307,7 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
             result = walk_list(source, r.p2m_cr3, r.p2m_vaddr, word_size=r.word_size,
                                max_pfn=r.max_pfn, five_level=r.five_level,
                                generation=r.p2m_generation, progress=progress,
-                               check_table=check_table, raw_fd=raw_fd)
+                               check_table=check_table, raw_fd=raw_fd, stream=stream)
         except TreeError as exc:
             if r.list_source == "container":
                 raise type(exc)(f"{exc} (the list named by .xen_shared_info arch.p2m_cr3 "

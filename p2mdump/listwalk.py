@@ -34,8 +34,8 @@ from .layout import LEVEL_LEAF, PAGE_SHIFT, PAGE_SIZE, layout_for
 from .paging import (MAX_LIST_PFNS, PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, level_name,
                      list_end, mode_for, unfold_cr3, word_size_from_vaddr)
 from .result import WalkResult
-from .table import P2MTable
-from .tablerows import FileRows, read_runs, rows_for
+from .table import P2MTable, RunTable
+from .tablerows import FileRows, FillPlan, fill_rows, rows_for, stream_rows
 
 def memory_available() -> int | None:
     """MemAvailable of /proc/meminfo in bytes, None where unknown."""
@@ -53,7 +53,8 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
               root_mfn: int | None = None, word_size: int | str | None = "auto",
               max_pfn: int | None = None, five_level: bool = False,
               generation: int | None = None, progress=None,
-              check_table: bool = True, raw_fd: int | None = None) -> WalkResult:
+              check_table: bool = True, raw_fd: int | None = None,
+              stream=None) -> WalkResult:
     """Walk the linear p2m list at ``p2m_vaddr`` through the page tables
     whose top table is named by ``p2m_cr3`` (the register value, folded on
     32-bit guests) or ``root_mfn``.
@@ -64,8 +65,13 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
     ``arch.p2m_generation``) is reported; an odd value is a finding.
     ``raw_fd``: an empty regular file to build the table in, as the
     ``--format raw`` output (see :mod:`p2mdump.tablerows`); the result's
-    ``raw_written`` then says the output is complete.
+    ``raw_written`` then says the output is complete.  ``stream``: the
+    table is handed on a window at a time and not kept, as
+    :func:`p2mdump.walker.walk` does (the memory check for the table is then
+    not made: no table is held).
     """
+    if stream is not None and raw_fd is not None:
+        raise ValueError("a streamed walk writes no raw output")
     from .pagetable import PageTableWalker
 
     if p2m_vaddr is None:
@@ -149,17 +155,28 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
             mapped, mfns = mapped[:n_pages], mfns[:n_pages]
     table_bytes = n_pages * PAGE_SIZE
     avail = memory_available()
-    if avail is not None and table_bytes > avail:
+    if stream is None and avail is not None and table_bytes > avail:
         raise LayoutError(f"the table of {max_pfn:#x} pfns needs {table_bytes >> 20} MiB, more "
                           f"than the {avail >> 20} MiB of memory available")
 
-    fill = _ListFill(source, L, findings, progress)
-    rows = rows_for(raw_fd, n_pages, L)
-    shared = fill.run(rows, mfns, mapped, p2m_vaddr)
-    words, past = rows.finish(max_pfn)
+    fill = _ListFill(source, L, findings)
+    plan, shared = fill.plan(mfns, mapped, p2m_vaddr)
+
+    def unreadable(row, mfn):
+        fill.unreadable(mfn, np.array([row]), p2m_vaddr)
+
+    table: RunTable
+    if stream is not None:
+        table, past, read = stream_rows(plan, n_pages, L, max_pfn, source, unreadable,
+                                        progress, stream)
+    else:
+        rows = rows_for(raw_fd, n_pages, L)
+        read = fill_rows(rows, plan, 0, n_pages, source, unreadable, progress)
+        words, past = rows.finish(max_pfn)
+        table = P2MTable(words, L)
+    fill.frames_read += read
     _check_tail(past, max_pfn, L, add)
     shared_ptes = _shared_pte_findings(walker, rmap, shared, source, add, findings, L)
-    table = P2MTable(words, L)
     if max_pfn and table.counts().get("missing") == max_pfn:
         add(F.EMPTY_TREE, F.WARNING, "no pfn in the list maps to anything", level=LEVEL_LEAF)
     info: dict[str, Any] = {
@@ -181,33 +198,35 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
         pages_read=walker.pages_read + fill.frames_read,
         mid_placeholder=None, leaf_placeholders=info["list_placeholders"],
         source=source.describe(), representation="list", list_info=info,
-        raw_written=isinstance(rows, FileRows))
+        raw_written=stream is None and isinstance(rows, FileRows))
     if check_table:
         result.check_table()
     return result
 
 
 class _ListFill:
-    """Reads the list's frames into the table: shared frames once, the rest
-    in runs of consecutive MFNs."""
+    """The list's frames: which fills each row of the table (the shared
+    frames read once, :meth:`plan`), and the findings about them; the rows
+    themselves are filled by :func:`p2mdump.tablerows.fill_rows`."""
 
-    def __init__(self, source, layout, findings, progress):
+    def __init__(self, source, layout, findings):
         self.source = source
         self.L = layout
         self.findings = findings
-        self.progress = progress
         self.frames_read = 0
 
-    def run(self, sink, mfns, mapped, p2m_vaddr) -> dict:
-        """Fill the rows of ``sink`` (:mod:`p2mdump.tablerows`); returns
-        {shared frame MFN: is an all-INVALID placeholder}."""
+    def plan(self, mfns, mapped, p2m_vaddr) -> tuple[FillPlan, dict]:
+        """Where each row of the table comes from (the shared frames read
+        once, and reported, here); and {shared frame MFN: is an all-INVALID
+        placeholder}."""
         L = self.L
         inv = np.dtype(L.numpy_dtype).type(L.invalid)
-        sink.invalid(np.flatnonzero(~mapped))
+        bad = np.flatnonzero(~mapped)
         rows = np.flatnonzero(mapped)
         shared: dict[int, bool] = {}
+        pages: list = []
         if not len(rows):
-            return shared
+            return FillPlan(mfns, bad, pages, rows), shared
         uniq, inverse, counts = unique(mfns[rows], return_inverse=True, return_counts=True)
         is_shared_row = counts[inverse] > 1
         for u in np.flatnonzero(counts > 1).tolist():
@@ -215,12 +234,12 @@ class _ListFill:
             where = rows[inverse == u]
             data = self.source.read_frame(mfn) if self.source.has_frame(mfn) else None
             if data is None:
-                sink.invalid(where)
-                self._unreadable(mfn, where, p2m_vaddr)
+                pages.append((where, None))
+                self.unreadable(mfn, where, p2m_vaddr)
                 continue
             self.frames_read += 1
             words = np.frombuffer(data, dtype=L.numpy_dtype)
-            sink.words(where, words)
+            pages.append((where, words))
             placeholder = bool(np.all(words == inv))
             shared[mfn] = placeholder
             r0 = int(where[0])
@@ -241,16 +260,9 @@ class _ListFill:
                     f"list frame MFN {mfn:#x} backs {len(where)} list pages but holds {valid} "
                     f"non-missing entries: the same mappings appear at {len(where)} places",
                     **common))
-        own = rows[~is_shared_row]
-        self._read_runs(sink, own, mfns[own], p2m_vaddr)
-        return shared
+        return FillPlan(mfns, bad, pages, rows[~is_shared_row]), shared
 
-    def _read_runs(self, sink, rows, mfns, p2m_vaddr):
-        self.frames_read += read_runs(
-            sink, self.source, rows, mfns,
-            lambda row, mfn: self._unreadable(mfn, np.array([row]), p2m_vaddr), self.progress)
-
-    def _unreadable(self, mfn, rows, p2m_vaddr):
+    def unreadable(self, mfn, rows, p2m_vaddr):
         fpp = self.L.per_page
         r0, r1 = int(rows[0]), int(rows[-1])
         self.findings.append(F.Finding(

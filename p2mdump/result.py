@@ -3,13 +3,15 @@
 Tree (:mod:`p2mdump.walker`) and list (:mod:`p2mdump.listwalk`) walks both
 return a :class:`WalkResult`: the same pfn-indexed table of raw entries and
 the same kind of findings, so every output and analysis works on either.
+A streamed walk (``stream=``) keeps no entries: its table is a
+:class:`~p2mdump.table.StreamedTable`, which has the counts and the runs.
 """
 from __future__ import annotations
 
 from . import findings as F
 from .layout import LEVEL_LEAF, Layout
 from .record import Record
-from .table import P2MTable
+from .table import RunTable
 
 
 class WalkResult(Record):
@@ -20,7 +22,7 @@ class WalkResult(Record):
                  "source", "table_checked", "representation", "list_info", "save_info",
                  "raw_written")
 
-    def __init__(self, table: P2MTable, layout: Layout, top_mfn: int | None,
+    def __init__(self, table: RunTable, layout: Layout, top_mfn: int | None,
                  findings: list | None = None, max_pfn_source: str = "given",
                  word_size_source: str = "given", pages_read: int = 0,
                  mid_placeholder: int | None = None, leaf_placeholders: list | None = None,
@@ -98,7 +100,7 @@ class WalkResult(Record):
         return out
 
 
-def table_findings(table: P2MTable) -> list:
+def table_findings(table: RunTable) -> list:
     """Findings that need the whole table: duplicate machine frames."""
     out = []
     total, examples = table.duplicate_mfns()

@@ -34,7 +34,7 @@ import numpy as np
 
 from .arrays import step_runs
 from .layout import PAGE_SIZE, Layout
-from .table import empty_words
+from .table import RunScanner, StreamedTable, empty_words
 
 #: rows written per call when a row pattern repeats (1 MiB)
 REPEAT_PAGES = 256
@@ -53,6 +53,98 @@ IOV_MAX = 1024
 GAP_PAGES = 2
 #: a page of INVALID entries (all ones at either word size)
 INVALID_PAGE = b"\xff" * PAGE_SIZE
+#: rows per window of a streamed walk (8 MiB)
+STREAM_ROWS = 2048
+
+
+class FillPlan:
+    """Where each row of a walk's table comes from: worked out (and the pages
+    it needs read once) before any row is filled, so that the rows can be
+    filled all at once or a window at a time (:func:`fill_rows`)."""
+
+    __slots__ = ("mfns", "bad", "pages", "own")
+
+    def __init__(self, mfns: np.ndarray, bad: np.ndarray, pages: list, own: np.ndarray):
+        #: the frame of every row
+        self.mfns = mfns
+        #: rows of INVALID (no frame), ascending
+        self.bad = bad
+        #: (rows, words, or None when the page could not be read) of the pages
+        #: read already (shared ones, ...)
+        self.pages = pages
+        #: rows read from a frame of their own, ascending
+        self.own = own
+
+
+def fill_rows(sink, plan: FillPlan, a: int, b: int, source, unreadable, progress=None) -> int:
+    """Fill rows a..b-1 of the table (``sink``'s rows 0..b-a-1) as ``plan``
+    says; a frame that cannot be read is reported as ``unreadable(row, mfn)``
+    and its row made INVALID.  Returns the frames read (:func:`read_runs`)."""
+    def within(rows):
+        return rows[np.searchsorted(rows, a):np.searchsorted(rows, b)] - a
+
+    sink.invalid(within(plan.bad))
+    for rows, words in plan.pages:
+        here = within(rows)
+        if not len(here):
+            continue
+        if words is None:
+            sink.invalid(here)
+        else:
+            sink.words(here, words)
+    own = within(plan.own)
+    if not len(own):
+        return 0
+    return read_runs(sink, source, own, plan.mfns[own + a],
+                     lambda row, mfn: unreadable(row + a, mfn), progress)
+
+
+def stream_rows(plan: FillPlan, n_rows: int, layout: Layout, max_pfn: int, source,
+                unreadable, progress, stream) -> tuple:
+    """Rows 0..n_rows-1 filled as ``plan`` says (:func:`fill_rows`) a window
+    of :data:`STREAM_ROWS` at a time, each window's entries up to ``max_pfn``
+    handed to ``stream(words, first pfn, segment starts, segment kinds)``
+    (:meth:`~p2mdump.table.RunScanner.feed`) and not kept.  Returns
+    (:class:`~p2mdump.table.StreamedTable`, the words of the last row past
+    max_pfn, frames read)."""
+    fpp = layout.per_page
+    step = STREAM_ROWS
+    buf = empty_words(min(step, n_rows) * fpp, layout.numpy_dtype)
+    scanner = RunScanner(layout)
+    past = buf[:0]
+    read = 0
+    report = None if progress is None else _WindowProgress(progress, len(plan.own))
+    for a in range(0, n_rows, step):
+        b = min(a + step, n_rows)
+        rows2d = buf[:(b - a) * fpp].reshape(b - a, fpp)
+        if report is not None:
+            report.before = int(np.searchsorted(plan.own, a))
+        read += fill_rows(MemoryRows(b - a, layout, rows2d), plan, a, b, source, unreadable,
+                          report)
+        words = rows2d.reshape(-1)
+        keep = min(max_pfn - a * fpp, len(words))
+        piece = words[:keep]
+        stream(piece, a * fpp, *scanner.feed(piece))
+        past = words[keep:].copy()
+    return StreamedTable(scanner), past, read
+
+
+class _WindowProgress:
+    """The progress of a window's reads (``before`` rows read earlier) as the
+    progress of the whole walk, passed on about every 1% of ``total``."""
+
+    def __init__(self, progress, total: int):
+        self.progress = progress
+        self.total = total
+        self.before = 0
+        self.step = max(1, total // 100)
+        self.next = self.step
+
+    def __call__(self, done: int, _window_total: int) -> None:
+        at = self.before + done
+        if at >= self.next or at >= self.total:
+            self.progress(at, self.total)
+            self.next = at + self.step
 
 
 def row_runs(rows: np.ndarray):

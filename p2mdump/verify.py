@@ -40,7 +40,7 @@ from .crosscheck import pfn_runs
 from .errors import P2MDumpError
 from .layout import LEVEL_LEAF, LEVEL_TOP, layout_for
 from .record import Record
-from .table import CHUNK, FOREIGN, IDENTITY, VALID
+from .table import CHUNK, FOREIGN, IDENTITY, VALID, P2MTable
 from .treeinfo import read_tree_pages
 from .walker import WalkResult, walk
 
@@ -106,18 +106,19 @@ def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
     second Resolved (the other representation of the same guest, see
     :func:`p2mdump.autowalk.resolve_all`), walked, checked and compared.
 
-    A single tree is checked as it is read and its table not kept (its
-    ``report.walk.table`` is a :class:`~p2mdump.table.StreamedTable`: counts
-    and runs, no entries), so verify needs memory for the runs, not for the
-    table; ``keep_table``: keep it (a :class:`~p2mdump.table.P2MTable`), as
-    a list, a saved p2m, an ``xl dump-core`` (cross-checked against its
-    .xen_p2m) and the two representations of one guest (compared) always do."""
+    A single tree or list is checked as it is read and its table not kept
+    (its ``report.walk.table`` is a :class:`~p2mdump.table.StreamedTable`:
+    counts and runs, no entries), so verify needs memory for the runs, not
+    for the table; ``keep_table``: keep it (a
+    :class:`~p2mdump.table.P2MTable`), as a saved p2m, an ``xl dump-core``
+    (cross-checked against its .xen_p2m) and the two representations of one
+    guest (compared) always do."""
     from .autowalk import Resolved, add_container_findings, walk_resolved
 
-    # one tree, no .xen_p2m to cross-check: the table need not be kept
+    # one tree or list, no .xen_p2m to cross-check: the table need not be kept
     checks = None
     if not keep_table and also is None and not hasattr(source, "used_pair_chunks") and (
-            not isinstance(top_mfn, Resolved) or top_mfn.representation == "tree"):
+            not isinstance(top_mfn, Resolved) or top_mfn.representation in ("tree", "list")):
         checks = _StreamChecks()
     if isinstance(top_mfn, Resolved):
         max_pfn = top_mfn.max_pfn
@@ -182,6 +183,8 @@ def _other_walk(source, also, first: WalkResult, progress):
             f"walked: {exc}", mfn=also.top_mfn))], None
     out = [(other.representation, f) for f in _checks(source, other, also.max_pfn)]
     tree, lst = (other, first) if other.representation == "tree" else (first, other)
+    # two walks of one guest are compared entry by entry: neither is streamed
+    assert isinstance(tree.table, P2MTable) and isinstance(lst.table, P2MTable)
     out += [("both", f) for f in compare_tables(tree.table, lst.table, ("tree", "list"),
                                                 capacity_a=tree.layout.capacity)]
     return out, other

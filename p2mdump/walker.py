@@ -37,8 +37,8 @@ from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, Layout, layout_for
 from .sources.base import FrameSource
 from .result import WalkResult, table_findings  # noqa: F401  (re-exported)
-from .table import P2MTable, RunScanner, StreamedTable, empty_words
-from .tablerows import FileRows, MemoryRows, read_runs, rows_for
+from .table import P2MTable
+from .tablerows import FileRows, FillPlan, fill_rows, rows_for, stream_rows
 
 Progress = Callable[[int, int], None]
 #: what a streamed walk hands on, window by window: (entries, first pfn,
@@ -49,8 +49,6 @@ Stream = Callable[[np.ndarray, int, np.ndarray, np.ndarray], None]
 #: words): a small image with a sparse tree is walked whole, a crafted one
 #: costs no more than this
 TABLE_FLOOR = 1 << 20
-#: leaf rows per window of a streamed walk (8 MiB)
-STREAM_ROWS = 2048
 
 
 class PageCache:
@@ -135,7 +133,7 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
     ``max_pfn_claimed``: ``max_pfn`` was read from the image (container,
     sidecar), not given by the user, so it is bounded like a derived one.
     ``stream``: the table is not kept but handed to ``stream`` in windows of
-    :data:`STREAM_ROWS` leaf rows as they are read, in pfn order (with the
+    :data:`~p2mdump.tablerows.STREAM_ROWS` leaf rows as they are read, in pfn order (with the
     window's runs, :meth:`~p2mdump.table.RunScanner.feed`); the result's
     table is then a :class:`~p2mdump.table.StreamedTable` -- counts, runs,
     duplicate frames, no entries -- and the walk needs memory for a window,
@@ -173,40 +171,6 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
     if check_table:
         result.check_table()
     return result
-
-
-class _FillPlan:
-    """Where each leaf row of the table comes from (:meth:`_Walk._plan`)."""
-
-    __slots__ = ("flat", "bad", "pages", "own")
-
-    def __init__(self, flat, bad, pages, own):
-        #: leaf MFN of every row
-        self.flat = flat
-        #: rows of INVALID (no usable slot, MFN 0), ascending
-        self.bad = bad
-        #: (rows, words or None if unreadable) of the pages read already
-        self.pages = pages
-        #: rows read from a frame of their own, ascending
-        self.own = own
-
-
-class _WindowProgress:
-    """The progress of a window's reads (``before`` rows read earlier) as the
-    progress of the whole walk, passed on about every 1% of ``total``."""
-
-    def __init__(self, progress: Progress, total: int):
-        self.progress = progress
-        self.total = total
-        self.before = 0
-        self.step = max(1, total // 100)
-        self.next = self.step
-
-    def __call__(self, done: int, _window_total: int) -> None:
-        at = self.before + done
-        if at >= self.next or at >= self.total:
-            self.progress(at, self.total)
-            self.next = at + self.step
 
 
 class _Walk:
@@ -349,10 +313,13 @@ class _Walk:
         plan = self._plan(n_leaves)
         raw_written = False
         if self.stream is not None:
-            table, past = self._streamed(plan, n_leaves, max_pfn)
+            table, past, read = stream_rows(plan, n_leaves, L, max_pfn, self.source,
+                                            self._unreadable_leaf, self.progress, self.stream)
+            self.bulk_frames += read
         else:
             sink = rows_for(self.raw_fd, n_leaves, L)
-            self._fill(sink, plan, 0, n_leaves, self.progress)
+            self.bulk_frames += fill_rows(sink, plan, 0, n_leaves, self.source,
+                                          self._unreadable_leaf, self.progress)
             words, past = sink.finish(max_pfn)
             table = P2MTable(words, L)
             raw_written = isinstance(sink, FileRows)
@@ -472,7 +439,7 @@ class _Walk:
             self.prefetched[mfn] = words
         return words
 
-    def _plan(self, n_leaves: int) -> _FillPlan:
+    def _plan(self, n_leaves: int) -> FillPlan:
         """What fills each of leaf rows 0..n_leaves-1; the shared and
         prefetched pages that cannot be read are reported here, first."""
         flat, usable = self._slots(0, n_leaves)
@@ -497,52 +464,7 @@ class _Walk:
                 if words is None:
                     self._unreadable_leaf(row, mfn)
                 pages.append((np.array([row]), words))
-        return _FillPlan(flat, np.flatnonzero(bad), pages, np.flatnonzero(~done))
-
-    def _fill(self, sink, plan: _FillPlan, a: int, b: int, progress):
-        """Fill leaf rows a..b-1 (``sink``'s rows 0..b-a-1, :mod:`p2mdump.tablerows`)."""
-        def within(rows):
-            return rows[np.searchsorted(rows, a):np.searchsorted(rows, b)] - a
-
-        sink.invalid(within(plan.bad))
-        for rows, words in plan.pages:
-            here = within(rows)
-            if not len(here):
-                continue
-            if words is None:
-                sink.invalid(here)
-            else:
-                sink.words(here, words)
-        own = within(plan.own)
-        if not len(own):
-            return
-        self.bulk_frames += read_runs(sink, self.source, own, plan.flat[own + a],
-                                      lambda row, mfn: self._unreadable_leaf(row + a, mfn),
-                                      progress)
-
-    def _streamed(self, plan: _FillPlan, n_leaves: int, max_pfn: int):
-        """(StreamedTable, the words of the last row past max_pfn): the rows
-        filled a window at a time and handed to ``self.stream``."""
-        L = self.L
-        fpp = L.per_page
-        step = STREAM_ROWS
-        buf = empty_words(min(step, n_leaves) * fpp, L.numpy_dtype)
-        scanner = RunScanner(L)
-        past = buf[:0]
-        progress = None if self.progress is None else _WindowProgress(self.progress,
-                                                                      len(plan.own))
-        for a in range(0, n_leaves, step):
-            b = min(a + step, n_leaves)
-            rows2d = buf[:(b - a) * fpp].reshape(b - a, fpp)
-            if progress is not None:
-                progress.before = int(np.searchsorted(plan.own, a))
-            self._fill(MemoryRows(b - a, L, rows2d), plan, a, b, progress)
-            words = rows2d.reshape(-1)
-            keep = min(max_pfn - a * fpp, len(words))
-            piece = words[:keep]
-            self.stream(piece, a * fpp, *scanner.feed(piece))
-            past = words[keep:].copy()
-        return StreamedTable(scanner), past
+        return FillPlan(flat, np.flatnonzero(bad), pages, np.flatnonzero(~done))
 
     def _unreadable_shared(self, mfn):
         first, count, last = self._leaf_refs(mfn)

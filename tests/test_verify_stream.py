@@ -11,14 +11,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2mdump import listwalk
 from p2mdump import table as T
+from p2mdump import tablerows
+from p2mdump.autowalk import resolve, walk_resolved
 from p2mdump import walker as W
 from p2mdump.errors import P2MDumpError
-from p2mdump.layout import LAYOUT32, LAYOUT64
+from p2mdump.layout import LAYOUT32, LAYOUT64, layout_for
+from p2mdump.sidecar import read_sidecar
+from p2mdump.sources import open_image
 from p2mdump.sources.raw import RawImage
 from p2mdump.table import P2MTable, RunScanner, StreamedTable
 from p2mdump.verify import verify
 from p2mdump.writer import GuestSpec, generate
+from p2mdump.writer.listcontainers import generate_list_container
+from p2mdump.writer.listguest import PAGE_PRIVATE
 from test_verify_runs import damaged_table
 
 LAYOUTS = pytest.mark.parametrize("layout", [LAYOUT64, LAYOUT32], ids=["64", "32"])
@@ -125,7 +132,7 @@ def test_streamed_walk_and_verify_agree(tmp_path, monkeypatch, word_size, rows, 
     """The windows a streamed walk hands on make up the walked table; its
     findings, counts and runs are the in-memory walk's; verify reports the
     same whether it keeps the table or not."""
-    monkeypatch.setattr(W, "STREAM_ROWS", rows)
+    monkeypatch.setattr(tablerows, "STREAM_ROWS", rows)
     path, tree = damaged_guest(tmp_path, seed, word_size)
     max_pfn = [None, tree.spec.max_pfn][seed % 2]
     with RawImage(path) as src:
@@ -165,7 +172,7 @@ def test_stream_and_raw_output_exclude_each_other(tmp_path):
 def test_streamed_progress_counts_the_whole_walk(tmp_path, monkeypatch):
     """Window by window, progress runs once from 0 to every row read, about
     every 1%, never backwards."""
-    monkeypatch.setattr(W, "STREAM_ROWS", 3)
+    monkeypatch.setattr(tablerows, "STREAM_ROWS", 3)
     spec = GuestSpec(word_size=8, max_pfn=0x40000, shuffle_leaves=True, seed=3)
     tree = generate(spec, tmp_path / "g.img")
     seen = []
@@ -177,3 +184,87 @@ def test_streamed_progress_counts_the_whole_walk(tmp_path, monkeypatch):
     assert all(t == rows for _, t in seen)
     done = [d for d, _ in seen]
     assert done == sorted(done) and len(done) <= 101
+
+
+# -- lists --------------------------------------------------------------------
+
+def damaged_list_guest(tmp_path, seed: int, word_size: int):
+    """A generated list guest with random damage in its list pages and page
+    tables; (path, guest)."""
+    rng = np.random.default_rng(seed)
+    L = layout_for(word_size)
+    n = int(rng.integers(2, 9)) * 0x1000 + int(rng.integers(0, 0x400))
+    spec = GuestSpec(word_size=word_size, representation="list", max_pfn=n, ram=[(0, n)],
+                     identity=[(0x1000, 0x1000 + 2 * L.per_page + int(rng.integers(0, 9)))],
+                     foreign=[(n - 0x30, n - 0x20)], ballooned=[(0x300, 0x900)], seed=seed)
+    img = tmp_path / f"l{seed}.img"
+    guest = generate_list_container(spec, img)
+    data = bytearray(img.read_bytes())
+    private = np.flatnonzero(guest.page_kind == PAGE_PRIVATE)
+    lists = [int(m) for m in guest.page_mfn[private]]
+    tables = [int(m) for m in guest.tables if m != guest.root_mfn]
+    shared = list(guest.placeholders.values())
+    frames = len(data) // 4096
+    for _ in range(int(rng.integers(0, 8))):
+        where = [lists, tables, tables, shared][int(rng.integers(4))]
+        mfn = where[int(rng.integers(len(where)))]
+        pfn = int(rng.integers(n))
+        if where is tables:          # the entry mapping a list page: gone, or another frame
+            page = int(private[rng.integers(len(private))])
+            va = guest.vaddr + page * 4096
+            mfn = int(guest.pmd_table[(va >> 21) - (guest.vaddr >> 21)])
+            if mfn not in guest.tables:
+                continue
+            off = mfn * 4096 + ((va >> 12) & 511) * 8
+            value = [0, (frames + 9) << 12 | 1, lists[0] << 12 | 1][int(rng.integers(3))]
+            data[off:off + 8] = value.to_bytes(8, "little")
+            continue
+        value = [0, L.flag_mask | pfn, L.identity_bit | (pfn + 1), L.identity_bit | pfn,
+                 int(rng.integers(0, L.word_mask, dtype=np.uint64))][int(rng.integers(5))]
+        off = mfn * 4096 + int(rng.integers(L.per_page)) * word_size
+        data[off:off + word_size] = (value & L.word_mask).to_bytes(word_size, "little")
+    img.write_bytes(bytes(data))
+    return str(img)
+
+
+@pytest.mark.parametrize("word_size", [8, 4])
+@pytest.mark.parametrize("rows", [1, 3, 2048])
+@pytest.mark.parametrize("seed", range(8))
+def test_streamed_list_walk_and_verify_agree(tmp_path, monkeypatch, word_size, rows, seed):
+    monkeypatch.setattr(tablerows, "STREAM_ROWS", rows)
+    path = damaged_list_guest(tmp_path, seed, word_size)
+    with open_image(path) as src:
+        r = resolve(src, sidecar=read_sidecar(path))
+        assert r.representation == "list"
+        try:
+            whole = walk_resolved(src, r)
+        except P2MDumpError as exc:
+            with pytest.raises(type(exc), match=re.escape(str(exc))):
+                verify(src, r)
+            return
+        seen = []
+        streamed = walk_resolved(src, r, stream=lambda words, *_: seen.append(words.copy()))
+        table = np.concatenate(seen) if seen else whole.table.raw[:0]
+        assert np.array_equal(table, whole.table.raw)
+        assert [f.to_dict() for f in streamed.findings] == [f.to_dict() for f in whole.findings]
+        assert streamed.list_info == whole.list_info
+        assert streamed.pages_read == whole.pages_read
+        assert_same_runs(streamed.table, whole.table)
+        kept = verify(src, r, keep_table=True)
+        lean = verify(src, r)
+    assert isinstance(lean.walk.table, StreamedTable)
+    assert lean.to_dict() == kept.to_dict()
+
+
+def test_a_streamed_list_needs_no_memory_for_its_table(tmp_path, monkeypatch):
+    """The list walk refuses a table larger than the memory available; verify
+    and map, which keep no table, go ahead."""
+    spec = GuestSpec(word_size=8, representation="list", max_pfn=0x40000, seed=1)
+    img = str(tmp_path / "l.img")
+    generate_list_container(spec, img)
+    monkeypatch.setattr(listwalk, "memory_available", lambda: 1 << 20)
+    with open_image(img) as src:
+        r = resolve(src, sidecar=read_sidecar(img))
+        with pytest.raises(P2MDumpError, match="memory available"):
+            walk_resolved(src, r)
+        assert verify(src, r).ok

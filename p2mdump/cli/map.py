@@ -51,9 +51,9 @@ def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, qui
     with open_source(image, base, container) as source:
         todo = resolve_walks(source, image, top_mfn, word_size, max_pfn, **list_opts)
         try:
-            # the map needs the table's runs only: a tree's is not kept
-            res = walk_resolved(source, todo[0], progress=progress,
-                                stream=_ignore if todo[0].representation == "tree" else None)
+            # the map needs the table's runs only: a tree's or list's is not kept
+            res = walk_resolved(source, todo[0], progress=progress, stream=_ignore if
+                                todo[0].representation in ("tree", "list") else None)
         finally:
             progress.close()
         # the tree's pages: those of the tree walked, or of the tree the guest
