@@ -7,8 +7,11 @@ without click: ``--pfn`` / ``--paddr`` in the tree at ``--top-mfn``, or in
 the linear list named by ``--p2m-cr3``, ``--p2m-vaddr`` and ``--max-pfn``.
 Anything else (help, other options such as ``--vaddr``, other commands, any
 error in the arguments) goes to the click CLI, which gives the same answer
-and the same messages.  For a command that works with numpy, numpy is
-imported first, with the cyclic garbage collector paused (:func:`import_numpy`).
+and the same messages.  A ``walk`` command line of the plain forms is run
+without click too, from the same option declarations and by the same code
+as the click command (:mod:`p2mdump.cli.fastpath`).  For a command that works
+with numpy, numpy is imported first, with the cyclic garbage collector paused
+(:func:`import_numpy`).
 """
 from __future__ import annotations
 
@@ -174,9 +177,13 @@ def main():
             sys.exit(rc)
     if argv[:1] and argv[0] in NUMPY_COMMANDS and not {"-h", "--help"} & set(argv):
         import_numpy()
-    from .cli import main as cli_main
-
     try:
+        if argv[:1] == ["walk"]:
+            from .cli import fastpath
+
+            fastpath.walk(argv[1:])  # exits when it ran the command
+        from .cli import main as cli_main
+
         cli_main()
     except SystemExit as exc:
         _exit_now(exc.code)

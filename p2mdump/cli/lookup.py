@@ -15,7 +15,8 @@ import sys
 
 import click
 
-from .common import EXIT_CODES_HELP, NUMBER, CLIError
+from .common import EXIT_CODES_HELP, NUMBER
+from .running import CLIError
 from .treeopts import open_source, resolve_tree, tree_options
 
 QUERY_HELP = """\b
