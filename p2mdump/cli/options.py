@@ -1,9 +1,10 @@
-"""What the options of the tree commands and of ``walk`` are: their flags,
-the parameter each fills, what it takes and its default -- declared once.
+"""What the options of the tree commands, ``walk`` and ``lookup`` are: their
+flags, the parameter each fills, what it takes and its default -- declared
+once.
 
 The click commands build their options from these declarations (adding the
 help text, :func:`p2mdump.cli.common.option`); the console script's fast
-path parses the simple forms of a command line with them, without click
+paths parse the plain forms of a command line with them, without click
 (:func:`parse`).  Click-free and light on purpose.
 """
 from __future__ import annotations
@@ -72,6 +73,17 @@ WALK_QUIET = Option("-q", "--quiet", kind="flag")
 
 WALK_OPTIONS = TREE_OPTIONS + (WALK_FORMAT, WALK_OUTPUT, WALK_SUMMARY_JSON, WALK_STRICT,
                                WALK_QUIET)
+
+
+# -- lookup's own -------------------------------------------------------------------------------
+LOOKUP_PFN = Option("--pfn", kind="number")
+LOOKUP_MFN = Option("--mfn", kind="number")
+LOOKUP_PADDR = Option("--paddr", kind="number")
+LOOKUP_MADDR = Option("--maddr", kind="number")
+LOOKUP_VADDR = Option("--vaddr", kind="number")
+LOOKUP_CR3 = Option("--cr3", kind="number")
+LOOKUP_FROM_FILE = Option("--from-file")
+LOOKUP_JSON = Option("--json", dest="as_json", kind="flag")
 
 
 def ws_value(word_size: str):
