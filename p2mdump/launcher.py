@@ -7,8 +7,11 @@ without click: ``--pfn`` / ``--paddr`` in the tree at ``--top-mfn``, or in
 the linear list named by ``--p2m-cr3``, ``--p2m-vaddr`` and ``--max-pfn``.
 Anything else (help, other options such as ``--vaddr``, other commands, any
 error in the arguments) goes to the click CLI, which gives the same answer
-and the same messages.  For a command that works with numpy, numpy is
-imported first, with the cyclic garbage collector paused (:func:`import_numpy`).
+and the same messages.  A ``walk`` command line of the plain forms is run
+without click too, from the same option declarations and by the same code
+as the click command (:mod:`p2mdump.cli.fastpath`).  For a command that works
+with numpy, numpy is imported first, with the cyclic garbage collector paused
+(:func:`import_numpy`).
 """
 from __future__ import annotations
 
@@ -16,66 +19,36 @@ import gc
 import os
 import sys
 
-_VALUE_OPTIONS = ("--top-mfn", "--word-size", "--max-pfn", "--base", "--container",
-                  "--pfn", "--paddr", "--p2m-cr3", "--p2m-vaddr")
-_FLAGS = ("--json", "--five-level")
-_NUMBERS = ("--top-mfn", "--max-pfn", "--base", "--pfn", "--paddr", "--p2m-cr3", "--p2m-vaddr")
-_LIST = ("--p2m-cr3", "--p2m-vaddr", "--max-pfn")
-
-
-def _number(text: str):
-    try:
-        return int(text.strip().replace("_", ""), 0)
-    except ValueError:
-        return None
-
 
 def _parse_lookup(argv):
-    """Options of a simple single lookup, or None when click should decide."""
-    opts: dict = {}
-    image = None
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in _FLAGS:
-            opts[arg] = True
-        elif arg.startswith("--"):
-            name, eq, value = arg.partition("=")
-            if name not in _VALUE_OPTIONS or name in opts:
-                return None
-            if not eq:
-                i += 1
-                if i >= len(argv):
-                    return None
-                value = argv[i]
-            opts[name] = value
-        elif arg.startswith("-") or image is not None:
-            return None
-        else:
-            image = arg
-        i += 1
-    if image is None or ("--pfn" in opts) == ("--paddr" in opts):
+    """Options of a simple single lookup (the parameters click would give
+    ``lookup``, ``word_size`` as a number or "auto", plus ``list``: a list is
+    named), or None when click should decide."""
+    from .cli import options as opts
+
+    args = opts.parse(argv, _fast_lookup_options())
+    if args is None or (args["pfn"] is None) == (args["paddr"] is None):
         return None
     # the tree at --top-mfn, or a list named in full; nothing else (no hints here)
-    is_list = any(name in opts for name in _LIST[:2])
-    if is_list == ("--top-mfn" in opts) or (
-            is_list and not all(name in opts for name in _LIST)) or (
-            "--five-level" in opts and not is_list):
+    is_list = args["p2m_cr3"] is not None or args["p2m_vaddr"] is not None
+    if is_list == (args["top_mfn"] is not None) or (is_list and None in (
+            args["p2m_cr3"], args["p2m_vaddr"], args["max_pfn"])) or (
+            args["five_level"] and not is_list):
         return None
-    parsed = {"image": image, "json": opts.get("--json", False), "list": is_list,
-              "five_level": opts.get("--five-level", False)}
-    for name in _NUMBERS:
-        if name in opts:
-            value = _number(opts[name])
-            if value is None or value < 0:
-                return None
-            parsed[name[2:].replace("-", "_")] = value
-    ws = opts.get("--word-size", "auto")
-    if ws not in ("auto", "4", "8") or opts.get("--container", "auto") not in ("auto", "raw"):
+    if args["container"] not in ("auto", "raw"):
         return None
-    parsed["word_size"] = ws if ws == "auto" else int(ws)
-    parsed["container"] = opts.get("--container", "auto")
-    return parsed
+    args["list"] = is_list
+    args["word_size"] = opts.ws_value(args["word_size"])
+    return args
+
+
+def _fast_lookup_options() -> tuple:
+    """The options of ``lookup`` the fast path takes (the tree options but
+    --representation, --pfn, --paddr, --json)."""
+    from .cli import options as opts
+
+    return tuple(o for o in opts.TREE_OPTIONS if o is not opts.REPRESENTATION) + (
+        opts.LOOKUP_PFN, opts.LOOKUP_PADDR, opts.LOOKUP_JSON)
 
 
 def fast_lookup(argv) -> int | None:
@@ -97,7 +70,7 @@ def fast_lookup(argv) -> int | None:
     from .sources.raw import RawImage
 
     try:
-        with RawImage(args["image"], base=args.get("base", 0)) as source:
+        with RawImage(args["image"], base=args["base"]) as source:
             path: ListPathLookup | PathLookup
             if args["list"]:
                 path = ListPathLookup(source, args["p2m_cr3"], args["p2m_vaddr"],
@@ -105,13 +78,14 @@ def fast_lookup(argv) -> int | None:
                                       five_level=args["five_level"])
             else:
                 path = PathLookup(source, args["top_mfn"], word_size=args["word_size"],
-                                  max_pfn=args.get("max_pfn"))
-            result = path.pfn(args["pfn"]) if "pfn" in args else path.paddr(args["paddr"])
+                                  max_pfn=args["max_pfn"])
+            result = (path.pfn(args["pfn"]) if args["pfn"] is not None
+                      else path.paddr(args["paddr"]))
             result["pages_read"] = path.pages_read
     except P2MDumpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    if args["json"]:
+    if args["as_json"]:
         import json
 
         text = json.dumps(result, indent=2, sort_keys=True)
@@ -174,9 +148,13 @@ def main():
             sys.exit(rc)
     if argv[:1] and argv[0] in NUMPY_COMMANDS and not {"-h", "--help"} & set(argv):
         import_numpy()
-    from .cli import main as cli_main
-
     try:
+        if argv[:1] == ["walk"]:
+            from .cli import fastpath
+
+            fastpath.walk(argv[1:])  # exits when it ran the command
+        from .cli import main as cli_main
+
         cli_main()
     except SystemExit as exc:
         _exit_now(exc.code)

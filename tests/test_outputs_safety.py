@@ -211,7 +211,7 @@ def _failing_json(path, data):
 @pytest.mark.parametrize("fmt", ["csv", "raw"])
 def test_walk_side_output_failure_keeps_main_output_out(guest, tmp_path, monkeypatch, fmt):
     img, _ = guest
-    monkeypatch.setattr("p2mdump.cli.walk.write_json_file", _failing_json)
+    monkeypatch.setattr("p2mdump.cli.walkrun.write_json_file", _failing_json)
     out = tmp_path / "t.out"
     r = run("walk", img, "--format", fmt, "-o", out, "--summary-json", tmp_path / "s.json")
     assert r.exit_code == 5 and "no space left" in r.stderr

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .common import EXIT_CODES_HELP, NUMBER, CLIError
+from .common import EXIT_CODES_HELP, NUMBER
+from .running import CLIError
 
 if TYPE_CHECKING:
     from ..table import P2MTable

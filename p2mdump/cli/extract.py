@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import click
 
-from .common import (EXIT_CODES_HELP, NUMBER, Progress, flush_notes, note, write_json_file,
-                     ws_value)
+from .common import EXIT_CODES_HELP, NUMBER
+from .options import ws_value
+from .outputs import Progress, write_json_file
+from .running import flush_notes, note
 from .treeopts import tree_options
 
 

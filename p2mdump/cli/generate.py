@@ -6,7 +6,8 @@ import json
 import click
 
 from ..errors import SpecError
-from .common import EXIT_CODES_HELP, NUMBER, SIZE, CLIError
+from .common import EXIT_CODES_HELP, NUMBER, SIZE
+from .running import CLIError
 
 RANGES_HELP = """\b
 Ranges are inclusive pfn ranges START-END (decimal or 0x-hex), as printed by

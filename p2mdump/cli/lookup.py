@@ -15,7 +15,9 @@ import sys
 
 import click
 
-from .common import EXIT_CODES_HELP, NUMBER, CLIError
+from . import options as opts
+from .common import EXIT_CODES_HELP, option
+from .running import CLIError
 from .treeopts import open_source, resolve_tree, tree_options
 
 QUERY_HELP = """\b
@@ -68,18 +70,17 @@ when unknown), "p2m" ("tree", "list" or null), "pfn_problem"}.
 @click.command(epilog=QUERY_HELP + "\n" + EXIT_CODES_HELP)
 @click.argument("image", metavar="IMAGE")
 @tree_options
-@click.option("--pfn", type=NUMBER, default=None, help="Guest pfn to translate.")
-@click.option("--mfn", type=NUMBER, default=None, help="Machine frame to translate back.")
-@click.option("--paddr", type=NUMBER, default=None, help="Guest physical address.")
-@click.option("--maddr", type=NUMBER, default=None, help="Machine address.")
-@click.option("--vaddr", type=NUMBER, default=None,
-              help="Guest virtual address to translate (with --cr3).")
-@click.option("--cr3", type=NUMBER, default=None,
-              help="The guest's cr3 register value for --vaddr: the page tables to "
-                   "translate through (folded on 32-bit guests).")
-@click.option("--from-file", "from_file", default=None, metavar="FILE",
-              help="Many queries, one a line ('-' for stdin).")
-@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@option(opts.LOOKUP_PFN, help="Guest pfn to translate.")
+@option(opts.LOOKUP_MFN, help="Machine frame to translate back.")
+@option(opts.LOOKUP_PADDR, help="Guest physical address.")
+@option(opts.LOOKUP_MADDR, help="Machine address.")
+@option(opts.LOOKUP_VADDR, help="Guest virtual address to translate (with --cr3).")
+@option(opts.LOOKUP_CR3,
+        help="The guest's cr3 register value for --vaddr: the page tables to "
+             "translate through (folded on 32-bit guests).")
+@option(opts.LOOKUP_FROM_FILE, metavar="FILE",
+        help="Many queries, one a line ('-' for stdin).")
+@option(opts.LOOKUP_JSON, help="JSON output.")
 def lookup(image, top_mfn, word_size, max_pfn, base, container, pfn, mfn, paddr, maddr, vaddr,
            cr3, from_file, as_json, **list_opts):
     """Translate between guest (pfn, physical address) and machine (mfn,

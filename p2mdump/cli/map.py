@@ -6,7 +6,9 @@ import os
 
 import click
 
-from .common import EXIT_CODES_HELP, CLIError, Progress
+from .common import EXIT_CODES_HELP
+from .outputs import Progress
+from .running import CLIError
 from .treeopts import open_source, resolve_walks, tree_options
 
 MAP_HELP = """\b

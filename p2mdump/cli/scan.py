@@ -6,7 +6,9 @@ import shlex
 
 import click
 
-from .common import EXIT_CODES_HELP, NUMBER, CLIError, Progress
+from .common import EXIT_CODES_HELP, NUMBER
+from .outputs import Progress
+from .running import CLIError
 
 SCAN_HELP = """\b
 How it works: one sequential pass reads the image in 8 MiB blocks (holes of

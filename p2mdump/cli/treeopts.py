@@ -9,13 +9,8 @@ otherwise an error that points at ``p2mdump scan``.
 """
 from __future__ import annotations
 
-
-import click
-
-from ..sources.detect import CONTAINERS
-from .common import NUMBER, word_size_option
-
-
+from . import options as opts
+from .common import option, word_size_option
 
 LIST_OPTION_NAMES = ("representation", "p2m_cr3", "p2m_vaddr", "five_level")
 
@@ -23,35 +18,33 @@ LIST_OPTION_NAMES = ("representation", "p2m_cr3", "p2m_vaddr", "five_level")
 def tree_options(f):
     """--top-mfn, --word-size, --max-pfn, --base, --container, and the linear
     list's --representation, --p2m-cr3, --p2m-vaddr, --five-level."""
-    f = click.option("--five-level", is_flag=True,
-                     help="The guest uses 5-level paging (LA57; 64-bit guests only).")(f)
-    f = click.option("--p2m-vaddr", type=NUMBER, default=None,
-                     help="Virtual address of the linear p2m list (shared_info "
-                          "arch.p2m_vaddr).  Default: the container's or sidecar's.")(f)
-    f = click.option("--p2m-cr3", type=NUMBER, default=None,
-                     help="cr3 of the page tables mapping the linear p2m list, as the "
-                          "register value (shared_info arch.p2m_cr3; folded on 32-bit "
-                          "guests).  With --p2m-vaddr and --max-pfn it names a list.")(f)
-    f = click.option("--representation", type=click.Choice(["auto", "tree", "list"]),
-                     default="auto", show_default=True,
-                     help="Which form of the p2m to walk: the three-level tree (top MFN), "
-                          "the linear list (p2m_cr3/p2m_vaddr), or auto: the list when one "
-                          "is named (as Xen's tools prefer it), else the tree.")(f)
-    f = click.option("--container", type=click.Choice(CONTAINERS),
-                     default="auto", show_default=True,
-                     help="Image container: auto (detected from the first bytes), raw (frame M "
-                          "at BASE + M*4096), xc-core (xl dump-core), elf (PT_LOAD core) or "
-                          "xl-save (xl save file).")(f)
-    f = click.option("--base", type=NUMBER, default=0, show_default=True,
-                     help="File offset of machine frame 0 in a raw image.")(f)
-    f = click.option("--max-pfn", type=NUMBER, default=None,
-                     help="Number of pfns of the guest (shared_info arch.max_pfn).  Default: "
-                          "the container's hint, else up to the last pfn not missing.")(f)
+    f = option(opts.FIVE_LEVEL,
+               help="The guest uses 5-level paging (LA57; 64-bit guests only).")(f)
+    f = option(opts.P2M_VADDR,
+               help="Virtual address of the linear p2m list (shared_info "
+                    "arch.p2m_vaddr).  Default: the container's or sidecar's.")(f)
+    f = option(opts.P2M_CR3,
+               help="cr3 of the page tables mapping the linear p2m list, as the "
+                    "register value (shared_info arch.p2m_cr3; folded on 32-bit "
+                    "guests).  With --p2m-vaddr and --max-pfn it names a list.")(f)
+    f = option(opts.REPRESENTATION, show_default=True,
+               help="Which form of the p2m to walk: the three-level tree (top MFN), "
+                    "the linear list (p2m_cr3/p2m_vaddr), or auto: the list when one "
+                    "is named (as Xen's tools prefer it), else the tree.")(f)
+    f = option(opts.CONTAINER, show_default=True,
+               help="Image container: auto (detected from the first bytes), raw (frame M "
+                    "at BASE + M*4096), xc-core (xl dump-core), elf (PT_LOAD core) or "
+                    "xl-save (xl save file).")(f)
+    f = option(opts.BASE, show_default=True,
+               help="File offset of machine frame 0 in a raw image.")(f)
+    f = option(opts.MAX_PFN,
+               help="Number of pfns of the guest (shared_info arch.max_pfn).  Default: "
+                    "the container's hint, else up to the last pfn not missing.")(f)
     f = word_size_option(f)
-    f = click.option("--top-mfn", type=NUMBER, default=None,
-                     help="MFN of the top page (arch.pfn_to_mfn_frame_list_list).  Default: "
-                          "the container's hint or the generator's sidecar IMAGE.json; "
-                          "`p2mdump scan IMAGE` finds candidates.")(f)
+    f = option(opts.TOP_MFN,
+               help="MFN of the top page (arch.pfn_to_mfn_frame_list_list).  Default: "
+                    "the container's hint or the generator's sidecar IMAGE.json; "
+                    "`p2mdump scan IMAGE` finds candidates.")(f)
     return f
 
 

@@ -5,7 +5,8 @@ import json
 
 import click
 
-from .common import EXIT_CODES_HELP, Progress
+from .common import EXIT_CODES_HELP
+from .outputs import Progress
 from .treeopts import open_source, resolve_walks, tree_options
 
 VERIFY_HELP = """\b
