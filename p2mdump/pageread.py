@@ -134,12 +134,17 @@ class _Ring:
             self._cq_head, self._cq_tail = co.head // 4, co.tail // 4
             self._cq_mask = int(words[co.ring_mask // 4])
             self.entries = p.sq_entries
-            # submission slot i holds request i: the index array never changes
-            words[so.array // 4:so.array // 4 + p.sq_entries] = np.arange(p.sq_entries)
+            self._sq_array = words[so.array // 4:so.array // 4 + p.sq_entries]
             self._cqes = np.frombuffer(rings, dtype=U.CQE_DTYPE, count=p.cq_entries,
                                        offset=co.cqes)
             np.frombuffer(sqes, dtype=np.uint8)[:] = 0     # the fields a read leaves unset
             self._sqes = np.frombuffer(sqes, dtype=U.SQE_DTYPE)
+            # request i is always a page read whose answer names i: only the
+            # file, offset and address change from one batch to the next
+            self._numbers = np.arange(p.sq_entries, dtype=np.uint32)
+            self._sqes["opcode"] = U.IORING_OP_READ
+            self._sqes["len"] = PAGE_SIZE
+            self._sqes["user_data"] = self._numbers
         except BaseException:
             self.close()
             raise
@@ -180,17 +185,15 @@ class _Ring:
         return ok
 
     def _batch(self, fd: int, offsets: np.ndarray, addrs: np.ndarray) -> np.ndarray:
+        """One batch (at most ``entries`` pages): whether each was read whole."""
         U, w, k = self.U, self._words, len(offsets)
-        tail = int(w[self._sq_tail])
-        at = (tail + np.arange(k)) & self._sq_mask
-        sqe = self._sqes[at]
-        sqe["opcode"] = U.IORING_OP_READ
+        sqe = self._sqes[:k]
         sqe["fd"] = fd
         sqe["off"] = offsets
         sqe["addr"] = addrs
-        sqe["len"] = PAGE_SIZE
-        sqe["user_data"] = np.arange(k)
-        self._sqes[at] = sqe
+        tail = int(w[self._sq_tail])
+        numbers = self._numbers[:k]
+        self._sq_array[(tail + numbers) & self._sq_mask] = numbers
         w[self._sq_tail] = (tail + k) & 0xFFFFFFFF
         got = np.full(k, -1, dtype=np.int64)
         submitted = done = 0
@@ -199,11 +202,12 @@ class _Ring:
                                     U.IORING_ENTER_GETEVENTS, 0, 0)
             head, ctail = int(w[self._cq_head]), int(w[self._cq_tail])
             n = (ctail - head) & 0xFFFFFFFF
-            cqe = self._cqes[(head + np.arange(n)) & self._cq_mask]
+            at = (head + np.arange(n)) & self._cq_mask
+            which = self._cqes["user_data"][at].astype(np.int64)
+            res = self._cqes["res"][at]
             w[self._cq_head] = ctail
-            which = cqe["user_data"].astype(np.int64)
             if n == 0 or (which >= k).any():
                 raise OSError(errno.EIO, "io_uring answered what it was not asked")
-            got[which] = cqe["res"]
+            got[which] = res
             done += n
         return got == PAGE_SIZE
