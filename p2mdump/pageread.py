@@ -43,6 +43,9 @@ def read_pages(fd: int, offsets: np.ndarray, dest: np.ndarray, slots: np.ndarray
     mem = dest.reshape(-1).view(np.uint8)
     if not len(offsets):
         return np.zeros(0, dtype=bool)
+    if len(slots) != len(offsets) or slots.min() < 0 or \
+            int(slots.max()) >= len(mem) // PAGE_SIZE:
+        raise ValueError("read_pages: a slot outside the buffer")
     ring = _get_ring()
     if ring is None:
         return _preadv_pages(fd, offsets, mem, slots)

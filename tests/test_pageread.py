@@ -210,13 +210,17 @@ def test_pages_the_ring_cannot_read_are_read_again(image, fresh_ring, tmp_path):
     assert not ok.any() and P._ring is not None
 
 
-def test_buffer_must_be_writable_and_contiguous(image):
+def test_buffer_must_be_writable_contiguous_and_hold_the_slots(image):
     path, _ = image
     fd = os.open(path, os.O_RDONLY)
     try:
         with pytest.raises(ValueError):
             P.read_pages(fd, np.array([0]), np.zeros((2, PAGE_SIZE), np.uint8)[:, ::2],
                          np.array([0]))
+        for slots in ([1], [-1], [0, 0]):      # the kernel must never write past the buffer
+            with pytest.raises(ValueError):
+                P.read_pages(fd, np.array([0]), np.zeros(PAGE_SIZE + 100, np.uint8),
+                             np.array(slots))
         frozen = np.zeros(PAGE_SIZE, np.uint8)
         frozen.flags.writeable = False
         with pytest.raises(ValueError):
