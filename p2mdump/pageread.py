@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
+import sys
 from itertools import repeat
 
 import numpy as np
@@ -110,6 +112,9 @@ class _Ring:
         from .schemas import io_uring as U
 
         self.U = U
+        if not sys.platform.startswith("linux") or platform.machine() not in U.MACHINES:
+            # elsewhere the system call numbers name other calls
+            raise OSError(errno.ENOSYS, "no io_uring system calls known here")
         libc = ctypes.CDLL(None, use_errno=True)
         self._syscall = libc.syscall
         self._syscall.restype = ctypes.c_long

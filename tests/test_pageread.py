@@ -169,6 +169,22 @@ def test_no_ring_falls_back(image, fresh_ring, monkeypatch):
     assert np.array_equal(got[1][slots[want[0]]], want[1][slots[want[0]]])
 
 
+@pytest.mark.parametrize("where", [("darwin", "arm64"), ("linux", "mips64")])
+def test_no_ring_where_the_call_numbers_are_unknown(image, fresh_ring, monkeypatch, where):
+    """Another OS, or a Linux machine whose table numbers the calls otherwise:
+    no system call is made, preadv reads the pages."""
+    path, data = image
+    monkeypatch.setattr(P.sys, "platform", where[0])
+    monkeypatch.setattr(P.platform, "machine", lambda: where[1])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ok, dest = read(fd, np.array([PAGE_SIZE]), np.array([0]), 1)
+    finally:
+        os.close(fd)
+    assert ok.all() and P._ring is None and P._ring_failed
+    assert np.array_equal(dest[0], data[PAGE_SIZE:2 * PAGE_SIZE])
+
+
 def test_ring_failing_mid_way_falls_back(image, fresh_ring, monkeypatch):
     """io_uring_enter failing on the second batch: the ring is dropped and
     the pages it did not read are read by preadv."""

@@ -73,9 +73,12 @@ CQE_DTYPE = np.dtype({"names": ["user_data", "res", "flags"],
                       "formats": ["<u8", "<i4", "<u4"], "offsets": [0, 8, 12],
                       "itemsize": Cqe.sizeof()})
 
-#: system call numbers (the generic table: x86-64, arm64, riscv64, ...)
+#: system call numbers, the same in the tables of the 64-bit Linux machines
+#: of :data:`MACHINES` (``platform.machine()``); MIPS and Alpha number them otherwise
 SYS_IO_URING_SETUP = 425
 SYS_IO_URING_ENTER = 426
+MACHINES = frozenset({"x86_64", "aarch64", "arm64", "riscv64", "ppc64le", "ppc64", "s390x",
+                      "loongarch64"})
 #: mmap offsets of the submission ring, the completion ring and the SQE array
 IORING_OFF_SQ_RING = 0
 IORING_OFF_CQ_RING = 0x8000000
