@@ -4,7 +4,7 @@ and `scan` of a sparse image whose tree pages are scattered against the same
 tree stored contiguously.
 
     python bench/bench_scan.py [--gib 4] [--runs 3] [--sizes 24,27] [--reps 5]
-                               [--only throughput|scattered]
+                               [--only throughput|scattered] [--against P2MDUMP]
 
 Builds (once) bench/out/scan-<N>g.img: a 64-bit guest of N GiB whose every
 valid pfn has a stamped data frame (so the image is N GiB of mostly
@@ -19,7 +19,9 @@ guest with 1 GiB of tree pages): generates bench/out/scan-compact-<size>.img
 guest, its tree pages scattered one by one over a sparse file as large as
 the guest: --placement scattered --scatter-span 2^size --shuffle-leaves)
 and times, interleaved, `p2mdump scan IMAGE --json -q` of both (the top MFN
-found is checked).  Target: scattered <= 1.5x compact.  Writes
+found is checked).  Target: scattered <= 1.5x compact.  ``--against``
+names another install's p2mdump script (the code before a change), timed
+in the same interleaved runs; its output must be the same bytes.  Writes
 bench/out/bench_scan_scattered.json.
 """
 from __future__ import annotations
@@ -66,8 +68,10 @@ def timed(cmd, shell=False):
     return time.perf_counter() - t, out
 
 
-def scattered_bench(sizes, reps) -> bool:
-    """scan of scattered tree pages against the same tree stored compactly."""
+def scattered_bench(sizes, reps, against: str | None = None) -> bool:
+    """scan of scattered tree pages against the same tree stored compactly
+    (and, with ``against``, the same runs of another p2mdump script,
+    interleaved, whose output must be the same bytes)."""
     rows, checks, data = [], [], {}
     for size in sizes:
         n = 1 << size
@@ -80,22 +84,35 @@ def scattered_bench(sizes, reps) -> bool:
         }
         for img, _ in imgs.values():
             K.warm(img)
-        outs = {name: os.path.join(OUT, f"scan-{name}-{size}.out") for name in imgs}
-        variants = {name: ([K.p2mdump_exe(), "scan", img, "--json", "-q"], outs[name], (0,))
-                    for name, (img, _) in imgs.items()}
+        exes = {"": K.p2mdump_exe()}
+        if against:
+            exes[" (against)"] = against
+        outs, variants = {}, {}
+        for tag, exe in exes.items():
+            for name, (img, _) in imgs.items():
+                suffix = "-against" if tag else ""
+                outs[name + tag] = os.path.join(OUT, f"scan-{name}-{size}{suffix}.out")
+                variants[name + tag] = ([exe, "scan", img, "--json", "-q"], outs[name + tag],
+                                        (0,))
         runs = K.interleave(variants, reps)
         for name, (img, side) in imgs.items():
             with open(outs[name]) as fh:
-                found = json.load(fh)
+                text = fh.read()
+            found = json.loads(text)
             if not found or found[0]["top_mfn"] != side["top_mfn"]:
                 raise SystemExit(f"scan of {img} did not find top MFN {side['top_mfn']:#x}")
+            if against:
+                with open(outs[name + " (against)"]) as fh:
+                    if fh.read() != text:
+                        raise SystemExit(f"scan of {img}: {against} printed other bytes")
         label = f"2^{size}"
         for name in variants:
             rows.append((label, name, runs[name]))
         data[label] = runs
-        ratio = K.med(runs["scattered"]) / K.med(runs["compact"])
-        checks.append((f"{label} `scan` scattered / compact", "<= 1.5", f"{ratio:.2f}",
-                       ratio <= 1.5))
+        for tag in exes:
+            ratio = K.med(runs["scattered" + tag]) / K.med(runs["compact" + tag])
+            checks.append((f"{label} `scan` scattered / compact{tag}", "<= 1.5",
+                           f"{ratio:.2f}", ratio <= 1.5))
     print(K.table(rows, ref="compact"))
     print()
     text, ok = K.verdicts(checks)
@@ -111,11 +128,14 @@ def main() -> int:
     ap.add_argument("--sizes", type=K.sizes_arg, default=[24])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", choices=["throughput", "scattered"], default=None)
+    ap.add_argument("--against", metavar="P2MDUMP", default=None,
+                    help="scattered part: also time this p2mdump script (another "
+                         "install), side by side in the same run")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     scattered_ok = True
     if args.only != "throughput":
-        scattered_ok = scattered_bench(args.sizes, args.reps)
+        scattered_ok = scattered_bench(args.sizes, args.reps, args.against)
         if args.only == "scattered":
             return 0 if scattered_ok else 1
     img, side = build(args.gib)

@@ -11,9 +11,10 @@ frames and yields it whenever it is full, with the MFN of every page, so the
 bulk tests run once per block however the frames are spread.  The pieces of
 each block (extents cut at block boundaries) are planned with numpy; a
 scattered page (a piece of one frame whose file offset the container names)
-is read first, those of a block together by :func:`~p2mdump.tablerows.read_pages`
-(one ``preadv`` each, issued from C, the reader the walk uses for scattered
-leaves), since a sparse image of scattered tree pages has one extent per page.  Longer pieces
+is read first, those of a block together by :func:`~p2mdump.pageread.read_pages`
+(an io_uring batch, else one ``preadv`` each issued from C: the reader the
+walk uses for scattered leaves), since a sparse image of scattered tree
+pages has one extent per page.  Longer pieces
 take one ``preadv`` each, and a piece that does not read whole is read
 again frame by frame by the container, skipping what the image lacks.
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from .layout import PAGE_SIZE
 from .paging import MACHINE_ADDRESS_LIMIT
-from .tablerows import read_pages
+from .pageread import read_pages
 
 #: frames read per block of the sequential pass (8 MiB)
 BLOCK_PAGES = 2048
@@ -238,7 +239,6 @@ def blocks(source, extents: np.ndarray, progress: Progress | None = None):
     buf = np.empty(BLOCK_PAGES * PAGE_SIZE, dtype=np.uint8)
     # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
     mem = memoryview(buf)  # type: ignore[arg-type]
-    pages = [mem[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] for i in range(BLOCK_PAGES)]
     for k in range(len(heads) - 1):
         lo, hi = heads[k], heads[k + 1]
         m, c = mfn[lo:hi], n[lo:hi]
@@ -249,8 +249,7 @@ def blocks(source, extents: np.ndarray, progress: Progress | None = None):
             fd, off = offsets_of(m)
             single = np.flatnonzero((c == 1) & (off >= 0))  # runs: the container reads them
             if len(single):
-                got[single] = read_pages(fd, off[single].tolist(),
-                                         [pages[s] for s in slots[single].tolist()])
+                got[single] = read_pages(fd, off[single], buf, slots[single])
         m_l, c_l = m.tolist(), c.tolist()
         changed: list[tuple[int, list[tuple[int, int]]]] = []   # pieces not read whole
         if got.all():

@@ -16,8 +16,9 @@ against each other.
 Leaves scattered over the image (runs of one frame, hundreds of thousands
 in a large guest) are gathered in file order (:func:`gather_pages`): frames
 that lie close together in the file are read by one ``preadv`` into their
-rows, every other one by a ``preadv`` of its own issued from C (``map``),
-so that no Python code runs per leaf but the making of its buffer.
+rows, the others in batches by :func:`~p2mdump.pageread.read_pages` (an
+io_uring, else a ``preadv`` each issued from C), so that no Python code
+runs per leaf.
 MemoryRows gathers them all at once, straight into the table (whose pages
 are allocated up front: the random order of the rows would otherwise cost
 a page fault at a time, in the kernel); FileRows a staging buffer of rows
@@ -28,12 +29,11 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-from itertools import repeat
-
 import numpy as np
 
 from .arrays import step_runs
 from .layout import PAGE_SIZE, Layout
+from .pageread import preadv_size, read_pages
 from .table import RunScanner, StreamedTable, empty_words
 
 #: rows written per call when a row pattern repeats (1 MiB)
@@ -43,7 +43,7 @@ REPEAT_PAGES = 256
 COPY_MIN_PAGES = 16
 #: rows the staging buffer holds (4 MiB)
 STAGE_PAGES = 1024
-#: pages read by one ``map`` of preadv (the buffers named at a time)
+#: lone pages handed to read_pages at a time
 EACH_PAGES = 8192
 #: buffers one preadv may name (Linux's UIO_MAXIOV)
 IOV_MAX = 1024
@@ -242,18 +242,18 @@ def _read_run(sink, source, row: int, mfn: int, n: int, unreadable) -> int:
     return read
 
 
-def gather_pages(fd: int, offsets: np.ndarray, views_of, scratch, done) -> np.ndarray:
-    """Read the page at file offset ``offsets[i]`` of ``fd`` into a writable
-    4096-byte buffer for every i (``views_of(indices)``: the list of their
-    buffers); returns whether each was read whole, and calls
-    ``done(pages)`` as it goes.
+def gather_pages(fd: int, offsets: np.ndarray, dest: np.ndarray, slots: np.ndarray,
+                 scratch, done) -> np.ndarray:
+    """Read the page at file offset ``offsets[i]`` of ``fd`` into page
+    ``slots[i]`` of ``dest`` (a writable C-contiguous array) for every i;
+    returns whether each was read whole, and calls ``done(pages)`` as it goes.
 
     Pages are read in file order: those no more than :data:`GAP_PAGES` apart
-    by one ``preadv`` into their buffers (the pages between them into
-    ``scratch``, ``GAP_PAGES`` pages long), each other one by a ``preadv`` of
-    its own issued from C by ``map``: no Python code runs per page but the
-    making of its buffer.  A short read or an I/O error leaves the pages it
-    did not fill marked as not read."""
+    by one ``preadv`` into their slots (the pages between them into
+    ``scratch``, ``GAP_PAGES`` pages long), the others by
+    :func:`~p2mdump.pageread.read_pages` (an io_uring, else a ``preadv``
+    each issued from C): no Python code runs per page.  A short read or an
+    I/O error leaves the pages it did not fill marked as not read."""
     n = len(offsets)
     ok = np.zeros(n, dtype=bool)
     if not n:
@@ -268,35 +268,18 @@ def gather_pages(fd: int, offsets: np.ndarray, views_of, scratch, done) -> np.nd
     lone = order[firsts[alone]]
     for c in range(0, len(lone), EACH_PAGES):
         part = lone[c:c + EACH_PAGES]
-        ok[part] = read_pages(fd, offsets[part].tolist(), views_of(part))
+        ok[part] = read_pages(fd, offsets[part], dest, slots[part])
         done(len(part))
     per = max(1, IOV_MAX // 2)     # pages per preadv, each with a gap before it
+    # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+    mem = memoryview(dest.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     for a, b in zip(firsts[~alone].tolist(), lasts[~alone].tolist()):
         for c in range(a, b, per):
             part = order[c:min(b, c + per)]
-            ok[part] = _read_near(fd, ordered[c:c + len(part)].tolist(), views_of(part),
-                                  scratch)
+            views = [mem[s:s + PAGE_SIZE] for s in (slots[part] * PAGE_SIZE).tolist()]
+            ok[part] = _read_near(fd, ordered[c:c + len(part)].tolist(), views, scratch)
             done(len(part))
     return ok
-
-
-def read_pages(fd: int, offsets: list, views: list) -> np.ndarray:
-    """One ``preadv`` per page (issued from C by ``map``), the page at file
-    offset ``offsets[i]`` into ``views[i]``: whether each was read whole."""
-    iovs = [[v] for v in views]
-    try:
-        got = list(map(os.preadv, repeat(fd, len(iovs)), iovs, offsets))
-    except OSError:   # an I/O error: page by page, to know which
-        got = [_preadv_size(fd, iov, off) for iov, off in zip(iovs, offsets)]
-    return np.array(got, dtype=np.int64) == PAGE_SIZE
-
-
-def _preadv_size(fd: int, iov: list, offset: int) -> int:
-    """``os.preadv``, or -1 for an I/O error."""
-    try:
-        return os.preadv(fd, iov, offset)
-    except OSError:
-        return -1
 
 
 def _read_near(fd: int, offsets: list, views: list, scratch) -> np.ndarray:
@@ -311,7 +294,7 @@ def _read_near(fd: int, offsets: list, views: list, scratch) -> np.ndarray:
         iov.append(view)
         pos = off + PAGE_SIZE
         ends.append(pos - start)
-    return np.array(ends) <= _preadv_size(fd, iov, start)
+    return np.array(ends) <= preadv_size(fd, iov, start)
 
 
 class MemoryRows:
@@ -344,12 +327,8 @@ class MemoryRows:
     def gather(self, fd: int, rows: np.ndarray, offsets: np.ndarray, done) -> np.ndarray:
         """Rows ``rows`` read from file ``offsets`` of ``fd`` (:func:`gather_pages`):
         whether each was read whole."""
-        mem = self._mem
-
-        def views_of(which: np.ndarray) -> list:
-            return [mem[a:a + PAGE_SIZE] for a in (rows[which] * PAGE_SIZE).tolist()]
-
-        return gather_pages(fd, offsets, views_of, self._scratch, done)
+        return gather_pages(fd, offsets, self.buf, np.asarray(rows, dtype=np.int64),
+                            self._scratch, done)
 
     def frames(self, source, row: int, mfn: int, n: int) -> int:
         """Rows row.. from frames mfn..; the number of whole frames read."""
@@ -369,9 +348,10 @@ class FileRows:
         self.n_rows = n_rows
         self._copy_ok = hasattr(os, "copy_file_range")
         # an anonymous mapping: its pages are zero-filled only when first used
-        self._stage = memoryview(mmap.mmap(-1, PAGE_SIZE * STAGE_PAGES))
-        self._stage_pages = [self._stage[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
-                             for i in range(STAGE_PAGES)]
+        self._stage_array = np.frombuffer(mmap.mmap(-1, PAGE_SIZE * STAGE_PAGES),
+                                          dtype=np.uint8)
+        # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+        self._stage = memoryview(self._stage_array)  # type: ignore[arg-type]
         self.gather_rows = STAGE_PAGES
         self._scratch = memoryview(bytearray(GAP_PAGES * PAGE_SIZE))
         self._stage_row = 0    # output row of the buffer's first page
@@ -439,8 +419,7 @@ class FileRows:
         each was read whole (the rows that were not are left to be written
         again)."""
         self._flush()
-        stage = self._stage_pages
-        ok = gather_pages(fd, offsets, lambda which: [stage[i] for i in which.tolist()],
+        ok = gather_pages(fd, offsets, self._stage_array, np.arange(len(rows)),
                           self._scratch, done)
         slots = np.flatnonzero(ok)
         read = rows[slots]

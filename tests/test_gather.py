@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import p2mdump.pageread as P
 import p2mdump.tablerows as T
 from p2mdump.layout import PAGE_SIZE, layout_for
 from p2mdump.sources import open_image
@@ -28,6 +29,14 @@ from conftest import FIXTURES
 
 L = layout_for(8)
 N_FRAMES = 240
+
+
+@pytest.fixture(autouse=True, params=["io_uring", "preadv"])
+def page_reader(request, monkeypatch):
+    """Every test with scattered pages read by the io_uring (where the
+    kernel has one) and by the ``preadv`` fallback (forced)."""
+    monkeypatch.setattr(P, "USE_RING", request.param == "io_uring")
+    return request.param
 
 
 class OneRunAtATime:

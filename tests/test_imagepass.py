@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import p2mdump.pageread as P
 from p2mdump import imagepass as IP
 from p2mdump.cli import main
 from p2mdump.layout import PAGE_SIZE
@@ -29,6 +30,14 @@ from p2mdump.writer import GuestSpec, generate
 from p2mdump.writer.containers import generate_container
 
 SCAN = importlib.import_module("p2mdump.scan")   # the package exports scan() by that name
+
+
+@pytest.fixture(autouse=True, params=["io_uring", "preadv"])
+def page_reader(request, monkeypatch):
+    """Every test with scattered pages read by the io_uring (where the
+    kernel has one) and by the ``preadv`` fallback (forced)."""
+    monkeypatch.setattr(P, "USE_RING", request.param == "io_uring")
+    return request.param
 
 
 def reference_pages(source, extents):
