@@ -89,15 +89,19 @@ def atomic_output(path, mode: str = "wb"):
             return
         bits = _mode_for(name, dir_fd)
         # a termination signal between creating the temporary file and
-        # recording who removes it would leave it behind: hold them off
+        # recording who removes it would leave it behind, and one between
+        # opening it and handing its descriptor to the file object could
+        # close the descriptor twice: hold them off until both are done (one
+        # that came meanwhile is raised at the block's end)
         with _signals_held():
             fd, tmp = _create_temp(path, folder, name, dir_fd)
             owner = _Pending(path, dir_fd, tmp, name)
-        try:
-            fh = _fdopen(fd, mode)
-        except BaseException:
-            os.close(fd)
-            raise
+            try:
+                fh = _fdopen(fd, mode)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
         try:
             with fh:
                 yield fh

@@ -366,3 +366,31 @@ def test_signals_held_even_when_another_thread_takes_them():
             time.sleep(0.05)
             inside.append("done")
     assert inside[-1] == "done"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_while_the_part_file_is_opened(tmp_path, monkeypatch, sig):
+    """A termination signal that arrives as the temporary file is created is
+    held back until the file object owns its descriptor, then ends the command
+    the usual way (exit 128+signum): the descriptor is closed once (twice gave
+    "Bad file descriptor", exit 5), the .part file is removed, the target kept."""
+    from p2mdump import atomic
+    from p2mdump.cli.running import _termination_signals
+
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"previous")
+    real = atomic._fdopen
+
+    def open_then_signal(fd, mode):
+        # the signal comes as the file object is made: its handler runs while
+        # the object is only on the interpreter's stack (as inside os.fdopen)
+        return (real(fd, mode), signal.raise_signal(sig))[0]
+
+    monkeypatch.setattr(atomic, "_fdopen", open_then_signal)
+    with pytest.raises(SystemExit) as ended:
+        with _termination_signals():
+            with atomic_output(target) as fh:
+                fh.write(b"new")
+    assert ended.value.code == 128 + sig
+    assert parts(tmp_path) == []
+    assert target.read_bytes() == b"previous"

@@ -24,7 +24,6 @@ def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summa
               strict, quiet, list_opts)
 
 
-
 def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summary_json,
           strict, quiet, list_opts):
     """The walk command's work; its outputs are committed together by the caller."""
