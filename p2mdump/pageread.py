@@ -17,6 +17,7 @@ import errno
 import os
 import platform
 import sys
+import threading
 from itertools import repeat
 
 import numpy as np
@@ -32,6 +33,8 @@ _ring: _Ring | None = None
 _ring_failed = False
 #: the process that set the ring up (a forked child sets up its own)
 _ring_pid = 0
+#: held while a thread uses the ring (its requests and answers are one batch's)
+_busy = threading.Lock()
 
 
 def read_pages(fd: int, offsets: np.ndarray, dest: np.ndarray, slots: np.ndarray) -> np.ndarray:
@@ -48,10 +51,17 @@ def read_pages(fd: int, offsets: np.ndarray, dest: np.ndarray, slots: np.ndarray
     if len(slots) != len(offsets) or slots.min() < 0 or \
             int(slots.max()) >= len(mem) // PAGE_SIZE:
         raise ValueError("read_pages: a slot outside the buffer")
-    ring = _get_ring()
-    if ring is None:
+    # one ring a process, one batch at a time: a thread that finds it busy
+    # reads by preadv rather than wait
+    if not _busy.acquire(blocking=False):
         return _preadv_pages(fd, offsets, mem, slots)
-    ok = ring.read(fd, offsets, mem.ctypes.data + slots * PAGE_SIZE)
+    try:
+        ring = _get_ring()
+        if ring is None:
+            return _preadv_pages(fd, offsets, mem, slots)
+        ok = ring.read(fd, offsets, mem.ctypes.data + slots * PAGE_SIZE)
+    finally:
+        _busy.release()
     if not ok.all():
         redo = np.flatnonzero(~ok)
         ok[redo] = _preadv_pages(fd, offsets[redo], mem, slots[redo])

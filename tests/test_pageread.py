@@ -280,3 +280,34 @@ def test_a_batch_cut_short_is_answered_before_it_unwinds(image, fresh_ring, monk
         assert np.array_equal(again, dest)
     finally:
         os.close(fd)
+
+
+def test_threads_share_the_ring_safely(image, fresh_ring):
+    """Threads reading at once get each its own pages: one uses the ring, the
+    others, finding it busy, read by preadv (no batch mixes two callers)."""
+    import threading
+
+    path, data = image
+    fd = os.open(path, os.O_RDONLY)
+    results = {}
+
+    def work(t):
+        rng = np.random.default_rng(t)
+        for _ in range(20):
+            pages = rng.permutation(N_PAGES)
+            ok, dest = read(fd, pages * PAGE_SIZE, np.arange(N_PAGES), N_PAGES)
+            want = data[:N_PAGES * PAGE_SIZE].reshape(N_PAGES, PAGE_SIZE)[pages]
+            if not (ok.all() and np.array_equal(dest, want)):
+                results[t] = False
+                return
+        results[t] = True
+
+    try:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        os.close(fd)
+    assert results == {t: True for t in range(6)}
