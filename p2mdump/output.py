@@ -1,14 +1,20 @@
 """Encoders for every ``walk --format``: ranges, table, csv, jsonl, raw, npy.
 
 Each encoder writes to a binary file object; the CLI hands it either an
-atomic temporary file (``-o``) or stdout.
+atomic temporary file (``-o``) or stdout.  :func:`write_table` writes a
+table held in memory; :class:`TableStream` writes the same bytes from a
+streamed walk (``stream=``), window by window, holding no table.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .layout import KINDS
-from .table import MISSING, P2MTable, decode
+from .table import MISSING, P2MTable, RunTable, decode
+
+TYPE_CHECKING = False  # rowtext is imported when rows are written
+if TYPE_CHECKING:
+    from .rowtext import RowWriter
 
 FORMATS = ("ranges", "table", "csv", "jsonl", "raw", "npy")
 BINARY_FORMATS = ("raw", "npy")
@@ -18,7 +24,7 @@ def _hexw(value: int) -> int:
     return len(f"{max(value, 0):x}")
 
 
-def write_ranges(table: P2MTable, fh) -> int:
+def write_ranges(table: RunTable, fh) -> int:
     """One line per run: ``0x00000-0x3ffff -> 0x100000-0x13ffff valid``."""
     starts, ends, codes, first = table.run_arrays()
     lay = table.layout
@@ -64,6 +70,52 @@ def write_raw(table: P2MTable, fh) -> int:
 def write_npy(table: P2MTable, fh) -> int:
     np.lib.format.write_array(fh, np.ascontiguousarray(table.raw), allow_pickle=False)
     return len(table)
+
+
+def _npy_header(fh, dtype, n: int) -> None:
+    """The .npy header :func:`write_npy` writes for ``n`` words of ``dtype``."""
+    fmt = np.lib.format
+    fmt.write_array_header_1_0(fh, {"descr": fmt.dtype_to_descr(np.dtype(dtype)),
+                                    "fortran_order": False, "shape": (n,)})
+
+
+class TableStream:
+    """A streamed walk's table written to ``fh`` in ``fmt`` as it goes by
+    (see :func:`p2mdump.tablerows.stream_rows`): the same bytes as
+    :func:`write_table` of the whole table.  The row formats, raw and npy
+    are written window by window; ranges, which joins runs across windows,
+    from the walk's runs once it is over (:meth:`finish`)."""
+
+    def __init__(self, fh, fmt: str):
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}")
+        self.fh = fh
+        self.fmt = fmt
+        self.rows: RowWriter | None = None
+
+    def begin(self, max_pfn: int, layout) -> None:
+        if self.fmt in ("table", "csv", "jsonl"):
+            from .rowtext import RowWriter, header
+
+            self.fh.write(header(self.fmt, layout, max_pfn))
+            self.rows = RowWriter(self.fmt, layout, max_pfn)
+        elif self.fmt == "npy":
+            _npy_header(self.fh, layout.numpy_dtype, max_pfn)
+
+    def __call__(self, words: np.ndarray, first_pfn: int, *_segments) -> None:
+        if self.rows is not None:
+            from .rowtext import ROW_CHUNK
+
+            for a in range(0, len(words), ROW_CHUNK):
+                self.fh.write(self.rows.render(words[a:a + ROW_CHUNK], first_pfn + a))
+        elif self.fmt in ("raw", "npy"):
+            # (numpy's stubs give ndarray the buffer protocol from Python 3.12 only)
+            self.fh.write(memoryview(np.ascontiguousarray(words)).cast("B"))  # type: ignore[arg-type]
+
+    def finish(self, table) -> None:
+        """After the walk (``table``: its StreamedTable)."""
+        if self.fmt == "ranges":
+            write_ranges(table, self.fh)
 
 
 def write_table(table: P2MTable, fh, fmt: str) -> int:

@@ -104,9 +104,13 @@ def stream_rows(plan: FillPlan, n_rows: int, layout: Layout, max_pfn: int, sourc
     """Rows 0..n_rows-1 filled as ``plan`` says (:func:`fill_rows`) a window
     of :data:`STREAM_ROWS` at a time, each window's entries up to ``max_pfn``
     handed to ``stream(words, first pfn, segment starts, segment kinds)``
-    (:meth:`~p2mdump.table.RunScanner.feed`) and not kept.  Returns
-    (:class:`~p2mdump.table.StreamedTable`, the words of the last row past
-    max_pfn, frames read)."""
+    (:meth:`~p2mdump.table.RunScanner.feed`) and not kept; first, when
+    ``stream`` has a ``begin`` method, ``stream.begin(max_pfn, layout)``.
+    Returns (:class:`~p2mdump.table.StreamedTable`, the words of the last
+    row past max_pfn, frames read)."""
+    begin = getattr(stream, "begin", None)
+    if begin is not None:
+        begin(max_pfn, layout)
     fpp = layout.per_page
     step = STREAM_ROWS
     buf = empty_words(min(step, n_rows) * fpp, layout.numpy_dtype)

@@ -28,7 +28,7 @@ def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summ
           strict, quiet, list_opts):
     """The walk command's work; its outputs are committed together by the caller."""
     from ..sources import open_image
-    from ..output import BINARY_FORMATS, write_table
+    from ..output import BINARY_FORMATS, TableStream, write_table
 
     progress = Progress("walking leaves", enabled=not quiet)
     # --format raw into a file: the walk (tree or list) builds the table in the
@@ -40,17 +40,27 @@ def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summ
         if out_fh is not None:
             out_fh.flush()
             raw_fd = out_fh.fileno()
+        stream = None
         with open_image(image, base=base, container=container) as source:
-            from ..autowalk import walk_image
+            from ..autowalk import add_container_findings, resolve, walk_resolved
             from ..sidecar import read_sidecar
 
             side = read_sidecar(image) if top_mfn is None else None
+            resolved = resolve(source, top_mfn, ws_value(word_size), max_pfn, side,
+                               **list_opts)
+            # every other output of a tree or a list is written as the walk
+            # reads the table, which is then not kept (an xl dump-core's
+            # cross-check against .xen_p2m needs it whole)
+            if out_fh is None and resolved.representation in ("tree", "list") \
+                    and not hasattr(source, "used_pair_chunks"):
+                fh = outputs.enter_context(output_stream(output, fmt in BINARY_FORMATS))
+                stream = TableStream(fh, fmt)
             try:
-                result, resolved = walk_image(source, top_mfn, ws_value(word_size), max_pfn,
-                                              progress=progress, sidecar=side,
-                                              check_table=False, raw_fd=raw_fd, **list_opts)
+                result = walk_resolved(source, resolved, progress=progress, check_table=False,
+                                       raw_fd=raw_fd, stream=stream)
             finally:
                 progress.close()
+            add_container_findings(source, result)
             if not quiet:
                 for line in resolved.notes():
                     note(line)
@@ -58,7 +68,9 @@ def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summ
             how = ("from p2m_vaddr" if result.representation == "list"
                    else "from the top and mid pages")
             note(f"word size {result.word_size} detected {how}")
-        if out_fh is not None:
+        if stream is not None:
+            stream.finish(result.table)
+        elif out_fh is not None:
             if not result.raw_written:
                 write_table(result.table, out_fh, fmt)
         else:

@@ -1,0 +1,114 @@
+"""``walk`` writes every output of a tree or a list as it reads the table
+(:class:`p2mdump.output.TableStream`): the same bytes as the table written
+whole, for every format, on damaged trees and lists, with windows cut small
+so that rows, runs and chunks straddle them."""
+import io
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from p2mdump import listwalk, tablerows
+from p2mdump.autowalk import resolve, walk_resolved
+from p2mdump.cli import main
+from p2mdump.errors import P2MDumpError
+from p2mdump.output import FORMATS, TableStream, write_table
+from p2mdump.sidecar import read_sidecar
+from p2mdump.sources import open_image
+from p2mdump.writer import GuestSpec
+from p2mdump.writer.listcontainers import generate_list_container
+from test_verify_stream import damaged_guest, damaged_list_guest
+
+
+def whole_output(path, fmt, **walk):
+    """The output of the table walked whole (in memory), or None when the
+    walk fails."""
+    with open_image(path) as src:
+        r = resolve(src, sidecar=read_sidecar(path) if not walk else None, **walk)
+        try:
+            res = walk_resolved(src, r)
+        except P2MDumpError:
+            return None
+    out = io.BytesIO()
+    write_table(res.table, out, fmt)
+    return out.getvalue()
+
+
+def cli_output(path, fmt, tmp_path, *args):
+    out = tmp_path / f"out.{fmt}"
+    r = CliRunner().invoke(main, ["walk", path, "--format", fmt, "-o", str(out), "-q", *args])
+    return r, (out.read_bytes() if out.exists() else None)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rows", [3, 2048])
+@pytest.mark.parametrize("seed", range(4))
+def test_streamed_tree_output_is_the_whole_tables(tmp_path, monkeypatch, fmt, rows, seed):
+    monkeypatch.setattr(tablerows, "STREAM_ROWS", rows)
+    path, tree = damaged_guest(tmp_path, seed, [8, 4][seed % 2])
+    want = whole_output(path, fmt, top_mfn=tree.top_mfn)
+    r, got = cli_output(path, fmt, tmp_path, "--top-mfn", hex(tree.top_mfn))
+    if want is None:
+        assert r.exit_code >= 2 and got is None
+        return
+    assert r.exit_code == 0, r.output
+    assert got == want
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rows", [3, 2048])
+@pytest.mark.parametrize("seed", range(3))
+def test_streamed_list_output_is_the_whole_tables(tmp_path, monkeypatch, fmt, rows, seed):
+    monkeypatch.setattr(tablerows, "STREAM_ROWS", rows)
+    path = damaged_list_guest(tmp_path, seed, [8, 4][seed % 2])
+    want = whole_output(path, fmt)
+    r, got = cli_output(path, fmt, tmp_path)
+    if want is None:
+        assert r.exit_code >= 2 and got is None
+        return
+    assert r.exit_code == 0, r.output
+    assert got == want
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "jsonl", "npy", "ranges"])
+def test_an_empty_table_streams_its_header(tmp_path, fmt):
+    """max_pfn 0: no window at all, and still the header (and npy's shape)."""
+    from p2mdump.writer import generate
+
+    tree = generate(GuestSpec(word_size=8, max_pfn=0x1000), tmp_path / "g.img")
+    args = ["--top-mfn", hex(tree.top_mfn), "--max-pfn", "0"]
+    r, got = cli_output(str(tmp_path / "g.img"), fmt, tmp_path, *args)
+    assert r.exit_code == 0, r.output
+    with open_image(str(tmp_path / "g.img")) as src:
+        res = walk_resolved(src, resolve(src, tree.top_mfn, max_pfn=0))
+    want = io.BytesIO()
+    write_table(res.table, want, fmt)
+    assert got == want.getvalue()
+    if fmt == "npy":
+        assert np.load(tmp_path / "out.npy").shape == (0,)
+
+
+def test_a_list_larger_than_memory_is_walked_as_it_streams(tmp_path, monkeypatch):
+    """The list walk refuses a table larger than the memory available; a
+    streamed output holds no table, so the walk goes ahead."""
+    img = str(tmp_path / "l.img")
+    generate_list_container(GuestSpec(word_size=8, representation="list", max_pfn=0x40000,
+                                      seed=1), img)
+    monkeypatch.setattr(listwalk, "memory_available", lambda: 1 << 20)
+    r, got = cli_output(img, "ranges", tmp_path)
+    assert r.exit_code == 0, r.output
+    monkeypatch.undo()
+    assert got == whole_output(img, "ranges")
+
+
+def test_table_stream_refuses_an_unknown_format():
+    with pytest.raises(ValueError):
+        TableStream(io.BytesIO(), "xml")
+
+
+def test_stdout_gets_the_stream_too(tmp_path):
+    path, tree = damaged_guest(tmp_path, 1, 8)
+    r = CliRunner().invoke(main, ["walk", path, "--top-mfn", hex(tree.top_mfn), "-q",
+                                  "--format", "csv"])
+    assert r.exit_code == 0
+    assert r.stdout_bytes == whole_output(path, "csv", top_mfn=tree.top_mfn)
