@@ -332,20 +332,105 @@ def parse_query_file(lines) -> list[tuple[str, int]]:
     return out
 
 
+class MfnScan:
+    """The pfns whose entries name given machine frames, found in one pass
+    over a table fed in pieces (:meth:`feed`, in pfn order): a table held in
+    memory chunk by chunk, or a streamed walk's windows (it is a ``stream``:
+    :func:`p2mdump.walker.walk`), so that no table need be held for it.
+
+    A few mfns are compared with each exact entry they can be (mfn: valid;
+    mfn | FOREIGN bit: foreign) block by block, so the block stays in the
+    cache between the comparisons; more are matched against the sorted query
+    mfns.  No full-size inverse is ever built."""
+
+    def __init__(self, mfns):
+        self.asked = list(mfns)
+        self.found: dict[int, dict[str, list[int]]] = {
+            m: {"pfns": [], "foreign_pfns": []} for m in self.asked}
+        self.L: Layout | None = None
+
+    def __call__(self, words, first_pfn: int, *_segments) -> None:
+        self.feed(words, first_pfn)
+
+    def feed(self, words, first_pfn: int) -> None:
+        if self.L is None:
+            self._start(layout_for(words.dtype.itemsize))
+        if not self.want or not len(words):
+            return
+        if len(self.want) <= FEW_MFNS:
+            self._equal(words, first_pfn)
+        else:
+            self._sorted(words, first_pfn)
+
+    def _start(self, layout: Layout) -> None:
+        import numpy as np
+
+        self.L = L = layout
+        self.want = sorted({m for m in self.asked
+                            if 0 <= m and not m & L.flag_mask and m <= L.word_mask})
+        t = np.dtype(L.numpy_dtype).type
+        self.probes = [(m, name, t(m | bit)) for m in self.want
+                       for name, bit in (("pfns", 0), ("foreign_pfns", L.foreign_bit))]
+        self.q = np.array(self.want, dtype=np.uint64)
+
+    def _equal(self, words, first_pfn: int) -> None:
+        import numpy as np
+
+        for a in range(0, len(words), SCAN_BLOCK):
+            block = words[a:a + SCAN_BLOCK]
+            for m, name, value in self.probes:
+                hit = np.flatnonzero(block == value)
+                if len(hit):
+                    self.found[m][name].extend((hit + first_pfn + a).tolist())
+
+    def _sorted(self, words, first_pfn: int) -> None:
+        import numpy as np
+
+        from .table import CHUNK
+
+        L, q = self.L, self.q
+        assert L is not None
+        fbit = np.uint64(L.foreign_bit)
+        flags = np.uint64(L.flag_mask)
+        inv = np.uint64(L.invalid)
+        for a in range(0, len(words), CHUNK):
+            c = words[a:a + CHUNK].astype(np.uint64)
+            start = first_pfn + a
+            flagged = (c & flags) != 0
+            # valid entries: no flag bit (INVALID has both)
+            for name, values, mask in (("pfns", c, ~flagged),
+                                       ("foreign_pfns", c & ~fbit,
+                                        flagged & ((c & flags) == fbit) & (c != inv))):
+                pos = np.searchsorted(q, values)
+                pos[pos >= len(q)] = 0
+                hit = np.flatnonzero(mask & (q[pos] == values))
+                for p, m in zip((hit + start).tolist(), values[hit].tolist()):
+                    self.found[m][name].append(p)
+
+    def result(self, layout: Layout) -> dict:
+        """{mfn: {"pfns": [...valid pfns], "foreign_pfns": [...]}} (``layout``:
+        the table's, in case nothing was fed)."""
+        if self.L is None:
+            self._start(layout)
+        return self.found
+
+
 class TableLookup:
     """Lookups against a whole walked table (numpy; imported on first use).
 
     pfn queries index the table; mfn queries of a batch are answered in one
-    pass over the table (each chunk matched against the sorted query mfns),
-    so no full-size inverse is ever built.
+    pass over the table (:class:`MfnScan`).  ``scanned``: an MfnScan the
+    walk was streamed through, which answers the mfn queries instead (the
+    table is then a StreamedTable, with no entries to index).
     """
 
-    def __init__(self, result, max_pfn: int | None = None):
+    def __init__(self, result, max_pfn: int | None = None, scanned: MfnScan | None = None):
         self.result = result
         self.table = result.table
         self.layout = result.layout
         self.top_mfn = result.top_mfn
         self.max_pfn = max_pfn
+        self.scanned = scanned
 
     def pfn(self, pfn: int) -> dict:
         L = self.layout
@@ -361,50 +446,13 @@ class TableLookup:
 
     def mfns(self, mfns) -> dict:
         """{mfn: {"pfns": [...valid pfns], "foreign_pfns": [...]}} in one pass."""
-        import numpy as np
-
-        L = self.layout
-        want = sorted({m for m in mfns if 0 <= m and not m & L.flag_mask and m <= L.word_mask})
-        out: dict[int, dict[str, list[int]]] = {m: {"pfns": [], "foreign_pfns": []}
-                                                for m in mfns}
-        if not want or not len(self.table):
-            return out
-        if len(want) <= FEW_MFNS:
-            self._scan_equal(want, out)
-            return out
-        q = np.array(want, dtype=np.uint64)
-        fbit = np.uint64(L.foreign_bit)
-        flags = np.uint64(L.flag_mask)
-        inv = np.uint64(L.invalid)
+        if self.scanned is not None:
+            found = self.scanned.result(self.layout)
+            return {m: found[m] for m in mfns}
+        scan = MfnScan(mfns)
         for start, chunk in self.table.chunks():
-            c = chunk.astype(np.uint64)
-            flagged = (c & flags) != 0
-            # valid entries: no flag bit (INVALID has both)
-            for name, values, mask in (("pfns", c, ~flagged),
-                                       ("foreign_pfns", c & ~fbit,
-                                        flagged & ((c & flags) == fbit) & (c != inv))):
-                pos = np.searchsorted(q, values)
-                pos[pos >= len(q)] = 0
-                hit = np.flatnonzero(mask & (q[pos] == values))
-                for p, m in zip((hit + start).tolist(), values[hit].tolist()):
-                    out[m][name].append(p)
-        return out
-
-    def _scan_equal(self, want: list, out: dict) -> None:
-        """A few mfns: compare the table with each exact entry it can hold
-        (mfn: valid; mfn | FOREIGN bit: foreign), block by block so the
-        block stays in the cache between the comparisons."""
-        import numpy as np
-
-        L = self.layout
-        t = self.table.raw.dtype.type
-        probes = [(m, name, t(m | bit)) for m in want
-                  for name, bit in (("pfns", 0), ("foreign_pfns", L.foreign_bit))]
-        for start, block in self.table.chunks(SCAN_BLOCK):
-            for m, name, value in probes:
-                hit = np.flatnonzero(block == value)
-                if len(hit):
-                    out[m][name].extend((hit + start).tolist())
+            scan.feed(chunk, start)
+        return scan.result(self.layout)
 
     def mfn(self, mfn: int) -> dict:
         if mfn < 0:

@@ -3,6 +3,7 @@
 whole, for every format, on damaged trees and lists, with windows cut small
 so that rows, runs and chunks straddle them."""
 import io
+import json
 
 import numpy as np
 import pytest
@@ -112,3 +113,40 @@ def test_stdout_gets_the_stream_too(tmp_path):
                                   "--format", "csv"])
     assert r.exit_code == 0
     assert r.stdout_bytes == whole_output(path, "csv", top_mfn=tree.top_mfn)
+
+
+# -- lookup --mfn ----------------------------------------------------------------
+
+@pytest.mark.parametrize("rows", [3, 2048])
+@pytest.mark.parametrize("seed", range(4))
+def test_streamed_mfn_lookup_finds_what_the_table_holds(tmp_path, monkeypatch, rows, seed):
+    """``lookup --mfn`` / ``--maddr`` find their pfns as the walk reads the
+    table: the same answers as the table held whole, for valid and foreign
+    entries, repeated frames and frames no pfn maps."""
+    from p2mdump.lookup import MfnScan, TableLookup
+
+    monkeypatch.setattr(tablerows, "STREAM_ROWS", rows)
+    path, tree = damaged_guest(tmp_path, seed, [8, 4][seed % 2])
+    with open_image(path) as src:
+        r = resolve(src, tree.top_mfn)
+        try:
+            whole = walk_resolved(src, r)
+        except P2MDumpError:
+            return
+        L = whole.layout
+        raw = whole.table.raw
+        rng = np.random.default_rng(seed)
+        flagged = raw[(raw & L.foreign_bit) != 0]
+        mfns = [int(m) for m in rng.choice(raw, 6)] + [int(m) & ~L.flag_mask for m in flagged[:3]]
+        mfns += [0x7777777, L.invalid, 0]
+        for many in (mfns[:3], mfns):        # the few-mfn and the sorted matcher
+            scan = MfnScan(many)
+            streamed = walk_resolved(src, r, stream=scan)
+            got = TableLookup(streamed, scanned=scan).mfns(many)
+            assert got == TableLookup(whole).mfns(many)
+        m = mfns[0] & ~L.flag_mask
+        res = CliRunner().invoke(main, ["lookup", path, "--top-mfn", hex(tree.top_mfn),
+                                        "--mfn", hex(m), "--json"])
+    assert res.exit_code == 0, res.output
+    want = TableLookup(whole).mfn(m)
+    assert json.loads(res.stdout)["pfns"] == want["pfns"]

@@ -16,6 +16,7 @@ import sys
 import click
 
 from . import options as opts
+from ..layout import PAGE_SHIFT
 from .common import EXIT_CODES_HELP, option
 from .running import CLIError
 from .treeopts import open_source, resolve_tree, tree_options
@@ -109,10 +110,15 @@ def lookup(image, top_mfn, word_size, max_pfn, base, container, pfn, mfn, paddr,
             result["pages_read"] = path.pages_read
             results = [result]
         else:
-            from ..lookup import TableLookup
+            from ..lookup import MfnScan, TableLookup
 
             r = resolve_tree(source, image, top_mfn, word_size, max_pfn, **list_opts)
-            tl = TableLookup(_walk_table(source, r), max_pfn=r.max_pfn)
+            # a single --mfn / --maddr: the pfns are found as the walk reads
+            # the table, which is not kept
+            scan = None
+            if queries is None and r.representation in ("tree", "list"):
+                scan = MfnScan([mfn if mfn is not None else maddr >> PAGE_SHIFT])
+            tl = TableLookup(_walk_table(source, r, scan), max_pfn=r.max_pfn, scanned=scan)
             if queries is None:
                 results = tl.many([("mfn", mfn)] if mfn is not None else [("maddr", maddr)])
                 del results[0]["query"]
@@ -142,19 +148,21 @@ def _path_lookup(source, r):
     return PathLookup(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn)
 
 
-def _walk_table(source, r):
+def _walk_table(source, r, stream=None):
     """The whole table of the resolved p2m (for the inverse).  A tree is
     walked to --max-pfn when one is given, else to its last entry (past a
     max_pfn the container or sidecar claims), so no mapping is overlooked.
     The whole-table checks (duplicate frames) are skipped: a lookup does not
-    report findings."""
+    report findings.  ``stream``: the table is handed to it and not kept
+    (tree and list, :func:`p2mdump.walker.walk`)."""
     from ..autowalk import walk_resolved
     from ..walker import walk
 
     if r.representation != "tree":
-        return walk_resolved(source, r, check_table=False)
+        return walk_resolved(source, r, check_table=False, stream=stream)
     max_pfn = r.max_pfn if r.max_pfn_source == "given" else None
-    return walk(source, r.top_mfn, word_size=r.word_size, max_pfn=max_pfn, check_table=False)
+    return walk(source, r.top_mfn, word_size=r.word_size, max_pfn=max_pfn, check_table=False,
+                stream=stream)
 
 
 def _vaddr_lookup(source, image, vaddr, cr3, top_mfn, word_size, max_pfn, list_opts) -> dict:
