@@ -1,9 +1,14 @@
-"""Where a walk puts the table's rows: in memory, or straight into a raw output file.
+"""Where a walk puts the table's rows: in memory, straight into a raw output
+file, or through a window that is handed on and not kept.
 
 A walk fills the table one 4096-byte row (one leaf or list page) at a time:
 rows of INVALID, rows copied from a shared page read once, and runs of rows
-whose frames are consecutive in the image.  :class:`MemoryRows` does that in
-an anonymous mapping, as every output format needs.  :class:`FileRows` does
+whose frames are consecutive in the image; which row comes from where is
+worked out first (:class:`FillPlan`), then the rows are filled
+(:func:`fill_rows`) all at once or, for a streamed walk
+(:func:`stream_rows`), a window of :data:`STREAM_ROWS` at a time, each
+window handed to the caller in pfn order.  :class:`MemoryRows` fills rows
+in an anonymous mapping (the whole table, or the window).  :class:`FileRows` does
 it in the (temporary) file of a ``--format raw`` output: runs of frames are
 copied by the kernel from the image into the output (``copy_file_range``, no
 trip through this process's memory), while short runs are read into a
