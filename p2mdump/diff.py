@@ -15,12 +15,13 @@ Tables of different word sizes are compared by kind and decoded mfn.
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ImageError, LayoutError
-from .layout import KINDS, layout_for
+from .layout import KINDS, Layout, layout_for
 from .table import MISSING, P2MTable, decode
 
 CLASSES = ("mapping", "kind", "added", "removed")
@@ -116,22 +117,23 @@ class DiffResult:
                 "counts": dict(self.counts), "changes": [c.to_dict() for c in self.changes]}
 
 
-def _pieces(table: P2MTable, start: int, stop: int):
-    """Pieces of pfns [start, stop) of ``table`` over which its kind stays
-    and its mfn steps by one (its runs, cut at the chunk; past the table's
-    end one missing piece): (first pfns int64, kind codes, first mfns
-    uint64, 0 where missing)."""
-    end = min(stop, len(table))
+def _pieces(words: np.ndarray, layout, start: int, stop: int):
+    """Pieces of pfns [start, stop) of a table whose words for pfns start..
+    are ``words`` (fewer than stop - start where the table ends) over which
+    its kind stays and its mfn steps by one (its runs, cut at the chunk;
+    past the table's end one missing piece): (first pfns int64, kind codes,
+    first mfns uint64, 0 where missing)."""
+    end = start + len(words)
     starts = [np.zeros(0, dtype=np.int64)]
     codes = [np.zeros(0, dtype=np.uint8)]
     mfns = [np.zeros(0, dtype=np.uint64)]
     if end > start:
-        run_starts, _, run_codes, first = P2MTable(table.raw[start:end], table.layout).run_arrays()
+        run_starts, _, run_codes, first = P2MTable(words, layout).run_arrays()
         starts.append(run_starts + start)
         codes.append(run_codes)
-        mfns.append(decode(first, table.layout).astype(np.uint64))
+        mfns.append(decode(first, layout).astype(np.uint64))
     if end < stop:
-        starts.append(np.array([max(end, start)], dtype=np.int64))
+        starts.append(np.array([end], dtype=np.int64))
         codes.append(np.array([MISSING], dtype=np.uint8))
         mfns.append(np.zeros(1, dtype=np.uint64))
     all_codes, all_mfns = np.concatenate(codes), np.concatenate(mfns)
@@ -139,18 +141,13 @@ def _pieces(table: P2MTable, start: int, stop: int):
     return np.concatenate(starts), all_codes, all_mfns
 
 
-def _same_chunk(a: P2MTable, b: P2MTable, start: int, stop: int) -> bool:
-    """Both tables hold pfns [start, stop) with the same words."""
-    return (a.layout == b.layout and stop <= len(a) and stop <= len(b)
-            and np.array_equal(a.raw[start:stop], b.raw[start:stop]))
-
-
-def _changed_pieces(a: P2MTable, b: P2MTable, start: int, stop: int):
-    """The pieces of [start, stop) over which both sides are each one run
+def _changed_pieces(wa, la, wb, lb, start: int, stop: int):
+    """The pieces of [start, stop) over which both sides (words ``wa`` of
+    layout ``la``, ``wb`` of ``lb``, see :func:`_pieces`) are each one run
     and the pfns differ: dict of arrays first, end, change (class code),
     a_kind, b_kind, a_mfn, b_mfn."""
-    sa, ka, ma = _pieces(a, start, stop)
-    sb, kb, mb = _pieces(b, start, stop)
+    sa, ka, ma = _pieces(wa, la, start, stop)
+    sb, kb, mb = _pieces(wb, lb, start, stop)
     first = np.union1d(sa, sb)
     ia = np.searchsorted(sa, first, side="right") - 1
     ib = np.searchsorted(sb, first, side="right") - 1
@@ -175,30 +172,38 @@ def _changed_pieces(a: P2MTable, b: P2MTable, start: int, stop: int):
 _KEYS = ("first", "last", "change", "a_kind", "b_kind", "a_mfn", "b_mfn")
 
 
-def diff(a: P2MTable, b: P2MTable, *, chunk: int = DIFF_CHUNK) -> DiffResult:
-    """Compare table ``a`` with table ``b``.
+class Differ:
+    """The ranges of a diff, built chunk by chunk of pfns in order
+    (:meth:`add`), from tables held whole (:func:`diff`) or from two walks
+    streaming side by side (:func:`diff_streams`).
 
-    Chunk by chunk: a chunk whose words are the same on both sides is
-    skipped; otherwise both sides are cut into their runs (kind constant,
-    mfn stepping by one), the cuts of both are merged into pieces over
-    which the class of every pfn is the same, and neighbouring changed
-    pieces that continue each other (same class and kinds, both mfns
-    stepping on) are joined into ranges.  The work goes by runs, not pfns."""
-    n = max(len(a), len(b))
-    counts = np.zeros(len(CLASSES), dtype=np.int64)
-    done: dict[str, list[np.ndarray]] = {k: [] for k in _KEYS}
-    # the last range found, which the next chunk may continue
-    open_range: dict[str, int] | None = None
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        if _same_chunk(a, b, start, stop):
-            continue
-        p = _changed_pieces(a, b, start, stop)
+    A chunk whose words are the same on both sides is skipped; otherwise
+    both sides are cut into their runs (kind constant, mfn stepping by one),
+    the cuts of both are merged into pieces over which the class of every
+    pfn is the same, and neighbouring changed pieces that continue each
+    other (same class and kinds, both mfns stepping on) are joined into
+    ranges, across chunks too.  The work goes by runs, not pfns."""
+
+    def __init__(self, layout_a, layout_b):
+        self.la, self.lb = layout_a, layout_b
+        self.counts = np.zeros(len(CLASSES), dtype=np.int64)
+        self.done: dict[str, list[np.ndarray]] = {k: [] for k in _KEYS}
+        # the last range found, which the next chunk may continue
+        self.open_range: dict[str, int] | None = None
+
+    def add(self, start: int, stop: int, wa: np.ndarray, wb: np.ndarray) -> None:
+        """Pfns [start, stop): A's words for pfns start.. are ``wa``, B's
+        ``wb`` (each shorter than the chunk where its table ends)."""
+        n = stop - start
+        if self.la == self.lb and len(wa) == len(wb) == n and np.array_equal(wa, wb):
+            return
+        p = _changed_pieces(wa, self.la, wb, self.lb, start, stop)
         k = len(p["first"])
         if not k:
-            continue
+            return
         size = p["end"] - p["first"]
-        counts += np.bincount(p["change"], weights=size, minlength=len(CLASSES)).astype(np.int64)
+        self.counts += np.bincount(p["change"], weights=size,
+                                   minlength=len(CLASSES)).astype(np.int64)
         am, bm = p["a_kind"] == MISSING, p["b_kind"] == MISSING
         step = size.astype(np.uint64)
         join = np.zeros(k, dtype=bool)
@@ -207,6 +212,7 @@ def diff(a: P2MTable, b: P2MTable, *, chunk: int = DIFF_CHUNK) -> DiffResult:
                     & (p["b_kind"][1:] == p["b_kind"][:-1])
                     & (am[1:] | (p["a_mfn"][1:] == p["a_mfn"][:-1] + step[:-1]))
                     & (bm[1:] | (p["b_mfn"][1:] == p["b_mfn"][:-1] + step[:-1])))
+        open_range = self.open_range
         if open_range is not None:
             o = open_range
             join[0] = (o["end"] == int(p["first"][0]) and o["change"] == int(p["change"][0])
@@ -223,25 +229,177 @@ def diff(a: P2MTable, b: P2MTable, *, chunk: int = DIFF_CHUNK) -> DiffResult:
                               a_next=int(p["a_mfn"][j] + step[j]),
                               b_next=int(p["b_mfn"][j] + step[j]))
         if not len(heads):
-            continue
+            return
         if open_range is not None:
-            _close(open_range, done)
+            _close(open_range, self.done)
         for key in _KEYS:
             if key != "last":
-                done[key].append(p[key][heads[:-1]])
-        done["last"].append(p["end"][tails[:-1]] - 1)
+                self.done[key].append(p[key][heads[:-1]])
+        self.done["last"].append(p["end"][tails[:-1]] - 1)
         h, t = int(heads[-1]), int(tails[-1])
-        open_range = {key: int(p[key][h]) for key in _KEYS if key != "last"}
-        open_range.update(end=int(p["end"][t]), a_next=int(p["a_mfn"][t] + step[t]),
-                          b_next=int(p["b_mfn"][t] + step[t]))
-    if open_range is not None:
-        _close(open_range, done)
-    dtypes = {"first": np.int64, "last": np.int64, "change": np.uint8, "a_kind": np.uint8,
-              "b_kind": np.uint8, "a_mfn": np.uint64, "b_mfn": np.uint64}
-    arrays = {k: np.concatenate(v).astype(dtypes[k]) if v else np.zeros(0, dtypes[k])
-              for k, v in done.items()}
-    return DiffResult(len(a), len(b), arrays,
-                      {c: int(counts[i]) for i, c in enumerate(CLASSES)})
+        self.open_range = {key: int(p[key][h]) for key in _KEYS if key != "last"}
+        self.open_range.update(end=int(p["end"][t]), a_next=int(p["a_mfn"][t] + step[t]),
+                               b_next=int(p["b_mfn"][t] + step[t]))
+
+    def result(self, a_len: int, b_len: int) -> DiffResult:
+        """The diff of tables of ``a_len`` and ``b_len`` pfns, every chunk added."""
+        if self.open_range is not None:
+            _close(self.open_range, self.done)
+            self.open_range = None
+        dtypes = {"first": np.int64, "last": np.int64, "change": np.uint8, "a_kind": np.uint8,
+                  "b_kind": np.uint8, "a_mfn": np.uint64, "b_mfn": np.uint64}
+        arrays = {k: np.concatenate(v).astype(dtypes[k]) if v else np.zeros(0, dtypes[k])
+                  for k, v in self.done.items()}
+        return DiffResult(a_len, b_len, arrays,
+                          {c: int(self.counts[i]) for i, c in enumerate(CLASSES)})
+
+
+def diff(a: P2MTable, b: P2MTable, *, chunk: int = DIFF_CHUNK) -> DiffResult:
+    """Compare table ``a`` with table ``b`` (see :class:`Differ`)."""
+    d = Differ(a.layout, b.layout)
+    for start in range(0, max(len(a), len(b)), chunk):
+        stop = start + chunk
+        d.add(start, min(stop, max(len(a), len(b))), a.raw[start:min(stop, len(a))],
+              b.raw[start:min(stop, len(b))])
+    return d.result(len(a), len(b))
+
+
+class _Cancelled(Exception):
+    """Ends the thread of walk A when the comparison stops early."""
+
+
+class _Side:
+    """The words of one side's walk received so far and not yet compared."""
+
+    def __init__(self):
+        self.parts: deque = deque()
+        #: one past the last pfn received (the table's length once ended)
+        self.hi = 0
+        self.ended = False
+        self.layout: Layout | None = None
+
+    def push(self, start: int, words: np.ndarray) -> None:
+        assert start == self.hi, "windows arrive in pfn order"
+        self.layout = layout_for(words.dtype.itemsize)
+        self.parts.append(words)
+        self.hi += len(words)
+
+    def take(self, lo: int, hi: int) -> np.ndarray:
+        """The words of pfns lo.. up to ``hi`` or to the end of what was
+        received (asked in order, from where the last call stopped)."""
+        need = max(0, min(hi, self.hi) - lo)
+        out = []
+        while need:
+            w = self.parts[0]
+            k = min(len(w), need)
+            out.append(w[:k])
+            need -= k
+            if k == len(w):
+                self.parts.popleft()
+            else:
+                self.parts[0] = w[k:]
+        if not out:
+            assert self.layout is not None     # known from a window or the walk's result
+            return np.zeros(0, dtype=self.layout.numpy_dtype)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+
+def diff_streams(walk_a, walk_b, *, chunk: int = DIFF_CHUNK, ahead: int = 4):
+    """Compare the tables of two walks as they stream side by side, holding
+    neither: ``walk_a(stream)`` runs in a thread, ``walk_b(stream)`` in the
+    caller's, each returning its :class:`~p2mdump.result.WalkResult` (see
+    ``stream=`` of :func:`p2mdump.walker.walk`); walk A runs at most
+    ``ahead`` windows ahead of the comparison.  Returns (DiffResult, result
+    A, result B): the same ranges as :func:`diff` of the two tables.  An
+    error of walk A is raised rather than one of walk B, as when A is
+    walked first."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    lost: list = []          # A's error when it could not be handed over
+
+    def put(item) -> None:
+        while True:
+            if stop.is_set():
+                raise _Cancelled
+            try:
+                q.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def run_a() -> None:
+        try:
+            res = walk_a(lambda words, start, *_: put(("window", start, words.copy())))
+            put(("end", res))
+        except _Cancelled:
+            pass
+        except BaseException as exc:      # handed to the caller's thread, raised there
+            try:
+                put(("error", exc))
+            except _Cancelled:
+                lost.append(exc)
+
+    A, B = _Side(), _Side()
+    got: dict = {}
+    state: dict = {"pos": 0, "differ": None}
+
+    def pull_a(until: int) -> None:
+        while not A.ended and A.hi < until:
+            kind, *rest = q.get()
+            if kind == "window":
+                A.push(*rest)
+            elif kind == "end":
+                got["a"] = rest[0]
+                A.ended = True
+                A.layout = rest[0].layout
+            else:
+                raise rest[0]
+
+    def compare() -> None:
+        while True:
+            pos = state["pos"]
+            end = pos + chunk
+            if not B.ended and B.hi < end:
+                return
+            pull_a(end)
+            if A.ended and B.ended:
+                end = min(end, max(A.hi, B.hi))
+                if pos >= end:
+                    return
+            if state["differ"] is None:
+                state["differ"] = Differ(A.layout, B.layout)
+            state["differ"].add(pos, end, A.take(pos, end), B.take(pos, end))
+            state["pos"] = end
+
+    def on_b(words, start, *_) -> None:
+        B.push(start, words.copy())
+        compare()
+
+    thread = threading.Thread(target=run_a, name="p2mdump-diff-a", daemon=True)
+    thread.start()
+    try:
+        res_b = walk_b(on_b)
+        B.ended = True
+        B.layout = res_b.layout
+        pull_a(1 << 62)
+        compare()
+    except BaseException as exc:
+        stop.set()
+        thread.join()
+        first = lost[0] if lost else None
+        while first is None and not q.empty():
+            kind, *rest = q.get_nowait()
+            if kind == "error":
+                first = rest[0]
+        if first is not None and first is not exc:
+            raise first from None
+        raise
+    thread.join()
+    differ = state["differ"] or Differ(A.layout, B.layout)
+    return differ.result(A.hi, B.hi), got["a"], res_b
 
 
 def _close(o: dict, done: dict) -> None:

@@ -150,3 +150,104 @@ def test_streamed_mfn_lookup_finds_what_the_table_holds(tmp_path, monkeypatch, r
     assert res.exit_code == 0, res.output
     want = TableLookup(whole).mfn(m)
     assert json.loads(res.stdout)["pfns"] == want["pfns"]
+
+
+# -- diff ---------------------------------------------------------------------------
+
+def _walks(path_a, path_b, top_a, top_b):
+    """(walk A, walk B) as diff_streams takes them, and the sources to close."""
+    sa, sb = open_image(path_a), open_image(path_b)
+    ra = resolve(sa, top_a, sidecar=None if top_a else read_sidecar(path_a))
+    rb = resolve(sb, top_b, sidecar=None if top_b else read_sidecar(path_b))
+    return ((lambda s: walk_resolved(sa, ra, check_table=False, stream=s)),
+            (lambda s: walk_resolved(sb, rb, check_table=False, stream=s)), (sa, sb))
+
+
+@pytest.mark.parametrize("rows,chunk", [(3, 1000), (2048, 1 << 20)])
+@pytest.mark.parametrize("seed", range(4))
+def test_diff_of_two_streams_is_the_diff_of_the_tables(tmp_path, monkeypatch, rows, chunk,
+                                                        seed):
+    """Two damaged guests (different sizes, word sizes, trees and lists)
+    compared as their walks stream side by side: the ranges and counts of
+    the diff of the two tables held whole."""
+    from p2mdump.diff import diff, diff_streams
+
+    monkeypatch.setattr(tablerows, "STREAM_ROWS", rows)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pa, ta = damaged_guest(tmp_path / "a", seed, 8)
+    if seed % 2:
+        pb, tb = damaged_list_guest(tmp_path / "b", seed + 7, [8, 4][seed // 2 % 2]), None
+    else:
+        pb, tree_b = damaged_guest(tmp_path / "b", seed + 11, [8, 4][seed // 2 % 2])
+        tb = tree_b.top_mfn
+    walk_a, walk_b, sources = _walks(pa, pb, ta.top_mfn, tb)
+    try:
+        try:
+            whole_a, whole_b = walk_a(None), walk_b(None)
+        except P2MDumpError:
+            return
+        want = diff(whole_a.table, whole_b.table)
+        got, res_a, res_b = diff_streams(walk_a, walk_b, chunk=chunk)
+    finally:
+        for s in sources:
+            s.close()
+    assert got.to_dict() == want.to_dict()
+    assert list(got.lines()) == list(want.lines())
+    assert (len(res_a.table), len(res_b.table)) == (len(whole_a.table), len(whole_b.table))
+
+
+def test_diff_streams_raises_a_first(tmp_path):
+    """A's error wins over B's, as when A is walked first; B's shows when A
+    is sound; either way the thread of A ends."""
+    import threading
+
+    from p2mdump.diff import diff_streams
+    from p2mdump.errors import ImageError, TreeError
+
+    def fails(exc, after=0):
+        def walk(stream):
+            words = np.zeros(8, dtype="<u8")
+            for i in range(after):
+                stream(words, 8 * i)
+            raise exc
+        return walk
+
+    def ok(stream):
+        from types import SimpleNamespace
+
+        from p2mdump.layout import LAYOUT64
+        for i in range(50):
+            stream(np.zeros(8, dtype="<u8"), 8 * i)
+        return SimpleNamespace(layout=LAYOUT64, table=None)
+
+    with pytest.raises(TreeError, match="A broke"):
+        diff_streams(fails(TreeError("A broke"), 3), fails(ImageError("B broke"), 30), chunk=8)
+    with pytest.raises(TreeError, match="A broke"):
+        diff_streams(fails(TreeError("A broke")), ok, chunk=8)
+    with pytest.raises(ImageError, match="B broke"):
+        diff_streams(ok, fails(ImageError("B broke"), 2), chunk=8)
+    assert not [t for t in threading.enumerate() if t.name == "p2mdump-diff-a"]
+
+
+def test_cli_diff_of_two_images_streams(tmp_path):
+    """`p2mdump diff A B` of two images prints what the tables' diff gives."""
+    from p2mdump.diff import diff
+
+    from p2mdump.writer import generate
+
+    (tmp_path / "a").mkdir()
+    pa, ta = damaged_guest(tmp_path / "a", 2, 8)
+    pb = str(tmp_path / "b.img")
+    tb = generate(GuestSpec(word_size=8, max_pfn=0x5000, identity=[(0xA0, 0x100)], seed=4), pb)
+    r = CliRunner().invoke(main, ["diff", pa, pb, "--top-mfn-a", hex(ta.top_mfn),
+                                  "--top-mfn-b", hex(tb.top_mfn), "--json"])
+    walk_a, walk_b, sources = _walks(pa, pb, ta.top_mfn, tb.top_mfn)
+    try:
+        want = diff(walk_a(None).table, walk_b(None).table).to_dict()
+    finally:
+        for s in sources:
+            s.close()
+    assert r.exit_code == (0 if want["same"] else 1), r.output
+    got = json.loads(r.stdout)
+    assert {k: got[k] for k in want} == want

@@ -54,11 +54,41 @@ def _load(path, fmt, top_mfn, word_size, base, container) -> tuple[P2MTable, str
     with open_source(path, base, container) as source:
         r = resolve_tree(source, path, top_mfn, word_size, None)
         res = walk_resolved(source, r, check_table=False)
+    return res.table, _describe(path, res)
+
+
+def _describe(path: str, res) -> str:
+    """Which p2m of ``path`` was walked, for the diff's header lines."""
     if res.representation == "list":
-        return res.table, f"{path} @ list p2m_vaddr {res.list_info['p2m_vaddr']:#x}"
+        return f"{path} @ list p2m_vaddr {res.list_info['p2m_vaddr']:#x}"
     if res.top_mfn is None:
-        return res.table, f"{path} @ {res.representation}"
-    return res.table, f"{path} @ top MFN {res.top_mfn:#x}"
+        return f"{path} @ {res.representation}"
+    return f"{path} @ top MFN {res.top_mfn:#x}"
+
+
+def _diff_images(a, b, top_a, top_b, word_size, base, container):
+    """(DiffResult, description of A, of B) of two images: trees and lists
+    are compared as their two walks stream side by side (no table held);
+    anything else is walked whole, A first."""
+    from ..autowalk import walk_resolved
+    from ..diff import diff as do_diff, diff_streams
+    from .treeopts import open_source, resolve_tree
+
+    with open_source(a, base, container) as sa:
+        ra = resolve_tree(sa, a, top_a, word_size, None)
+        if ra.representation not in ("tree", "list"):
+            res_a = walk_resolved(sa, ra, check_table=False)
+        with open_source(b, base, container) as sb:
+            rb = resolve_tree(sb, b, top_b, word_size, None)
+            if ra.representation in ("tree", "list") and rb.representation in ("tree", "list"):
+                result, res_a, res_b = diff_streams(
+                    lambda s: walk_resolved(sa, ra, check_table=False, stream=s),
+                    lambda s: walk_resolved(sb, rb, check_table=False, stream=s))
+                return result, _describe(a, res_a), _describe(b, res_b)
+            if ra.representation in ("tree", "list"):
+                res_a = walk_resolved(sa, ra, check_table=False)
+            res_b = walk_resolved(sb, rb, check_table=False)
+    return do_diff(res_a.table, res_b.table), _describe(a, res_a), _describe(b, res_b)
 
 
 @click.command(epilog=DIFF_HELP + "\n" + EXIT_CODES_HELP)
@@ -81,27 +111,16 @@ def _load(path, fmt, top_mfn, word_size, base, container) -> tuple[P2MTable, str
 def diff(a, b, top_mfn, top_mfn_a, top_mfn_b, word_size, format_a, format_b, base, container,
          as_json):
     """Compare the p2m tables of A and B as pfn ranges."""
-    from ..diff import diff as do_diff
-
     fa, fb = _kind_of(a, format_a), _kind_of(b, format_b)
     ta = top_mfn_a if top_mfn_a is not None else top_mfn
     tb = top_mfn_b if top_mfn_b is not None else top_mfn
     for name, t, f in (("--top-mfn-a", top_mfn_a, fa), ("--top-mfn-b", top_mfn_b, fb)):
         if t is not None and f != "image":
             raise CLIError(f"{name} is only for an image, not a saved {f} table", 2)
-    # a raw table takes its word size from the other side when not given
-    first, second = ((b, fb, tb, "b"), (a, fa, ta, "a")) if fa == "raw" and word_size == "auto" \
-        else ((a, fa, ta, "a"), (b, fb, tb, "b"))
-    tables: dict[str, tuple[P2MTable, str]] = {}
-    for path, fmt, top, key in (first, second):
-        ws = word_size
-        if fmt == "raw" and ws == "auto":
-            if not tables:
-                raise CLIError(f"{path}: a raw table needs --word-size 4 or 8", 2)
-            ws = str(next(iter(tables.values()))[0].layout.word_size)
-        tables[key] = _load(path, fmt, top, ws, base, container)
-    (ta_tab, da), (tb_tab, db) = tables["a"], tables["b"]
-    result = do_diff(ta_tab, tb_tab)
+    if fa == fb == "image":
+        result, da, db = _diff_images(a, b, ta, tb, word_size, base, container)
+    else:
+        result, da, db = _diff_tables(a, b, fa, fb, ta, tb, word_size, base, container)
     if as_json:
         data = result.to_dict()
         data["a"], data["b"] = da, db
@@ -120,3 +139,22 @@ def diff(a, b, top_mfn, top_mfn_a, top_mfn_b, word_size, format_a, format_b, bas
         out.flush()
     if not result.same:
         raise click.exceptions.Exit(1)
+
+
+def _diff_tables(a, b, fa, fb, ta, tb, word_size, base, container):
+    """(DiffResult, description of A, of B) when a side is a saved table."""
+    from ..diff import diff as do_diff
+
+    # a raw table takes its word size from the other side when not given
+    first, second = ((b, fb, tb, "b"), (a, fa, ta, "a")) if fa == "raw" and word_size == "auto" \
+        else ((a, fa, ta, "a"), (b, fb, tb, "b"))
+    tables: dict[str, tuple[P2MTable, str]] = {}
+    for path, fmt, top, key in (first, second):
+        ws = word_size
+        if fmt == "raw" and ws == "auto":
+            if not tables:
+                raise CLIError(f"{path}: a raw table needs --word-size 4 or 8", 2)
+            ws = str(next(iter(tables.values()))[0].layout.word_size)
+        tables[key] = _load(path, fmt, top, ws, base, container)
+    (ta_tab, da), (tb_tab, db) = tables["a"], tables["b"]
+    return do_diff(ta_tab, tb_tab), da, db
