@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ImageError, LayoutError
 from .layout import KINDS, Layout, layout_for
-from .table import MISSING, P2MTable, decode
+from .table import MISSING, P2MTable, classify, decode
 
 CLASSES = ("mapping", "kind", "added", "removed")
 #: pfns compared per chunk (the temporaries of a chunk stay a few MiB)
@@ -117,18 +117,25 @@ class DiffResult:
                 "counts": dict(self.counts), "changes": [c.to_dict() for c in self.changes]}
 
 
-def _pieces(words: np.ndarray, layout, start: int, stop: int):
+def _pieces(words: np.ndarray, layout, start: int, stop: int, cuts=None):
     """Pieces of pfns [start, stop) of a table whose words for pfns start..
     are ``words`` (fewer than stop - start where the table ends) over which
     its kind stays and its mfn steps by one (its runs, cut at the chunk;
     past the table's end one missing piece): (first pfns int64, kind codes,
-    first mfns uint64, 0 where missing)."""
+    first mfns uint64, 0 where missing).  ``cuts``: where such pieces start
+    in ``words``, when known (a streamed walk's segments, which may cut a
+    run in two: the ranges join the pieces again), else the runs are found."""
     end = start + len(words)
     starts = [np.zeros(0, dtype=np.int64)]
     codes = [np.zeros(0, dtype=np.uint8)]
     mfns = [np.zeros(0, dtype=np.uint64)]
     if end > start:
-        run_starts, _, run_codes, first = P2MTable(words, layout).run_arrays()
+        if cuts is None:
+            run_starts, _, run_codes, first = P2MTable(words, layout).run_arrays()
+        else:
+            run_starts = cuts
+            first = words[cuts]
+            run_codes = classify(first, layout)
         starts.append(run_starts + start)
         codes.append(run_codes)
         mfns.append(decode(first, layout).astype(np.uint64))
@@ -141,13 +148,13 @@ def _pieces(words: np.ndarray, layout, start: int, stop: int):
     return np.concatenate(starts), all_codes, all_mfns
 
 
-def _changed_pieces(wa, la, wb, lb, start: int, stop: int):
+def _changed_pieces(wa, la, wb, lb, start: int, stop: int, cuts_a=None, cuts_b=None):
     """The pieces of [start, stop) over which both sides (words ``wa`` of
     layout ``la``, ``wb`` of ``lb``, see :func:`_pieces`) are each one run
     and the pfns differ: dict of arrays first, end, change (class code),
     a_kind, b_kind, a_mfn, b_mfn."""
-    sa, ka, ma = _pieces(wa, la, start, stop)
-    sb, kb, mb = _pieces(wb, lb, start, stop)
+    sa, ka, ma = _pieces(wa, la, start, stop, cuts_a)
+    sb, kb, mb = _pieces(wb, lb, start, stop, cuts_b)
     first = np.union1d(sa, sb)
     ia = np.searchsorted(sa, first, side="right") - 1
     ib = np.searchsorted(sb, first, side="right") - 1
@@ -191,13 +198,16 @@ class Differ:
         # the last range found, which the next chunk may continue
         self.open_range: dict[str, int] | None = None
 
-    def add(self, start: int, stop: int, wa: np.ndarray, wb: np.ndarray) -> None:
+    def add(self, start: int, stop: int, wa: np.ndarray, wb: np.ndarray, cuts_a=None,
+            cuts_b=None) -> None:
         """Pfns [start, stop): A's words for pfns start.. are ``wa``, B's
-        ``wb`` (each shorter than the chunk where its table ends)."""
+        ``wb`` (each shorter than the chunk where its table ends); ``cuts_a``
+        / ``cuts_b``: where pieces of one kind and stepping mfns start in
+        them, when known (see :func:`_pieces`)."""
         n = stop - start
         if self.la == self.lb and len(wa) == len(wb) == n and np.array_equal(wa, wb):
             return
-        p = _changed_pieces(wa, self.la, wb, self.lb, start, stop)
+        p = _changed_pieces(wa, self.la, wb, self.lb, start, stop, cuts_a, cuts_b)
         k = len(p["first"])
         if not k:
             return
@@ -269,39 +279,48 @@ class _Cancelled(Exception):
 
 
 class _Side:
-    """The words of one side's walk received so far and not yet compared."""
+    """The words of one side's walk received so far and not yet compared,
+    with where its pieces of one kind and stepping mfns start (the walk's
+    segments, :meth:`p2mdump.table.RunScanner.feed`)."""
 
     def __init__(self):
-        self.parts: deque = deque()
+        self.parts: deque = deque()        # (words, segment starts, 0 first)
         #: one past the last pfn received (the table's length once ended)
         self.hi = 0
         self.ended = False
         self.layout: Layout | None = None
 
-    def push(self, start: int, words: np.ndarray) -> None:
+    def push(self, start: int, words: np.ndarray, segments: np.ndarray) -> None:
         assert start == self.hi, "windows arrive in pfn order"
         self.layout = layout_for(words.dtype.itemsize)
-        self.parts.append(words)
+        self.parts.append((words, segments))
         self.hi += len(words)
 
-    def take(self, lo: int, hi: int) -> np.ndarray:
-        """The words of pfns lo.. up to ``hi`` or to the end of what was
-        received (asked in order, from where the last call stopped)."""
+    def take(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(words, piece starts in them) of pfns lo.. up to ``hi`` or to the
+        end of what was received (asked in order, from where the last call
+        stopped)."""
         need = max(0, min(hi, self.hi) - lo)
-        out = []
+        words, cuts = [], []
+        at = 0
         while need:
-            w = self.parts[0]
+            w, seg = self.parts[0]
             k = min(len(w), need)
-            out.append(w[:k])
+            words.append(w[:k])
+            cuts.append(seg[seg < k] + at)
             need -= k
+            at += k
             if k == len(w):
                 self.parts.popleft()
             else:
-                self.parts[0] = w[k:]
-        if not out:
+                rest = seg[seg > k] - k
+                self.parts[0] = (w[k:], np.concatenate([[0], rest]).astype(np.int64))
+        if not words:
             assert self.layout is not None     # known from a window or the walk's result
-            return np.zeros(0, dtype=self.layout.numpy_dtype)
-        return out[0] if len(out) == 1 else np.concatenate(out)
+            return np.zeros(0, dtype=self.layout.numpy_dtype), np.zeros(0, dtype=np.int64)
+        if len(words) == 1:
+            return words[0], cuts[0]
+        return np.concatenate(words), np.concatenate(cuts)
 
 
 def diff_streams(walk_a, walk_b, *, chunk: int = DIFF_CHUNK, ahead: int = 4):
@@ -332,7 +351,8 @@ def diff_streams(walk_a, walk_b, *, chunk: int = DIFF_CHUNK, ahead: int = 4):
 
     def run_a() -> None:
         try:
-            res = walk_a(lambda words, start, *_: put(("window", start, words.copy())))
+            res = walk_a(lambda words, start, seg, _codes: put(
+                ("window", start, words.copy(), seg)))
             put(("end", res))
         except _Cancelled:
             pass
@@ -371,11 +391,12 @@ def diff_streams(walk_a, walk_b, *, chunk: int = DIFF_CHUNK, ahead: int = 4):
                     return
             if state["differ"] is None:
                 state["differ"] = Differ(A.layout, B.layout)
-            state["differ"].add(pos, end, A.take(pos, end), B.take(pos, end))
+            (wa, ca), (wb, cb) = A.take(pos, end), B.take(pos, end)
+            state["differ"].add(pos, end, wa, wb, ca, cb)
             state["pos"] = end
 
-    def on_b(words, start, *_) -> None:
-        B.push(start, words.copy())
+    def on_b(words, start, seg, _codes) -> None:
+        B.push(start, words.copy(), seg)
         compare()
 
     thread = threading.Thread(target=run_a, name="p2mdump-diff-a", daemon=True)

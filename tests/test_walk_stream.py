@@ -205,11 +205,12 @@ def test_diff_streams_raises_a_first(tmp_path):
     from p2mdump.diff import diff_streams
     from p2mdump.errors import ImageError, TreeError
 
+    EACH = np.arange(8)        # every entry a piece of its own
     def fails(exc, after=0):
         def walk(stream):
             words = np.zeros(8, dtype="<u8")
             for i in range(after):
-                stream(words, 8 * i)
+                stream(words, 8 * i, EACH, np.zeros(8, np.uint8))
             raise exc
         return walk
 
@@ -218,7 +219,7 @@ def test_diff_streams_raises_a_first(tmp_path):
 
         from p2mdump.layout import LAYOUT64
         for i in range(50):
-            stream(np.zeros(8, dtype="<u8"), 8 * i)
+            stream(np.zeros(8, dtype="<u8"), 8 * i, EACH, np.zeros(8, np.uint8))
         return SimpleNamespace(layout=LAYOUT64, table=None)
 
     with pytest.raises(TreeError, match="A broke"):
