@@ -5,7 +5,7 @@ import click
 
 from .common import EXIT_CODES_HELP, NUMBER
 from .options import ws_value
-from .outputs import Progress, write_json_file
+from .outputs import Progress, with_outputs, write_json_file
 from .running import flush_notes, note
 from .treeopts import tree_options
 
@@ -56,17 +56,12 @@ def extract(image, output, fmt, vaddr_base, top_mfn, word_size, max_pfn, base, c
     Missing, identity and foreign pfns, and valid pfns whose frame is not in
     IMAGE, are not copied; the summary lists them.
     """
-    from ..atomic import check_outputs, output_transaction
-    from ..sidecar import sidecar_path
-
     if vaddr_base is not None and fmt != "elf":
         raise click.BadParameter("applies to --format elf only", param_hint="--vaddr-base")
 
-    check_outputs({"-o": output, "--summary-json": summary_json},
-                  inputs=(image, sidecar_path(image)))
-    with output_transaction():
-        _extract(image, output, fmt, vaddr_base, top_mfn, word_size, max_pfn, base, container,
-                 summary_json, quiet, list_opts)
+    with_outputs(image, {"-o": output, "--summary-json": summary_json},
+                 lambda: _extract(image, output, fmt, vaddr_base, top_mfn, word_size, max_pfn,
+                                  base, container, summary_json, quiet, list_opts))
 
 
 def _extract(image, output, fmt, vaddr_base, top_mfn, word_size, max_pfn, base, container,

@@ -35,6 +35,19 @@ def output_stream(path: str | None, binary: bool):
         yield fh
 
 
+def with_outputs(image: str, outputs: dict, work) -> None:
+    """Run ``work()``, the work of a command on ``image`` writing ``outputs``
+    ({option: path or None}): the outputs are checked first (against each
+    other, the image and its sidecar: :func:`p2mdump.atomic.check_outputs`),
+    and all of them are committed together when the work is done, or none."""
+    from ..atomic import check_outputs, output_transaction
+    from ..sidecar import sidecar_path
+
+    check_outputs(outputs, inputs=(image, sidecar_path(image)))
+    with output_transaction():
+        work()
+
+
 def write_json_file(path: str, data) -> None:
     import json
 

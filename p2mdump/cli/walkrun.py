@@ -7,21 +7,16 @@ from __future__ import annotations
 import contextlib
 
 from .options import ws_value
-from .outputs import Progress, output_stream, write_json_file
+from .outputs import Progress, output_stream, with_outputs, write_json_file
 from .running import CLIError, echo_err, flush_notes, note
 
 
 def walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summary_json, strict,
          quiet, **list_opts):
     """Walk the p2m of IMAGE and write the table (see ``p2mdump walk --help``)."""
-    from ..atomic import check_outputs, output_transaction
-    from ..sidecar import sidecar_path
-
-    check_outputs({"-o": output, "--summary-json": summary_json},
-                  inputs=(image, sidecar_path(image)))
-    with output_transaction():
-        _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summary_json,
-              strict, quiet, list_opts)
+    with_outputs(image, {"-o": output, "--summary-json": summary_json},
+                 lambda: _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output,
+                               summary_json, strict, quiet, list_opts))
 
 
 def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summary_json,
