@@ -285,6 +285,24 @@ def _sidecar_list(sidecar, source) -> bool:
             and isinstance(sidecar.get("p2m_vaddr"), int))
 
 
+#: the representations whose walk can hand its table on instead of keeping it
+STREAMED = ("tree", "list")
+
+
+def can_stream(r: Resolved, source=None) -> bool:
+    """Whether the walk of ``r`` can hand its table on instead of keeping it
+    (``stream=`` of :func:`walk_resolved`): a tree's or a list's can; given
+    ``source``, also that no cross-check needs the whole table afterwards
+    (:func:`cross_checked`)."""
+    return r.representation in STREAMED and (source is None or not cross_checked(source))
+
+
+def cross_checked(source) -> bool:
+    """Whether a walk of ``source`` is cross-checked against the whole table
+    afterwards (an xl dump-core's .xen_p2m, :func:`add_container_findings`)."""
+    return hasattr(source, "used_pair_chunks")
+
+
 def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
                   raw_fd: int | None = None, stream=None):
     """Walk what :func:`resolve` chose; a :class:`~p2mdump.result.WalkResult`.
@@ -292,7 +310,7 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
     (``result.raw_written`` says whether it did).  ``stream``: a tree's or
     a list's table is handed to it and not kept (see
     :func:`p2mdump.walker.walk`)."""
-    if stream is not None and r.representation not in ("tree", "list"):
+    if stream is not None and not can_stream(r):
         raise ValueError("only a tree's or a list's walk is streamed")
     if r.representation == SAVED:
         from .savewalk import walk_saved_p2m
@@ -350,7 +368,7 @@ def add_container_findings(source, result, crosscheck: bool = True) -> None:
     """Add the container's own findings to a walk and, for an xl dump-core
     file, the cross-check of the walked table against .xen_p2m."""
     result.findings.extend(source.container_findings())
-    if crosscheck and hasattr(source, "used_pair_chunks"):
+    if crosscheck and cross_checked(source):
         from .crosscheck import crosscheck_source
 
         result.findings.extend(crosscheck_source(result.table, source,

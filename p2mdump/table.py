@@ -305,7 +305,6 @@ class StreamedTable(RunTable):
     def __init__(self, scanner: RunScanner):
         self.layout = scanner.layout
         self._n = scanner.n
-        self._summary = None
         counts, starts, firsts = scanner.finish()
         self._summary = ({k: int(counts[i]) for i, k in enumerate(KINDS)}, starts, firsts)
 

@@ -85,23 +85,34 @@ def fill_rows(sink, plan: FillPlan, a: int, b: int, source, unreadable, progress
     """Fill rows a..b-1 of the table (``sink``'s rows 0..b-a-1) as ``plan``
     says; a frame that cannot be read is reported as ``unreadable(row, mfn)``
     and its row made INVALID.  Returns the frames read (:func:`read_runs`)."""
-    def within(rows):
-        return rows[np.searchsorted(rows, a):np.searchsorted(rows, b)] - a
+    report = _Progress(progress, _within(plan.own, a, b).size)
+    read = _fill_rows(sink, plan, a, b, source, unreadable, report)
+    if report.total:
+        report.end()
+    return read
 
-    sink.invalid(within(plan.bad))
+
+def _within(rows: np.ndarray, a: int, b: int) -> np.ndarray:
+    """The rows of ``rows`` (ascending) in a..b-1, counted from a."""
+    return rows[np.searchsorted(rows, a):np.searchsorted(rows, b)] - a
+
+
+def _fill_rows(sink, plan: FillPlan, a: int, b: int, source, unreadable, report) -> int:
+    """:func:`fill_rows`, the rows read counted by ``report`` (a :class:`_Progress`)."""
+    sink.invalid(_within(plan.bad, a, b))
     for rows, words in plan.pages:
-        here = within(rows)
+        here = _within(rows, a, b)
         if not len(here):
             continue
         if words is None:
             sink.invalid(here)
         else:
             sink.words(here, words)
-    own = within(plan.own)
+    own = _within(plan.own, a, b)
     if not len(own):
         return 0
-    return read_runs(sink, source, own, plan.mfns[own + a],
-                     lambda row, mfn: unreadable(row + a, mfn), progress)
+    return _read_runs(sink, source, own, plan.mfns[own + a],
+                      lambda row, mfn: unreadable(row + a, mfn), report)
 
 
 def stream_rows(plan: FillPlan, n_rows: int, layout: Layout, max_pfn: int, source,
@@ -111,8 +122,9 @@ def stream_rows(plan: FillPlan, n_rows: int, layout: Layout, max_pfn: int, sourc
     handed to ``stream(words, first pfn, segment starts, segment kinds)``
     (:meth:`~p2mdump.table.RunScanner.feed`) and not kept; first, when
     ``stream`` has a ``begin`` method, ``stream.begin(max_pfn, layout)``.
-    Returns (:class:`~p2mdump.table.StreamedTable`, the words of the last
-    row past max_pfn, frames read)."""
+    Progress counts the rows read over the whole walk.  Returns
+    (:class:`~p2mdump.table.StreamedTable`, the words of the last row past
+    max_pfn, frames read)."""
     begin = getattr(stream, "begin", None)
     if begin is not None:
         begin(max_pfn, layout)
@@ -122,38 +134,20 @@ def stream_rows(plan: FillPlan, n_rows: int, layout: Layout, max_pfn: int, sourc
     scanner = RunScanner(layout)
     past = buf[:0]
     read = 0
-    report = None if progress is None else _WindowProgress(progress, len(plan.own))
+    report = _Progress(progress, len(plan.own))
     for a in range(0, n_rows, step):
         b = min(a + step, n_rows)
         rows2d = buf[:(b - a) * fpp].reshape(b - a, fpp)
-        if report is not None:
-            report.before = int(np.searchsorted(plan.own, a))
-        read += fill_rows(MemoryRows(b - a, layout, rows2d), plan, a, b, source, unreadable,
-                          report)
+        read += _fill_rows(MemoryRows(b - a, layout, rows2d), plan, a, b, source, unreadable,
+                           report)
         words = rows2d.reshape(-1)
         keep = min(max_pfn - a * fpp, len(words))
         piece = words[:keep]
         stream(piece, a * fpp, *scanner.feed(piece))
         past = words[keep:].copy()
+    if report.total:
+        report.end()
     return StreamedTable(scanner), past, read
-
-
-class _WindowProgress:
-    """The progress of a window's reads (``before`` rows read earlier) as the
-    progress of the whole walk, passed on about every 1% of ``total``."""
-
-    def __init__(self, progress, total: int):
-        self.progress = progress
-        self.total = total
-        self.before = 0
-        self.step = max(1, total // 100)
-        self.next = self.step
-
-    def __call__(self, done: int, _window_total: int) -> None:
-        at = self.before + done
-        if at >= self.next or at >= self.total:
-            self.progress(at, self.total)
-            self.next = at + self.step
 
 
 def row_runs(rows: np.ndarray):
@@ -177,6 +171,15 @@ def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
     where unreadable frames are found and reported."""
     if not len(rows):
         return 0
+    report = _Progress(progress, len(rows))
+    read = _read_runs(sink, source, rows, mfns, unreadable, report)
+    report.end()
+    return read
+
+
+def _read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable, report) -> int:
+    """:func:`read_runs` (``rows`` not empty), the rows read counted by
+    ``report`` (a :class:`_Progress`)."""
     brk = np.ones(len(rows), dtype=bool)
     brk[1:] = (np.diff(rows) != 1) | (np.diff(mfns.astype(np.int64)) != 1)
     starts = np.flatnonzero(brk)
@@ -189,7 +192,6 @@ def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
         lone &= offsets >= 0
     else:
         lone[:] = False
-    report = _Progress(progress, len(rows))
     read = 0
     rest = np.flatnonzero(~lone)
     if lone.any():
@@ -207,7 +209,6 @@ def read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable,
         read += _read_run(sink, source, row, mfn, n, unreadable)
         if not counted:
             report(n)
-    report.end()
     return read
 
 

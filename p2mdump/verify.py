@@ -113,12 +113,14 @@ def verify(source, top_mfn, *, word_size="auto", max_pfn: int | None = None,
     :class:`~p2mdump.table.P2MTable`), as a saved p2m, an ``xl dump-core``
     (cross-checked against its .xen_p2m) and the two representations of one
     guest (compared) always do."""
-    from .autowalk import Resolved, add_container_findings, walk_resolved
+    from .autowalk import Resolved, add_container_findings, can_stream, cross_checked, \
+        walk_resolved
 
     # one tree or list, no .xen_p2m to cross-check: the table need not be kept
     checks = None
-    if not keep_table and also is None and not hasattr(source, "used_pair_chunks") and (
-            not isinstance(top_mfn, Resolved) or top_mfn.representation in ("tree", "list")):
+    if not keep_table and also is None and (
+            can_stream(top_mfn, source) if isinstance(top_mfn, Resolved)
+            else not cross_checked(source)):
         checks = _StreamChecks()
     if isinstance(top_mfn, Resolved):
         max_pfn = top_mfn.max_pfn

@@ -70,22 +70,21 @@ def _diff_images(a, b, top_a, top_b, word_size, base, container):
     """(DiffResult, description of A, of B) of two images: trees and lists
     are compared as their two walks stream side by side (no table held);
     anything else is walked whole, A first."""
-    from ..autowalk import walk_resolved
+    from ..autowalk import can_stream, walk_resolved
     from ..diff import diff as do_diff, diff_streams
     from .treeopts import open_source, resolve_tree
 
     with open_source(a, base, container) as sa:
         ra = resolve_tree(sa, a, top_a, word_size, None)
-        if ra.representation not in ("tree", "list"):
-            res_a = walk_resolved(sa, ra, check_table=False)
+        res_a = None if can_stream(ra) else walk_resolved(sa, ra, check_table=False)
         with open_source(b, base, container) as sb:
             rb = resolve_tree(sb, b, top_b, word_size, None)
-            if ra.representation in ("tree", "list") and rb.representation in ("tree", "list"):
+            if res_a is None and can_stream(rb):
                 result, res_a, res_b = diff_streams(
                     lambda s: walk_resolved(sa, ra, check_table=False, stream=s),
                     lambda s: walk_resolved(sb, rb, check_table=False, stream=s))
                 return result, _describe(a, res_a), _describe(b, res_b)
-            if ra.representation in ("tree", "list"):
+            if res_a is None:
                 res_a = walk_resolved(sa, ra, check_table=False)
             res_b = walk_resolved(sb, rb, check_table=False)
     return do_diff(res_a.table, res_b.table), _describe(a, res_a), _describe(b, res_b)

@@ -110,13 +110,14 @@ def lookup(image, top_mfn, word_size, max_pfn, base, container, pfn, mfn, paddr,
             result["pages_read"] = path.pages_read
             results = [result]
         else:
+            from ..autowalk import can_stream
             from ..lookup import MfnScan, TableLookup
 
             r = resolve_tree(source, image, top_mfn, word_size, max_pfn, **list_opts)
             # a single --mfn / --maddr: the pfns are found as the walk reads
             # the table, which is not kept
             scan = None
-            if queries is None and r.representation in ("tree", "list"):
+            if queries is None and can_stream(r):
                 scan = MfnScan([mfn if mfn is not None else maddr >> PAGE_SHIFT])
             tl = TableLookup(_walk_table(source, r, scan), max_pfn=r.max_pfn, scanned=scan)
             if queries is None:

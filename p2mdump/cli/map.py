@@ -45,7 +45,7 @@ def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, qui
     from ..mapsvg import render_map
     from ..sidecar import sidecar_path
     from ..treeinfo import read_tree_pages
-    from ..autowalk import walk_resolved
+    from ..autowalk import can_stream, walk_resolved
 
     check_outputs({"-o": output}, inputs=(image, sidecar_path(image)))
 
@@ -54,8 +54,8 @@ def map_(image, top_mfn, word_size, max_pfn, base, container, output, title, qui
         todo = resolve_walks(source, image, top_mfn, word_size, max_pfn, **list_opts)
         try:
             # the map needs the table's runs only: a tree's or list's is not kept
-            res = walk_resolved(source, todo[0], progress=progress, stream=_ignore if
-                                todo[0].representation in ("tree", "list") else None)
+            res = walk_resolved(source, todo[0], progress=progress,
+                                stream=_ignore if can_stream(todo[0]) else None)
         finally:
             progress.close()
         # the tree's pages: those of the tree walked, or of the tree the guest

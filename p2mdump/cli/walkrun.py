@@ -37,7 +37,7 @@ def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summ
             raw_fd = out_fh.fileno()
         stream = None
         with open_image(image, base=base, container=container) as source:
-            from ..autowalk import add_container_findings, resolve, walk_resolved
+            from ..autowalk import add_container_findings, can_stream, resolve, walk_resolved
             from ..sidecar import read_sidecar
 
             side = read_sidecar(image) if top_mfn is None else None
@@ -46,8 +46,7 @@ def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summ
             # every other output of a tree or a list is written as the walk
             # reads the table, which is then not kept (an xl dump-core's
             # cross-check against .xen_p2m needs it whole)
-            if out_fh is None and resolved.representation in ("tree", "list") \
-                    and not hasattr(source, "used_pair_chunks"):
+            if out_fh is None and can_stream(resolved, source):
                 fh = outputs.enter_context(output_stream(output, fmt in BINARY_FORMATS))
                 stream = TableStream(fh, fmt)
             try:
