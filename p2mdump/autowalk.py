@@ -304,12 +304,17 @@ def cross_checked(source) -> bool:
 
 
 def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
-                  raw_fd: int | None = None, stream=None):
+                  raw_fd: int | None = None, stream=None, scan_ahead: bool | None = None):
     """Walk what :func:`resolve` chose; a :class:`~p2mdump.result.WalkResult`.
     ``raw_fd``: an empty file the walk may build the raw table in
     (``result.raw_written`` says whether it did).  ``stream``: a tree's or
     a list's table is handed to it and not kept (see
-    :func:`p2mdump.walker.walk`)."""
+    :func:`p2mdump.walker.walk`).  ``scan_ahead``: the kept table will be
+    scanned for its runs (see :func:`p2mdump.walker.walk`); default: when
+    ``check_table`` or when a cross-check will scan it
+    (:func:`cross_checked`)."""
+    if scan_ahead is None:
+        scan_ahead = check_table or cross_checked(source)
     if stream is not None and not can_stream(r):
         raise ValueError("only a tree's or a list's walk is streamed")
     if r.representation == SAVED:
@@ -341,7 +346,7 @@ def walk_resolved(source, r: Resolved, progress=None, check_table: bool = True,
         result = walk(source, r.top_mfn, word_size=r.word_size, max_pfn=r.max_pfn,
                       progress=progress, check_table=check_table, raw_fd=raw_fd,
                       max_pfn_claimed=r.max_pfn_source in ("container", "sidecar"),
-                      stream=stream)
+                      stream=stream, scan_ahead=scan_ahead)
     if r.max_pfn_source in ("container", "sidecar"):
         result.max_pfn_source = r.max_pfn_source
     if r.word_size_source in ("container", "sidecar"):

@@ -34,8 +34,8 @@ from .layout import LEVEL_LEAF, PAGE_SHIFT, PAGE_SIZE, layout_for
 from .paging import (MAX_LIST_PFNS, PTE_FRAME_MASK, PTE_PRESENT, fold_cr3, level_name,
                      list_end, mode_for, unfold_cr3, word_size_from_vaddr)
 from .result import WalkResult
-from .table import P2MTable, RunTable
-from .tablerows import FileRows, FillPlan, fill_rows, rows_for, stream_rows
+from .table import RunTable
+from .tablerows import FillPlan, hold_rows, stream_rows
 
 def memory_available() -> int | None:
     """MemAvailable of /proc/meminfo in bytes, None where unknown."""
@@ -166,14 +166,14 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
         fill.unreadable(mfn, np.array([row]), p2m_vaddr)
 
     table: RunTable
+    raw_written = False
     if stream is not None:
         table, past, read = stream_rows(plan, n_pages, L, max_pfn, source, unreadable,
                                         progress, stream)
     else:
-        rows = rows_for(raw_fd, n_pages, L)
-        read = fill_rows(rows, plan, 0, n_pages, source, unreadable, progress)
-        words, past = rows.finish(max_pfn)
-        table = P2MTable(words, L)
+        # the list's table is always scanned (its counts, just below)
+        table, past, read, raw_written = hold_rows(plan, n_pages, L, max_pfn, source,
+                                                   unreadable, progress, raw_fd, True)
     fill.frames_read += read
     _check_tail(past, max_pfn, L, add)
     shared_ptes = _shared_pte_findings(walker, rmap, shared, source, add, findings, L)
@@ -198,7 +198,7 @@ def walk_list(source, p2m_cr3: int | None = None, p2m_vaddr: int | None = None, 
         pages_read=walker.pages_read + fill.frames_read,
         mid_placeholder=None, leaf_placeholders=info["list_placeholders"],
         source=source.describe(), representation="list", list_info=info,
-        raw_written=stream is None and isinstance(rows, FileRows))
+        raw_written=raw_written)
     if check_table:
         result.check_table()
     return result

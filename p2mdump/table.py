@@ -17,8 +17,10 @@ from .record import Record
 #: uint8 code of each kind (index into layout.KINDS)
 VALID, MISSING, IDENTITY, FOREIGN = range(4)
 CHUNK = 1 << 22
-#: block of the run scan: small enough to stay in the CPU cache
-BLOCK = 1 << 15
+#: block of the run scan: small enough to stay in a CPU's cache, large enough
+#: that the threads of :meth:`P2MTable._scan` do not queue for the
+#: interpreter lock between its numpy operations
+BLOCK = 1 << 17
 
 # kind code by the two flag bits (FOREIGN, IDENTITY); INVALID is patched after
 _FLAG_CODES = np.array([VALID, IDENTITY, FOREIGN, IDENTITY], dtype=np.uint8)
@@ -119,46 +121,40 @@ class RunScanner:
         self._firsts: list[np.ndarray] = []   # the entry at each start
         self._befores: list[np.ndarray] = []  # the entry before each start (the first's: any)
         self._last: int | None = None         # the last entry fed
+        self._scratch = SegmentScratch()
 
-    def feed(self, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def feed(self, words: np.ndarray, cut: Cut | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Take the entries of pfns ``n``.. ; returns the piece's segments:
         (first index in the piece, kind code) of each stretch of one run
-        within it -- the first may continue a run of the previous piece."""
-        n = len(words)
-        if not n:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+        within it -- the first may continue a run of the previous piece.
+        ``cut``: :func:`cut_piece` of ``words``, when worked out already
+        (``words`` is then not read)."""
+        if cut is None:
+            if not len(words):
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+            cut = cut_piece(words, self.layout, self._scratch)
         lay = self.layout
-        inv = words.dtype.type(lay.invalid)
-        one = words.dtype.type(1)
-        parts = [np.zeros(1, dtype=np.int64)]
-        for a in range(0, n, BLOCK):
-            e = min(a + BLOCK, n)
-            window = words[max(a - 1, 0):e]
-            invb = window == inv
-            cont = window[1:] == window[:-1] + one
-            cont |= invb[1:] & invb[:-1]
-            brk = np.flatnonzero(~cont)
-            if len(brk):
-                parts.append(brk + max(a, 1))
-        seg = _split_mixed(words, np.concatenate(parts), lay)
-        codes = classify(words[seg], lay)
+        seg = cut.seg
+        codes = classify(cut.firsts, lay)
         prev = self._last
-        w0 = int(words[0])
+        w0 = int(cut.firsts[0])
         # the piece's first entry continues the last run when it would have
         # within one piece: it steps by one (or stays INVALID), same kind
         joined = prev is not None and (
             w0 == (prev + 1) & lay.word_mask or w0 == prev == lay.invalid) and (
             lay.kind_of(prev) == lay.kind_of(w0))
-        starts = seg[1:] if joined else seg
-        if len(starts):
-            before = words[np.maximum(starts - 1, 0)]
-            if starts[0] == 0 and prev is not None:
+        if joined:
+            starts, firsts, before = seg[1:], cut.firsts[1:], cut.befores[1:]
+        else:
+            starts, firsts, before = seg, cut.firsts, cut.befores.copy()
+            if prev is not None:
                 before[0] = prev
+        if len(starts):
             self._starts.append(starts + self.n)
-            self._firsts.append(words[starts])
+            self._firsts.append(firsts)
             self._befores.append(before)
-        self._last = int(words[-1])
-        self.n += n
+        self._last = cut.last
+        self.n += cut.n
         return seg, codes
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,6 +187,124 @@ class RunScanner:
                 ends = np.append(starts[1:], n)
         counts = np.bincount(codes, weights=(ends - starts), minlength=4)
         return counts.astype(np.int64), starts, firsts
+
+
+class SegmentScratch:
+    """Scratch buffers of :func:`cut_piece` for one thread: its temporaries
+    are written into them, so that no block allocates memory (fresh pages
+    cost a fault each, several microseconds on a virtual machine)."""
+
+    def __init__(self):
+        self._steps: dict = {}
+        #: three rows of booleans for a block (and the entry before it)
+        self.flags = np.empty((3, BLOCK + 1), dtype=bool)
+
+    def step(self, dtype) -> np.ndarray:
+        buf = self._steps.get(dtype)
+        if buf is None:
+            buf = self._steps[dtype] = np.empty(BLOCK, dtype=dtype)
+        return buf
+
+
+class Cut:
+    """A piece of a table cut into the stretches of its runs
+    (:func:`cut_piece`): what :meth:`RunScanner.feed` needs of the piece, so
+    that a piece cut ahead, in another thread, is not read again."""
+
+    __slots__ = ("seg", "firsts", "befores", "last", "n")
+
+    def __init__(self, seg: np.ndarray, firsts: np.ndarray, befores: np.ndarray, last: int,
+                 n: int):
+        #: first index of every stretch (ascending, 0 first)
+        self.seg = seg
+        #: the entry at each, and the one before each (the first's: itself)
+        self.firsts = firsts
+        self.befores = befores
+        #: the piece's last entry and its length
+        self.last = last
+        self.n = n
+
+
+def cut_piece(words: np.ndarray, layout: Layout, scratch: SegmentScratch | None = None) -> Cut:
+    """``words`` (not empty) cut into the stretches over which the entry
+    steps by one, or stays INVALID, within one kind: the runs of
+    :class:`RunScanner`, before they are joined to the pieces fed before.
+    Worked out in cache-sized blocks with a handful of vector operations
+    each, in ``scratch`` (the calling thread's own; a new one when None);
+    depends on ``words`` alone, so the pieces of one table can be cut in
+    several threads (:meth:`P2MTable._scan`, :class:`ScanAhead`)."""
+    n = len(words)
+    sc = scratch or SegmentScratch()
+    inv = words.dtype.type(layout.invalid)
+    one = words.dtype.type(1)
+    step = sc.step(words.dtype)
+    parts = [np.zeros(1, dtype=np.int64)]
+    for a in range(0, n, BLOCK):
+        e = min(a + BLOCK, n)
+        window = words[max(a - 1, 0):e]
+        k = len(window) - 1
+        invb = np.equal(window, inv, out=sc.flags[0, :k + 1])
+        nxt = np.add(window[:-1], one, out=step[:k])
+        brk = np.not_equal(window[1:], nxt, out=sc.flags[1, :k])
+        both = np.logical_and(invb[1:], invb[:-1], out=sc.flags[2, :k])
+        np.greater(brk, both, out=brk)             # no step, and not two INVALIDs
+        at = np.flatnonzero(brk)
+        if len(at):
+            parts.append(at + max(a, 1))
+    seg = _split_mixed(words, np.concatenate(parts), layout)
+    return Cut(seg, words[seg], words[np.maximum(seg - 1, 0)], int(words[-1]), n)
+
+
+class ScanAhead:
+    """The :func:`cut_piece` of a table's chunks (:data:`CHUNK` entries, the
+    pieces of :meth:`P2MTable._scan`) worked out by a thread while the table
+    is still being filled, on a CPU the fill leaves idle (the kernel's copy
+    of the leaves into a raw output, a read into memory).
+
+    ``words`` holds the table's first ``n`` entries once they are final;
+    :meth:`settled` says how many are final so far (entries become final in
+    pfn order); :meth:`take` stops the thread and gives the chunks done, to
+    be passed to :class:`P2MTable` (``cuts=``), which works out the
+    others itself.  The thread reads only final entries."""
+
+    def __init__(self, words: np.ndarray, layout: Layout, n: int):
+        import queue
+        import threading
+
+        self.words = words[:n]
+        self.layout = layout
+        self.n = n
+        self.done: dict[int, Cut] = {}
+        self._sent = 0                        # chunks handed to the thread
+        self._todo: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="p2mdump-scan-ahead",
+                                        daemon=True)
+        self._thread.start()
+
+    def settled(self, entries: int) -> None:
+        """Entries 0..``entries``-1 are final: their whole chunks can be cut."""
+        entries = min(entries, self.n)
+        while self._sent * CHUNK < self.n and min((self._sent + 1) * CHUNK, self.n) <= entries:
+            self._todo.put(self._sent)
+            self._sent += 1
+
+    def _run(self) -> None:
+        scratch = SegmentScratch()
+        while True:
+            k = self._todo.get()
+            if k is None or self._stop.is_set():
+                return
+            self.done[k] = cut_piece(self.words[k * CHUNK:(k + 1) * CHUNK], self.layout,
+                                     scratch)
+
+    def take(self) -> dict[int, Cut]:
+        """Stop (after the chunk being cut, if any) and give {chunk: its
+        Cut} of the chunks done; the others are left to the table."""
+        self._stop.set()
+        self._todo.put(None)
+        self._thread.join()
+        return self.done
 
 
 def _split_mixed(words: np.ndarray, starts: np.ndarray, lay: Layout) -> np.ndarray:
@@ -315,12 +429,15 @@ class StreamedTable(RunTable):
 class P2MTable(RunTable):
     """Raw p2m entries for pfns 0..len-1 of a guest with ``layout``."""
 
-    def __init__(self, raw: np.ndarray, layout: Layout):
+    def __init__(self, raw: np.ndarray, layout: Layout, cuts: dict[int, Cut] | None = None):
+        """``cuts``: the :func:`cut_piece` of some of the table's chunks
+        (:data:`CHUNK` entries each), worked out already (:class:`ScanAhead`)."""
         if raw.dtype != np.dtype(layout.numpy_dtype):
             raw = raw.astype(layout.numpy_dtype)
         self.raw = raw
         self.layout = layout
         self._summary = None
+        self._cuts = cuts or {}
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -357,9 +474,21 @@ class P2MTable(RunTable):
         return out
 
     def _scan(self):
-        """Counts per kind and the runs, in one pass (:class:`RunScanner`)."""
-        scanner = RunScanner(self.layout)
-        scanner.feed(self.raw)
+        """Counts per kind and the runs, in one pass (:class:`RunScanner`) of
+        which the per-entry part (:func:`cut_piece`) runs on the usable CPUs,
+        :data:`CHUNK` entries at a time (the chunks given to the constructor
+        are not cut again)."""
+        from .workers import map_chunks
+
+        raw, lay = self.raw, self.layout
+        known, self._cuts = self._cuts, {}
+        todo = [k for k in range(-(-len(raw) // CHUNK)) if k not in known]
+        cut = map_chunks(lambda i, sc: cut_piece(raw[todo[i] * CHUNK:(todo[i] + 1) * CHUNK],
+                                                 lay, sc), len(todo), SegmentScratch)
+        known.update(zip(todo, cut))
+        scanner = RunScanner(lay)
+        for k in range(-(-len(raw) // CHUNK)):
+            scanner.feed(raw[k * CHUNK:(k + 1) * CHUNK], known[k])
         return scanner.finish()
 
     def inverse(self) -> dict:

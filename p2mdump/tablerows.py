@@ -39,7 +39,8 @@ import numpy as np
 from .arrays import step_runs
 from .layout import PAGE_SIZE, Layout
 from .pageread import preadv_size, read_pages
-from .table import RunScanner, StreamedTable, empty_words
+from .table import P2MTable, RunScanner, ScanAhead, StreamedTable, empty_words
+from .workers import usable_cpus
 
 #: rows written per call when a row pattern repeats (1 MiB)
 REPEAT_PAGES = 256
@@ -60,6 +61,9 @@ GAP_PAGES = 2
 INVALID_PAGE = b"\xff" * PAGE_SIZE
 #: rows per window of a streamed walk (8 MiB)
 STREAM_ROWS = 2048
+#: rows copied or read a call while a ScanAhead follows the fill (8 MiB):
+#: it is told after each
+SETTLE_PAGES = 2048
 
 
 class FillPlan:
@@ -87,9 +91,32 @@ def fill_rows(sink, plan: FillPlan, a: int, b: int, source, unreadable, progress
     and its row made INVALID.  Returns the frames read (:func:`read_runs`)."""
     report = _Progress(progress, _within(plan.own, a, b).size)
     read = _fill_rows(sink, plan, a, b, source, unreadable, report)
+    if getattr(sink, "ahead", None) is not None:
+        sink.settle(b - a, last=True)
     if report.total:
         report.end()
     return read
+
+
+def hold_rows(plan: FillPlan, n_rows: int, layout: Layout, max_pfn: int, source, unreadable,
+              progress=None, raw_fd: int | None = None, scan_ahead: bool = False) -> tuple:
+    """Rows 0..n_rows-1 filled as ``plan`` says (:func:`fill_rows`) and kept:
+    in the file ``raw_fd`` when it can be (:func:`rows_for`), else in memory.
+    ``scan_ahead``: the table will be scanned for its runs, so that is begun
+    on another CPU as the rows are filled (:class:`~p2mdump.table.ScanAhead`;
+    with one usable CPU it is left to the table).  Returns
+    (:class:`~p2mdump.table.P2MTable` of max_pfn entries, the words of the
+    last row past max_pfn, frames read, whether the table is in the file)."""
+    sink = rows_for(raw_fd, n_rows, layout)
+    ahead = None
+    if scan_ahead and usable_cpus() > 1:
+        ahead = sink.scan_ahead(min(max_pfn, n_rows * layout.per_page))
+    try:
+        read = fill_rows(sink, plan, 0, n_rows, source, unreadable, progress)
+    finally:
+        cuts = ahead.take() if ahead is not None else None
+    words, past = sink.finish(max_pfn)
+    return P2MTable(words, layout, cuts=cuts), past, read, isinstance(sink, FileRows)
 
 
 def _within(rows: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -204,8 +231,11 @@ def _read_runs(sink, source, rows: np.ndarray, mfns: np.ndarray, unreadable, rep
             read += int(np.count_nonzero(ok))
             failed.append(part[~ok])
         rest = np.sort(np.concatenate(failed))
+    settle = sink.settle if getattr(sink, "ahead", None) is not None else None
     for row, mfn, n, counted in zip(first_rows[rest].tolist(), first_mfns[rest].tolist(),
                                     lengths[rest].tolist(), lone[rest].tolist()):
+        if settle is not None:
+            settle(row)           # the rows before are filled: see hold_rows
         read += _read_run(sink, source, row, mfn, n, unreadable)
         if not counted:
             report(n)
@@ -327,6 +357,19 @@ class MemoryRows:
         #: every scattered frame is gathered at once (in file order)
         self.gather_rows = None
         self._scratch = memoryview(bytearray(GAP_PAGES * PAGE_SIZE))
+        #: the ScanAhead told which rows are filled (see hold_rows), if any
+        self.ahead: ScanAhead | None = None
+
+    def scan_ahead(self, n: int) -> ScanAhead:
+        """A :class:`~p2mdump.table.ScanAhead` of the first ``n`` entries,
+        told as the rows are filled."""
+        self.ahead = ScanAhead(self.buf, self.L, n)
+        return self.ahead
+
+    def settle(self, row: int, last: bool = False) -> None:
+        """Rows 0..row-1 hold their final words."""
+        if self.ahead is not None:
+            self.ahead.settled(row * self.L.per_page)
 
     def invalid(self, rows) -> None:
         self.rows2d[rows] = self.rows2d.dtype.type(self.L.invalid)
@@ -341,8 +384,19 @@ class MemoryRows:
                             self._scratch, done)
 
     def frames(self, source, row: int, mfn: int, n: int) -> int:
-        """Rows row.. from frames mfn..; the number of whole frames read."""
-        return source.read_frames_into(mfn, self._mem[row * PAGE_SIZE:(row + n) * PAGE_SIZE])
+        """Rows row.. from frames mfn..; the number of whole frames read
+        (read :data:`SETTLE_PAGES` at a time when a ScanAhead follows)."""
+        step = SETTLE_PAGES if self.ahead is not None else n
+        done = 0
+        while done < n:
+            k = min(step, n - done)
+            at = (row + done) * PAGE_SIZE
+            got = source.read_frames_into(mfn + done, self._mem[at:at + k * PAGE_SIZE])
+            done += got
+            if got < k:
+                break
+            self.settle(row + done)
+        return done
 
     def finish(self, max_pfn: int):
         """(table words 0..max_pfn-1, the words of the last row past max_pfn)."""
@@ -371,6 +425,31 @@ class FileRows:
             # write back the whole file (auto_da_alloc), ~0.5 s per GiB
             os.ftruncate(fd, 0)
         preallocate(fd, n_rows * PAGE_SIZE)
+        #: the ScanAhead told which rows are written (see hold_rows), if any
+        self.ahead: ScanAhead | None = None
+
+    def scan_ahead(self, n: int) -> ScanAhead | None:
+        """A :class:`~p2mdump.table.ScanAhead` of the file's first ``n``
+        entries (read through a mapping), told as the rows are written; None
+        when the file was not given its full size up front (a mapping past
+        the end of a file cannot be read)."""
+        nbytes = n * self.L.word_size
+        if nbytes == 0 or os.fstat(self.fd).st_size < nbytes:
+            return None
+        mapping = mmap.mmap(self.fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ)
+        self.ahead = ScanAhead(np.frombuffer(mapping, dtype=self.L.numpy_dtype), self.L, n)
+        return self.ahead
+
+    def settle(self, row: int, last: bool = False) -> None:
+        """Rows 0..row-1 are filled (``last``: all are); the staged rows
+        are written first when the last row is."""
+        if self.ahead is None:
+            return
+        if last:
+            self._flush()
+        elif self._staged:
+            row = min(row, self._stage_row)   # staged rows are not in the file yet
+        self.ahead.settled(row * self.L.per_page)
 
     def _pwrite_all(self, data, offset: int) -> None:
         view = memoryview(data).cast("B")
@@ -449,10 +528,11 @@ class FileRows:
             return got
         src_fd, offset, avail = extent
         want = min(n, avail) * PAGE_SIZE
+        step = SETTLE_PAGES * PAGE_SIZE if self.ahead is not None else want
         done = 0
         while done < want:
             try:
-                k = os.copy_file_range(src_fd, self.fd, want - done, offset + done,
+                k = os.copy_file_range(src_fd, self.fd, min(step, want - done), offset + done,
                                        row * PAGE_SIZE + done)
             except OSError as exc:
                 if exc.errno == errno.EINTR:
@@ -465,6 +545,8 @@ class FileRows:
             if k <= 0:
                 break
             done += k
+            if self.ahead is not None:
+                self.settle(row + done // PAGE_SIZE)
         return done // PAGE_SIZE
 
     def finish(self, max_pfn: int):

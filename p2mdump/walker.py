@@ -37,8 +37,7 @@ from .errors import LayoutError, TreeError
 from .layout import LEVEL_LEAF, LEVEL_MID, LEVEL_TOP, Layout, layout_for
 from .sources.base import FrameSource
 from .result import WalkResult, table_findings  # noqa: F401  (re-exported)
-from .table import P2MTable
-from .tablerows import FileRows, FillPlan, fill_rows, rows_for, stream_rows
+from .tablerows import FillPlan, hold_rows, stream_rows
 
 Progress = Callable[[int, int], None]
 #: what a streamed walk hands on, window by window: (entries, first pfn,
@@ -121,7 +120,8 @@ def detect_word_size(cache: PageCache, top_mfn: int) -> tuple[int, dict]:
 def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "auto",
          max_pfn: int | None = None, progress: Progress | None = None,
          check_table: bool = True, raw_fd: int | None = None,
-         max_pfn_claimed: bool = False, stream: Stream | None = None) -> WalkResult:
+         max_pfn_claimed: bool = False, stream: Stream | None = None,
+         scan_ahead: bool | None = None) -> WalkResult:
     """Walk the p2m tree whose top page is at ``top_mfn`` in ``source``.
 
     ``word_size`` is 4, 8 or "auto"; ``max_pfn`` the number of pfns to return
@@ -137,7 +137,10 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
     window's runs, :meth:`~p2mdump.table.RunScanner.feed`); the result's
     table is then a :class:`~p2mdump.table.StreamedTable` -- counts, runs,
     duplicate frames, no entries -- and the walk needs memory for a window,
-    not for the table.  Not together with ``raw_fd``.
+    not for the table.  Not together with ``raw_fd``.  ``scan_ahead``: the
+    kept table will be scanned for its runs (counts, duplicates, a
+    cross-check), so that is begun on another CPU while the leaves are read
+    (:func:`~p2mdump.tablerows.hold_rows`); default: ``check_table``.
     """
     if stream is not None and raw_fd is not None:
         raise ValueError("a streamed walk writes no raw output")
@@ -167,7 +170,8 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
                 f"--max-pfn {max_pfn:#x} is larger than a {ws}-byte-word tree can hold "
                 f"({layout.capacity:#x} pfns)")
     result = _Walk(source, cache, layout, top_mfn, max_pfn, progress, ws_source, raw_fd,
-                   max_pfn_claimed, stream).run()
+                   max_pfn_claimed, stream,
+                   check_table if scan_ahead is None else scan_ahead).run()
     if check_table:
         result.check_table()
     return result
@@ -175,7 +179,7 @@ def walk(source: FrameSource, top_mfn: int, *, word_size: int | str | None = "au
 
 class _Walk:
     def __init__(self, source, cache, layout, top_mfn, max_pfn, progress, ws_source,
-                 raw_fd=None, max_pfn_claimed=False, stream=None):
+                 raw_fd=None, max_pfn_claimed=False, stream=None, scan_ahead=False):
         self.source = source
         self.cache = cache
         self.L = layout
@@ -188,6 +192,7 @@ class _Walk:
         self.raw_fd = raw_fd
         self.max_pfn_claimed = max_pfn_claimed
         self.stream = stream
+        self.scan_ahead = scan_ahead
 
     # -- helpers -----------------------------------------------------------
     def add(self, *args, **kw):
@@ -317,12 +322,10 @@ class _Walk:
                                             self._unreadable_leaf, self.progress, self.stream)
             self.bulk_frames += read
         else:
-            sink = rows_for(self.raw_fd, n_leaves, L)
-            self.bulk_frames += fill_rows(sink, plan, 0, n_leaves, self.source,
-                                          self._unreadable_leaf, self.progress)
-            words, past = sink.finish(max_pfn)
-            table = P2MTable(words, L)
-            raw_written = isinstance(sink, FileRows)
+            table, past, read, raw_written = hold_rows(
+                plan, n_leaves, L, max_pfn, self.source, self._unreadable_leaf, self.progress,
+                self.raw_fd, self.scan_ahead)
+            self.bulk_frames += read
         if mp_source == "given":
             self._check_past(past, max_pfn, n_leaves)
         self._shared_findings()

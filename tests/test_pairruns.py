@@ -12,7 +12,9 @@ from p2mdump.layout import PAGE_SIZE, Layout
 from p2mdump.schemas import xen_core as X
 from p2mdump.sources import open_image
 from p2mdump.sources.elf import ElfFile
-from p2mdump.sources.pairruns import RunBuilder, resolve
+from p2mdump.sources import pairruns
+from p2mdump.sources.pairruns import (PieceFinder, merge_continuing, merge_pieces,
+                                       resolve)
 from p2mdump.table import P2MTable
 
 
@@ -28,15 +30,28 @@ def brute(values, pages):
     return first, len(values) - len(first), triples
 
 
-def built(values, pages, cuts):
-    """resolve() of the runs fed in chunks cut at ``cuts``."""
-    b = RunBuilder()
-    v = np.array(values, dtype=np.uint64)
+def interleaved(pfns, gmfns) -> np.ndarray:
+    pairs = np.empty(2 * len(pfns), dtype=np.uint64)
+    pairs[0::2], pairs[1::2] = pfns, gmfns
+    return pairs
+
+
+def fed(pfns, gmfns, pages, cuts):
+    """merge_pieces() of the pieces of the pairs fed in chunks cut at ``cuts``,
+    as XcCoreSource builds them."""
+    f = PieceFinder()
     p = np.array(pages, dtype=np.int64)
-    edges = [0] + sorted(c % (len(v) + 1) for c in cuts) + [len(v)]
-    for a, e in zip(edges, edges[1:]):
-        b.add(v[a:e], p[a:e])
-    return resolve(*b.runs())
+    edges = [0] + sorted(c % (len(p) + 1) for c in cuts) + [len(p)]
+    parts = [f.pieces(interleaved(pfns[a:e], gmfns[a:e]), p[a:e]) for a, e in zip(edges, edges[1:])]
+    return merge_pieces(*(np.concatenate([q[i] for q in parts]) for i in range(4)))
+
+
+def built(values, pages, cuts):
+    """resolve() of the runs of ``values`` fed in chunks cut at ``cuts`` (as
+    the gmfn column, next to pfns that always step by one)."""
+    v = np.array(values, dtype=np.uint64)
+    _, gs, pp, pn = fed(np.arange(len(v), dtype=np.uint64), v, pages, cuts)
+    return resolve(*merge_continuing(gs, pp, pn))
 
 
 def check(values, pages, cuts=()):
@@ -199,10 +214,9 @@ def test_crosscheck_in_chunks_equals_one_chunk(pairs, chunk):
                           st.booleans()), max_size=20),
        st.randoms(use_true_random=False))
 def test_pieces_rebuild_the_pairs_and_agree_only_when_the_check_is_clean(stretches, rnd):
-    """pair_pieces() expands back to the pairs; pieces_agree() is True exactly
+    """The pieces expand back to the pairs; pieces_agree() is True exactly
     when the full cross-check finds nothing."""
     from p2mdump.crosscheck import pieces_agree
-    from p2mdump.sources.pairruns import pair_pieces
 
     lay = Layout(8)
     raw = np.arange(500, 564, dtype=np.uint64)
@@ -216,12 +230,8 @@ def test_pieces_rebuild_the_pairs_and_agree_only_when_the_check_is_clean(stretch
             gmfns.append(500 + start + k + (7 if wrong and k == 0 else 0))
             pages.append(page + k)
         page += length + gap - 1
-    runs = []
-    for values in (pfns, gmfns):
-        b = RunBuilder()
-        b.add(np.array(values, dtype=np.uint64), np.array(pages, dtype=np.int64))
-        runs.append(b.runs())
-    ps, gs, ns = pair_pieces(*runs)
+    ps, gs, _, ns = fed(np.array(pfns, dtype=np.uint64), np.array(gmfns, dtype=np.uint64),
+                        pages, [rnd.randrange(len(pages) + 1) for _ in range(3)])
     assert [p + k for p, n in zip(ps.tolist(), ns.tolist()) for k in range(n)] == pfns
     assert [g + k for g, n in zip(gs.tolist(), ns.tolist()) for k in range(n)] == gmfns
     if len(set(pfns)) < len(pfns):
@@ -240,3 +250,35 @@ def test_a_clean_dump_is_checked_by_its_pieces(tmp_path):
 
         r = walk(src, src.top_mfn_hint, word_size=8, max_pfn=src.max_pfn_hint)
         assert crosscheck_source(r.table, src) == [] == crosscheck(r.table, *src.pairs())
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2 ** 64 - 2), st.integers(0, 2 ** 64 - 2),
+                          st.integers(1, 9)), max_size=12),
+       st.integers(1, 7))
+def test_piece_starts_match_their_definition_across_blocks(stretches, block):
+    """PieceFinder.starts(): the pairs whose pfn or gmfn is not the one before
+    plus one, whatever the block size (blocks of 1-7 pairs here)."""
+    pfns, gmfns = [], []
+    for p, g, n in stretches:
+        for k in range(n):        # values stay below 2^64 - 1 (padding is removed first)
+            pfns.append(min(p + k, 2 ** 64 - 2))
+            gmfns.append(min(g + k, 2 ** 64 - 2))
+    want = [i for i in range(len(pfns))
+            if i == 0 or pfns[i] != pfns[i - 1] + 1 or gmfns[i] != gmfns[i - 1] + 1]
+    old = pairruns.PIECE_BLOCK
+    pairruns.PIECE_BLOCK = block
+    try:
+        got = PieceFinder().starts(interleaved(pfns, gmfns)).tolist()
+    finally:
+        pairruns.PIECE_BLOCK = old
+    assert got == (want or [0])
+
+
+def test_pieces_break_where_the_pages_do():
+    pairs = interleaved([10, 11, 12, 13], [50, 51, 52, 53])
+    ps, gs, pp, pn = PieceFinder().pieces(pairs, np.array([0, 1, 3, 4], dtype=np.int64))
+    assert (ps.tolist(), gs.tolist(), pp.tolist(), pn.tolist()) == ([10, 12], [50, 52],
+                                                                    [0, 3], [2, 2])
+    ps, gs, pp, pn = PieceFinder().pieces(pairs, None, first=7)
+    assert (ps.tolist(), pp.tolist(), pn.tolist()) == ([10], [7], [4])

@@ -69,6 +69,25 @@ def test_runs_across_scan_blocks():
         (2 * T.BLOCK + 3, n, "valid")]
 
 
+@settings(max_examples=150, deadline=None)
+@given(t=tables(), block=st.integers(1, 9), chunk=st.integers(1, 60))
+def test_runs_in_small_blocks_and_threaded_chunks_match_reference(t, block, chunk):
+    """The scan cut into blocks of 1-9 entries and chunks of 1-60, the
+    chunks on three threads (:meth:`P2MTable._scan`): the same runs."""
+    from p2mdump import table as T, workers
+
+    ws, values = t
+    L = layout_for(ws)
+    saved = T.BLOCK, T.CHUNK, workers.usable_cpus
+    T.BLOCK, T.CHUNK, workers.usable_cpus = block, chunk, lambda: 3
+    try:
+        table = P2MTable(np.array(values, dtype=L.numpy_dtype), L)
+        got = [(r.start, r.end, r.kind, r.mfn) for r in table.runs()]
+    finally:
+        T.BLOCK, T.CHUNK, workers.usable_cpus = saved
+    assert got == naive_runs(values, L)
+
+
 @settings(max_examples=100, deadline=None)
 @given(ws=st.sampled_from([4, 8]), mfns=st.lists(st.integers(0, 60), min_size=1, max_size=80),
        missing=st.lists(st.booleans(), min_size=80, max_size=80))

@@ -37,7 +37,8 @@ def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summ
             raw_fd = out_fh.fileno()
         stream = None
         with open_image(image, base=base, container=container) as source:
-            from ..autowalk import add_container_findings, can_stream, resolve, walk_resolved
+            from ..autowalk import (add_container_findings, can_stream, cross_checked, resolve,
+                                    walk_resolved)
             from ..sidecar import read_sidecar
 
             side = read_sidecar(image) if top_mfn is None else None
@@ -50,8 +51,10 @@ def _walk(image, top_mfn, word_size, max_pfn, base, container, fmt, output, summ
                 fh = outputs.enter_context(output_stream(output, fmt in BINARY_FORMATS))
                 stream = TableStream(fh, fmt)
             try:
+                # the table is scanned for the summary, the checks or the cross-check
+                scanned = not quiet or bool(summary_json) or strict or cross_checked(source)
                 result = walk_resolved(source, resolved, progress=progress, check_table=False,
-                                       raw_fd=raw_fd, stream=stream)
+                                       raw_fd=raw_fd, stream=stream, scan_ahead=scanned)
             finally:
                 progress.close()
             add_container_findings(source, result)

@@ -6,10 +6,13 @@ the pairs are kept as *runs* (first value, first page, length) over which both
 the value (pfn or gmfn) and the page step by one: ~130k runs describe the
 2^26 pairs of a 256 GiB guest, where an entry per pair would take 1 GiB.
 
-:class:`RunBuilder` collects the runs chunk by chunk as the section is read;
-:func:`resolve` turns them into a lookup index sorted by value in which each
-value names the first page (in file order) that holds it, and counts the
-values that several pages hold.  No order or uniqueness of the pairs is
+:class:`PieceFinder` cuts each chunk of the section, as it is read, into
+*pieces* over which the pfn, the gmfn and the page all step by one (both
+columns in one pass); :func:`merge_pieces` joins them across chunks and
+:func:`merge_continuing` turns them into the runs of either column.
+:func:`resolve` turns runs into a lookup index sorted by value in which
+each value names the first page (in file order) that holds it, and counts
+the values that several pages hold.  No order or uniqueness of the pairs is
 assumed: overlapping runs (repeated values) are resolved exactly, at a cost in
 memory proportional to the repeated pairs only (never more than the pairs the
 file holds).
@@ -44,6 +47,78 @@ def chunk_runs(values: np.ndarray, pages: np.ndarray | None, first: int = 0) -> 
     return values[at], firsts, np.diff(np.append(at, m)).astype(np.int64)
 
 
+#: pairs per block of :class:`PieceFinder`: its temporaries (2 MiB) fit a
+#: CPU's cache, and its numpy operations are long enough that threads do not
+#: queue for the interpreter lock between them (1 << 15 did not scale to two
+#: threads; measured with bench/bench_walks.py's 2^26 xl dump-core)
+PIECE_BLOCK = 1 << 17
+#: two booleans True side by side, read as one uint16 (either byte order)
+_BOTH = 0x0101
+#: (pfns, gmfns, first pages, lengths) of pieces
+Pieces = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+class PieceFinder:
+    """Cuts pairs into *pieces*: stretches over which the pfn, the gmfn and
+    the page all step by one.  The pairs are given as Xen stores them,
+    interleaved (pfn, gmfn, pfn, gmfn, ...); both columns are compared in
+    one pass of cache-sized blocks, in scratch buffers of this finder (one
+    finder a thread)."""
+
+    def __init__(self):
+        self._step = np.empty(2 * PIECE_BLOCK, dtype=np.uint64)
+        self._one = np.empty(2 * PIECE_BLOCK, dtype=bool)
+
+    def starts(self, pairs: np.ndarray) -> np.ndarray:
+        """Indexes of the pairs (of the interleaved uint64 ``pairs``) that
+        start a piece, ascending, 0 first: those whose pfn or gmfn is not the
+        one before plus one."""
+        m = len(pairs) // 2
+        parts = [np.zeros(1, dtype=np.int64)]
+        for a in range(0, m - 1, PIECE_BLOCK):
+            k = 2 * min(PIECE_BLOCK, m - 1 - a)     # pairs a+1.. against a..
+            step = np.subtract(pairs[2 * a + 2:2 * a + 2 + k], pairs[2 * a:2 * a + k],
+                               out=self._step[:k])
+            one = np.equal(step, 1, out=self._one[:k])
+            cut = np.flatnonzero(one.view(np.uint16) != _BOTH)
+            if len(cut):
+                parts.append(cut + (a + 1))
+        return np.concatenate(parts)
+
+    def pieces(self, pairs: np.ndarray, pages: np.ndarray | None, first: int = 0) -> Pieces:
+        """(pfns, gmfns, first pages, lengths) of the pieces of interleaved
+        ``pairs`` (no ~0 in them) whose pages are ``pages`` (int64
+        ascending), or ``first, first+1, ...`` when None."""
+        m = len(pairs) // 2
+        if not m:
+            return _EMPTY_U, _EMPTY_U, _EMPTY_I, _EMPTY_I
+        at = self.starts(pairs)
+        if pages is not None:
+            gap = np.flatnonzero(pages[1:] != pages[:-1] + 1) + 1
+            if len(gap):
+                at = np.union1d(at, gap)
+            firsts = pages[at].astype(np.int64)
+        else:
+            firsts = first + at
+        return (pairs[0::2][at], pairs[1::2][at], firsts,
+                np.diff(np.append(at, m)).astype(np.int64))
+
+
+def merge_pieces(pfns: np.ndarray, gmfns: np.ndarray, pages: np.ndarray,
+                 lengths: np.ndarray) -> Pieces:
+    """Pieces (in file order) with every piece that continues the one before
+    it (next pfn, next gmfn, next page) joined to it."""
+    if len(pfns) < 2:
+        return pfns, gmfns, pages, lengths
+    steps = lengths[:-1].astype(np.uint64)
+    cont = ((pfns[1:] == pfns[:-1] + steps) & (gmfns[1:] == gmfns[:-1] + steps)
+            & (pages[1:] == pages[:-1] + lengths[:-1]))
+    if not cont.any():
+        return pfns, gmfns, pages, lengths
+    heads = np.flatnonzero(np.concatenate(([True], ~cont)))
+    return pfns[heads], gmfns[heads], pages[heads], np.add.reduceat(lengths, heads)
+
+
 def merge_continuing(starts: np.ndarray, pages: np.ndarray, lengths: np.ndarray) -> Runs:
     """Runs (in the given order) with every run that continues the one before
     it (next value, next page) joined to it."""
@@ -56,27 +131,6 @@ def merge_continuing(starts: np.ndarray, pages: np.ndarray, lengths: np.ndarray)
         return starts, pages, lengths
     heads = np.flatnonzero(~cont)
     return starts[heads], pages[heads], np.add.reduceat(lengths, heads)
-
-
-class RunBuilder:
-    """Collects the runs of (value, page) pairs fed in file order, chunk by chunk."""
-
-    def __init__(self):
-        self._parts: list = []
-
-    def add(self, values: np.ndarray, pages: np.ndarray | None, first: int = 0) -> None:
-        """The next pairs: see :func:`chunk_runs`."""
-        s, p, n = chunk_runs(values, pages, first)
-        if len(s):
-            self._parts.append((s, p, n))
-
-    def runs(self) -> Runs:
-        """(first values, first pages, lengths) of all runs, file order."""
-        if not self._parts:
-            return _EMPTY_U, _EMPTY_I, _EMPTY_I
-        s, p, n = (np.concatenate([part[i] for part in self._parts]) for i in range(3))
-        self._parts = []
-        return merge_continuing(s, p, n)
 
 
 @dataclass
@@ -195,17 +249,3 @@ def _expand(s, p, lo, count, m_start, m_len):
     off = np.arange(size) - np.repeat(np.cumsum(lens) - lens, lens)
     v = m_start[np.repeat(jj, lens)] + off.astype(np.uint64)
     return v, p[r2] + (v - s[r2]).astype(np.int64)
-
-
-def pair_pieces(pfn_runs: Runs, gmfn_runs: Runs) -> Runs:
-    """(pfns, gmfns, lengths): the stretches of pairs (file order) over which
-    the pfn and the gmfn both step by one, from the runs of pfns and of
-    gmfns (:meth:`RunBuilder.runs`), which cover the same pages."""
-    ps, pp, pn = pfn_runs
-    gs, gp, gn = gmfn_runs
-    at = np.union1d(pp, gp)
-    i = np.searchsorted(pp, at, side="right") - 1
-    j = np.searchsorted(gp, at, side="right") - 1
-    length = np.minimum(pp[i] + pn[i], gp[j] + gn[j]) - at
-    return (ps[i] + (at - pp[i]).astype(np.uint64), gs[j] + (at - gp[j]).astype(np.uint64),
-            length)

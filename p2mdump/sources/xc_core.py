@@ -23,17 +23,40 @@ from ..schemas import xen_core as X
 from .base import FrameSource
 from .detect import XC_CORE
 from .elf import ElfFile, pread_into
-from .pairruns import RunBuilder, RunIndex, pair_pieces, resolve
+from .pairruns import PieceFinder, RunIndex, merge_continuing, merge_pieces, resolve
 
 #: the largest .note.Xen we are willing to read (the real one is 1384 bytes)
 MAX_NOTE_SECTION = 1 << 20
 EXAMPLES = 5
-#: .xen_p2m pairs read at a time (8 MiB): the section is never read whole
-PAIR_CHUNK = 1 << 19
+#: .xen_p2m pairs read at a time (4 MiB): the section is never read whole
+PAIR_CHUNK = 1 << 18
 #: pieces are kept for the cross-check while there is one a PIECE_RATIO pairs
 PIECE_RATIO = 16
 #: ... and up to this many whatever the dump's size (a few MiB)
 PIECES_ANYWAY = 1 << 16
+
+
+class _ChunkPieces:
+    """What one chunk of .xen_p2m adds to the index (see
+    :meth:`XcCoreSource._chunk_pieces`); pages are counted from the section's
+    first pair."""
+
+    __slots__ = ("pieces", "first_real", "half_n", "half_first", "pad_n", "first_pad",
+                 "real_after_pad")
+
+    def __init__(self):
+        #: (pfns, gmfns, first pages, lengths) of its real pairs, or None
+        self.pieces = None
+        #: the page of its first real pair (neither half ~0)
+        self.first_real: int | None = None
+        #: pairs with one half ~0, and the first as (page, pfn, gmfn)
+        self.half_n = 0
+        self.half_first: tuple[int, int, int] | None = None
+        #: {~0, ~0} padding pairs, the first one's page, and the first real
+        #: pair after it in this chunk
+        self.pad_n = 0
+        self.first_pad: int | None = None
+        self.real_after_pad: int | None = None
 
 
 def _cstr(raw: bytes) -> str:
@@ -259,41 +282,76 @@ class XcCoreSource(ElfFile, FrameSource):
                 use = (pfn != inv) & (gmfn != inv)
                 yield pfn[use], gmfn[use]
 
-    def _build_index(self) -> RunIndex:
-        """One pass over .xen_p2m, a chunk at a time: the findings about the
-        pairs and the runs of pfns and gmfns; then the gmfn index."""
+    def _chunk_pieces(self, k: int, scratch) -> _ChunkPieces:
+        """What chunk ``k`` of .xen_p2m (:data:`PAIR_CHUNK` pairs) adds to the
+        index: the pieces of its real pairs and what it holds of ~0; run in
+        any thread, with that thread's ``scratch`` (buffer, PieceFinder)."""
         import numpy as np
 
+        buf, finder = scratch
+        first = k * PAIR_CHUNK
+        count = min(PAIR_CHUNK, self.nr_pages - first)
+        pairs = buf[:2 * count]
+        view = pairs.data.cast("B")
+        offset = self.p2m_sec.offset + first * X.P2M_PAIR_SIZE
+        if pread_into(self.fd, view, offset) != len(view):
+            raise self.error(f"cannot read {len(view)} bytes of .xen_p2m at offset "
+                             f"{offset:#x} (file size {self.size:#x})")
+        out = _ChunkPieces()
         inv = np.uint64(X.INVALID_PFN)
-        pfn_runs, gmfn_runs = RunBuilder(), RunBuilder()
+        if pairs.max() < inv:                      # the usual chunk: no ~0 at all
+            out.pieces = finder.pieces(pairs, None, first)
+            out.first_real = first
+            return out
+        pfn, gmfn = pairs[0::2], pairs[1::2]
+        pages = np.arange(first, first + count, dtype=np.int64)
+        pinv, ginv = pfn == inv, gmfn == inv
+        pad = pinv & ginv
+        half = pinv != ginv
+        use = ~(pinv | ginv)
+        if half.any():
+            h = int(np.flatnonzero(half)[0])
+            out.half_n = int(np.count_nonzero(half))
+            out.half_first = (first + h, int(pfn[h]), int(gmfn[h]))
+        if pad.any():
+            out.pad_n = int(np.count_nonzero(pad))
+            out.first_pad = first + int(np.flatnonzero(pad)[0])
+            after = np.flatnonzero(use & (pages > out.first_pad))
+            if len(after):
+                out.real_after_pad = first + int(after[0])
+        used = np.flatnonzero(use)
+        if len(used):
+            out.first_real = first + int(used[0])
+            real = np.empty(2 * len(used), dtype=np.uint64)
+            real[0::2], real[1::2] = pfn[used], gmfn[used]
+            out.pieces = finder.pieces(real, pages[used])
+        return out
+
+    def _build_index(self) -> RunIndex:
+        """One pass over .xen_p2m, a chunk at a time on the usable CPUs
+        (:func:`~p2mdump.workers.map_chunks`): the pieces of the pairs and the
+        findings about them; then the runs of pfns and of gmfns, and the gmfn
+        index."""
+        import numpy as np
+
+        from ..workers import map_chunks
+
+        n = 0 if self.is_hvm else self.nr_pages
+        chunks = map_chunks(self._chunk_pieces, -(-n // PAIR_CHUNK),
+                            lambda: (np.empty(2 * min(PAIR_CHUNK, n), dtype="<u8"),
+                                     PieceFinder()))
         half_n = pad_n = 0
         half_first: tuple[int, int, int] | None = None
         first_pad = later = None
-        for first, pfn, gmfn in self.pair_chunks():
-            if max(pfn.max(), gmfn.max()) < inv and first_pad is None:
-                pfn_runs.add(pfn, None, first)       # the usual chunk: no ~0 at all
-                gmfn_runs.add(gmfn, None, first)
-                continue
-            pages = np.arange(first, first + len(pfn), dtype=np.int64)
-            pinv, ginv = pfn == inv, gmfn == inv
-            pad = pinv & ginv
-            half = pinv != ginv
-            use = ~(pinv | ginv)
-            if half.any():
-                k = np.flatnonzero(half)
-                half_n += len(k)
-                if half_first is None:
-                    half_first = (int(pages[k[0]]), int(pfn[k[0]]), int(gmfn[k[0]]))
-            if pad.any():
-                pad_n += int(np.count_nonzero(pad))
-                if first_pad is None:
-                    first_pad = int(pages[np.flatnonzero(pad)[0]])
+        for c in chunks:
+            half_n += c.half_n
+            if half_first is None:
+                half_first = c.half_first
+            pad_n += c.pad_n
             if first_pad is not None and later is None:
-                after = np.flatnonzero(use & (pages > first_pad))
-                if len(after):
-                    later = int(pages[after[0]])
-            pfn_runs.add(pfn[use], pages[use])
-            gmfn_runs.add(gmfn[use], pages[use])
+                later = c.first_real
+            if first_pad is None and c.first_pad is not None:
+                first_pad, later = c.first_pad, c.real_after_pad
         if half_first is not None:
             hk, hp, hg = half_first
             self._note(F.CONTAINER, f"{half_n} .xen_p2m pairs have only one half ~0 (first: "
@@ -302,19 +360,24 @@ class XcCoreSource(ElfFile, FrameSource):
             self._note(F.CONTAINER, f"{pad_n} {{~0, ~0}} padding pairs, but real pairs follow "
                        f"them (first padding at pair {first_pad}, a real pair at {later}); "
                        "Xen pads only at the end", count=pad_n)
-        pfns = pfn_runs.runs()
+        parts = [c.pieces for c in chunks if c.pieces is not None and len(c.pieces[0])]
+        pieces = merge_pieces(*(np.concatenate([p[i] for p in parts]) for i in range(4))) \
+            if parts else (np.zeros(0, np.uint64),) * 2 + (np.zeros(0, np.int64),) * 2
+        del chunks, parts
+        ps, gs, pp, pn = pieces
+        pfns = merge_continuing(ps, pp, pn)
         self._unsorted_finding(*pfns)
         by_pfn = resolve(*pfns, examples=EXAMPLES)
         self._dup_finding(by_pfn, "pfn", F.DUMP_DUPLICATE_PFN,
                           "the pfn -> page choice is ambiguous")
-        gmfns = gmfn_runs.runs()
+        gmfns = merge_continuing(gs, pp, pn)
         index = resolve(*gmfns, examples=EXAMPLES)
         self._dup_finding(index, "gmfn", F.DUMP_DUPLICATE_GMFN,
                           "frames by MFN use the first of each")
         self._pieces = None
         if not by_pfn.repeats and len(pfns[0]) + len(gmfns[0]) <= max(
                 self.nr_pages // PIECE_RATIO, PIECES_ANYWAY):
-            self._pieces = pair_pieces(pfns, gmfns)
+            self._pieces = (ps, gs, pn)
         self._index = index
         return index
 
