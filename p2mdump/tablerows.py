@@ -432,11 +432,14 @@ class FileRows:
         """A :class:`~p2mdump.table.ScanAhead` of the file's first ``n``
         entries (read through a mapping), told as the rows are written; None
         when the file was not given its full size up front (a mapping past
-        the end of a file cannot be read)."""
+        the end of a file cannot be read) or cannot be mapped."""
         nbytes = n * self.L.word_size
         if nbytes == 0 or os.fstat(self.fd).st_size < nbytes:
             return None
-        mapping = mmap.mmap(self.fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ)
+        try:
+            mapping = mmap.mmap(self.fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ)
+        except (OSError, ValueError):
+            return None           # the table is then scanned after the walk, as always
         self.ahead = ScanAhead(np.frombuffer(mapping, dtype=self.L.numpy_dtype), self.L, n)
         return self.ahead
 
