@@ -17,6 +17,10 @@ from .record import Record
 #: uint8 code of each kind (index into layout.KINDS)
 VALID, MISSING, IDENTITY, FOREIGN = range(4)
 CHUNK = 1 << 22
+#: entries of a piece of the run scan of a held table (:meth:`P2MTable._scan`,
+#: :class:`ScanAhead`): small enough that the last piece, cut once the table
+#: is filled, takes a few milliseconds
+SCAN_CHUNK = 1 << 20
 #: block of the run scan: small enough to stay in a CPU's cache, large enough
 #: that the threads of :meth:`P2MTable._scan` do not queue for the
 #: interpreter lock between its numpy operations
@@ -256,7 +260,7 @@ def cut_piece(words: np.ndarray, layout: Layout, scratch: SegmentScratch | None 
 
 
 class ScanAhead:
-    """The :func:`cut_piece` of a table's chunks (:data:`CHUNK` entries, the
+    """The :func:`cut_piece` of a table's chunks (:data:`SCAN_CHUNK` entries, the
     pieces of :meth:`P2MTable._scan`) worked out by a thread while the table
     is still being filled, on a CPU the fill leaves idle (the kernel's copy
     of the leaves into a raw output, a read into memory).
@@ -288,7 +292,8 @@ class ScanAhead:
     def settled(self, entries: int) -> None:
         """Entries 0..``entries``-1 are final: their whole chunks can be cut."""
         entries = min(entries, self.n)
-        while self._sent * CHUNK < self.n and min((self._sent + 1) * CHUNK, self.n) <= entries:
+        step = SCAN_CHUNK
+        while self._sent * step < self.n and min((self._sent + 1) * step, self.n) <= entries:
             self._todo.put(self._sent)
             self._sent += 1
 
@@ -298,8 +303,8 @@ class ScanAhead:
             k = self._todo.get()
             if k is None or self._stop.is_set():
                 return
-            self.done[k] = cut_piece(self.words[k * CHUNK:(k + 1) * CHUNK], self.layout,
-                                     scratch)
+            piece = self.words[k * SCAN_CHUNK:(k + 1) * SCAN_CHUNK]
+            self.done[k] = cut_piece(piece, self.layout, scratch)
 
     def take(self) -> dict[int, Cut]:
         """Stop (after the chunk being cut, if any) and give {chunk: its
@@ -434,7 +439,7 @@ class P2MTable(RunTable):
 
     def __init__(self, raw: np.ndarray, layout: Layout, cuts: dict[int, Cut] | None = None):
         """``cuts``: the :func:`cut_piece` of some of the table's chunks
-        (:data:`CHUNK` entries each), worked out already (:class:`ScanAhead`)."""
+        (:data:`SCAN_CHUNK` entries each), worked out already (:class:`ScanAhead`)."""
         if raw.dtype != np.dtype(layout.numpy_dtype):
             raw = raw.astype(layout.numpy_dtype)
         self.raw = raw
@@ -479,19 +484,20 @@ class P2MTable(RunTable):
     def _scan(self):
         """Counts per kind and the runs, in one pass (:class:`RunScanner`) of
         which the per-entry part (:func:`cut_piece`) runs on the usable CPUs,
-        :data:`CHUNK` entries at a time (the chunks given to the constructor
+        :data:`SCAN_CHUNK` entries at a time (the chunks given to the constructor
         are not cut again)."""
         from .workers import map_chunks
 
         raw, lay = self.raw, self.layout
         known, self._cuts = self._cuts, {}
-        todo = [k for k in range(-(-len(raw) // CHUNK)) if k not in known]
-        cut = map_chunks(lambda i, sc: cut_piece(raw[todo[i] * CHUNK:(todo[i] + 1) * CHUNK],
+        step = SCAN_CHUNK
+        todo = [k for k in range(-(-len(raw) // step)) if k not in known]
+        cut = map_chunks(lambda i, sc: cut_piece(raw[todo[i] * step:(todo[i] + 1) * step],
                                                  lay, sc), len(todo), SegmentScratch)
         known.update(zip(todo, cut))
         scanner = RunScanner(lay)
-        for k in range(-(-len(raw) // CHUNK)):
-            scanner.feed(raw[k * CHUNK:(k + 1) * CHUNK], known[k])
+        for k in range(-(-len(raw) // step)):
+            scanner.feed(raw[k * step:(k + 1) * step], known[k])
         return scanner.finish()
 
     def inverse(self) -> dict:

@@ -84,7 +84,7 @@ def test_walks_with_and_without_the_scan_ahead_agree(tmp_path, monkeypatch, name
     chunks while the walk fills the rest (each as soon as it is settled);
     the runs, counts, findings and the raw file are those of a walk without
     it."""
-    monkeypatch.setattr(T, "CHUNK", 700)
+    monkeypatch.setattr(T, "SCAN_CHUNK", 700)
     monkeypatch.setattr(TR, "SETTLE_PAGES", 2)
     path = os.path.join(FIXTURES, name)
     side_path = path + ".json"
@@ -124,7 +124,7 @@ def test_walks_with_and_without_the_scan_ahead_agree(tmp_path, monkeypatch, name
 
 
 def test_scan_ahead_cuts_only_settled_chunks(monkeypatch):
-    monkeypatch.setattr(T, "CHUNK", 1000)
+    monkeypatch.setattr(T, "SCAN_CHUNK", 1000)
     words = np.arange(10_000, dtype=np.uint64)
     words[5000:5100] = L.invalid
     ahead = ScanAhead(words, L, 8_500)

@@ -78,13 +78,13 @@ def test_runs_in_small_blocks_and_threaded_chunks_match_reference(t, block, chun
 
     ws, values = t
     L = layout_for(ws)
-    saved = T.BLOCK, T.CHUNK, workers.usable_cpus
-    T.BLOCK, T.CHUNK, workers.usable_cpus = block, chunk, lambda: 3
+    saved = T.BLOCK, T.SCAN_CHUNK, workers.usable_cpus
+    T.BLOCK, T.SCAN_CHUNK, workers.usable_cpus = block, chunk, lambda: 3
     try:
         table = P2MTable(np.array(values, dtype=L.numpy_dtype), L)
         got = [(r.start, r.end, r.kind, r.mfn) for r in table.runs()]
     finally:
-        T.BLOCK, T.CHUNK, workers.usable_cpus = saved
+        T.BLOCK, T.SCAN_CHUNK, workers.usable_cpus = saved
     assert got == naive_runs(values, L)
 
 

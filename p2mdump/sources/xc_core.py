@@ -299,8 +299,11 @@ class XcCoreSource(ElfFile, FrameSource):
                              f"{offset:#x} (file size {self.size:#x})")
         out = _ChunkPieces()
         inv = np.uint64(X.INVALID_PFN)
-        if pairs.max() < inv:                      # the usual chunk: no ~0 at all
-            out.pieces = finder.pieces(pairs, None, first)
+        pieces = finder.pieces(pairs, None, first)
+        ps, gs, _, lengths = pieces
+        reach = inv - (lengths - 1).astype(np.uint64)   # a piece from here on holds ~0
+        if not ((ps >= reach) | (gs >= reach)).any():   # the usual chunk: no ~0 at all
+            out.pieces = pieces
             out.first_real = first
             return out
         pfn, gmfn = pairs[0::2], pairs[1::2]
