@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import ImageError, LayoutError
 from .layout import KINDS, Layout, layout_for
+from .rowtext import ByteMatrix, hex_text, name_table
 from .table import MISSING, P2MTable, classify, decode
 
 CLASSES = ("mapping", "kind", "added", "removed")
@@ -100,21 +101,92 @@ class DiffResult:
 
     def lines(self, batch: int = 1 << 14):
         """The text of the ranges (what ``str(Change)`` gives, one a line),
-        a string per batch of ``batch`` ranges."""
-        cols = self._columns()
-        for i in range(0, len(self), batch):
-            out = []
-            for change, first, last, ak, am, bk, bm in zip(*(c[i:i + batch] for c in cols)):
-                n = last - first
-                rng = f"{first:#x}-{last:#x}" if n else f"{first:#x}"
-                sa = ak if am is None else (f"{ak} {am:#x}-{am + n:#x}" if n else f"{ak} {am:#x}")
-                sb = bk if bm is None else (f"{bk} {bm:#x}-{bm + n:#x}" if n else f"{bk} {bm:#x}")
-                out.append(f"{rng} {change}: {sa} -> {sb}\n")
-            yield "".join(out)
+        a string per batch of ``batch`` ranges, rendered in bulk
+        (:func:`_line_text`)."""
+        for lo in range(0, len(self), batch):
+            yield _line_text(self.arrays, lo, min(lo + batch, len(self))).decode("ascii")
 
     def to_dict(self) -> dict:
         return {"a_max_pfn": self.a_len, "b_max_pfn": self.b_len, "same": self.same,
                 "counts": dict(self.counts), "changes": [c.to_dict() for c in self.changes]}
+
+
+def _ascii(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+
+
+_DASH_0X, _SP_0X = _ascii("-0x"), _ascii(" 0x")
+_CLASS_WIDTH, _KIND_WIDTH = max(map(len, CLASSES)), max(map(len, KINDS))
+_CLASS_NAMES = name_table(_CLASS_WIDTH, False, CLASSES)
+_KIND_NAMES = name_table(_KIND_WIDTH, False)
+
+
+def _line_text(ar: dict, lo: int, hi: int) -> bytes:
+    """The lines of ranges ``lo``..``hi`` - 1 (at least one) of the arrays
+    ``ar`` of a :class:`DiffResult`, built like ``walk``'s row formats
+    (:mod:`p2mdump.rowtext`): a byte matrix with every field at a fixed
+    column, numbers rendered by numpy with NULs for leading zeros, and the
+    parts a line leaves out (the ``-0xLAST`` of a single pfn, the ``-0xEND``
+    of its mfns, the mfns of a missing side, the padding of shorter names)
+    left NUL, so that one ``bytes.translate`` pass leaves the lines' text.
+    A line reads ``0xFIRST[-0xLAST] CLASS: KIND[ 0xMFN[-0xEND]] -> KIND[
+    0xMFN[-0xEND]]``; the number fields are as wide as the largest number
+    of the batch needs."""
+    n = hi - lo
+    first, last = ar["first"][lo:hi], ar["last"][lo:hi]
+    span = (last - first).astype(np.uint64)
+    single = span == 0
+    sides = []
+    for side in "ab":
+        kinds, mfn = ar[side + "_kind"][lo:hi], ar[side + "_mfn"][lo:hi]
+        end = mfn + span
+        sides.append((kinds, mfn, end, max(_digits(mfn), _digits(end))))
+    pw = _digits(last)
+    # "0x" FIRST, "-0x" LAST, " " CLASS ": ", A's kind, A's mfns, " -> ",
+    # B's kind, B's mfns, "\n" (a side's mfns: see _put_mfns)
+    m = ByteMatrix([b"0x", pw, 3 + pw, b" ", _CLASS_WIDTH, b": ", _KIND_WIDTH,
+                    7 + 2 * sides[0][3], b" -> ", _KIND_WIDTH, 7 + 2 * sides[1][3], b"\n"], n)
+    m.put(1, n, _hex(first, pw))
+    tail = m.rows(2, n)
+    tail[:, :3] = _DASH_0X
+    tail[:, 3:] = _hex(last, pw)
+    tail[single] = 0
+    m.put(4, n, _CLASS_NAMES[ar["change"][lo:hi]])
+    for field, (kinds, mfn, end, width) in zip((6, 9), sides):
+        m.put(field, n, _KIND_NAMES[kinds])
+        _put_mfns(m.rows(field + 1, n), mfn, end, width, single, kinds == MISSING)
+    return m.text(n)
+
+
+def _digits(values: np.ndarray) -> int:
+    """Hex digits of the largest of ``values`` (not negative)."""
+    return max(1, -(-int(values.max()).bit_length() // 4))
+
+
+def _hex(values: np.ndarray, width: int) -> np.ndarray:
+    """:func:`~p2mdump.rowtext.hex_text` of ``values``, which need at most
+    ``width`` digits, in ``width`` columns."""
+    return hex_text(values, 4 if width <= 8 else 8)[:, -width:]
+
+
+def _put_mfns(out: np.ndarray, mfn: np.ndarray, end: np.ndarray, width: int,
+              single: np.ndarray, missing: np.ndarray) -> None:
+    """A side's `` 0xMFN-0xEND`` into ``out`` (n, 7 + 2 * ``width``, one
+    more digit for the carry of an END of 2^64 or more): ``end`` is MFN +
+    the range's length - 1 in uint64, printed in full where that wrapped;
+    the ``-0xEND`` NUL where ``single``, all NUL where ``missing``."""
+    carry = end < mfn
+    out[:, :3] = _SP_0X
+    out[:, 3:3 + width] = _hex(mfn, width)
+    out[:, 3 + width:6 + width] = _DASH_0X
+    out[:, 6 + width] = carry * np.uint8(ord("1"))
+    out[:, 7 + width:] = _hex(end, width)
+    if carry.any():
+        # 2^64 + end, its 16 low digits in full after the "1" (a carry
+        # needs an mfn past 2^63, so width is 16)
+        out[carry, 7 + width:] = hex_text(end[carry], 8, strip=False)
+    out[single, 3 + width:] = 0
+    out[missing] = 0
 
 
 def _pieces(words: np.ndarray, layout, start: int, stop: int, cuts=None):

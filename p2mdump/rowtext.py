@@ -11,7 +11,9 @@ No Python code runs per row (NUL never occurs in the text itself).
 
 The text is the same, byte for byte, as ``json.dumps`` and the f-strings of
 the formats' definitions give (the tests compare them on random tables of
-every kind).
+every kind).  ``diff``'s lines (:func:`p2mdump.diff.DiffResult.lines`) are
+built from the same pieces (:func:`hex_text`, :class:`ByteMatrix`,
+:func:`name_table`).
 """
 from __future__ import annotations
 
@@ -104,9 +106,10 @@ def dec_groups(top: int) -> int:
     return max(1, -(-len(str(top)) // 4))
 
 
-class _Matrix:
-    """The byte matrix of up to ``rows`` rows of fields; constant fields are
-    written once, the others per chunk with :meth:`put`."""
+class ByteMatrix:
+    """The byte matrix of up to ``rows`` rows of ``fields`` (each constant
+    bytes or the width of a variable field); constant fields are written
+    once, the others per chunk with :meth:`put` or through :meth:`rows`."""
 
     def __init__(self, fields, rows: int):
         self.cols = []
@@ -132,11 +135,12 @@ class _Matrix:
         return self.mat[:n].tobytes().translate(None, b"\0")
 
 
-def _names(width: int, left: bool) -> np.ndarray:
-    """The kind names as (4, width) bytes: space-padded on the right
-    (``left``) or NUL-padded on the left."""
-    names = [k.ljust(width) if left else k.rjust(width, "\0") for k in KINDS]
-    return np.frombuffer("".join(names).encode(), dtype=np.uint8).reshape(len(KINDS), width)
+def name_table(width: int, left: bool, names=KINDS) -> np.ndarray:
+    """``names`` (by default the kind names, in code order) as
+    (len(names), width) bytes, to index with codes: space-padded on the
+    right (``left``) or NUL-padded on the left."""
+    padded = [k.ljust(width) if left else k.rjust(width, "\0") for k in names]
+    return np.frombuffer("".join(padded).encode(), dtype=np.uint8).reshape(len(names), width)
 
 
 def header(fmt: str, layout: Layout, n_pfns: int) -> bytes:
@@ -171,15 +175,15 @@ class RowWriter:
             self.rg = dec_groups(layout.word_mask)
             fields = [b'{"pfn": ', 4 * self.pg, b', "raw": ', 4 * self.rg, b', "kind": "',
                       8, b'", "mfn": ', 4 * self.rg, b"}\n"]
-            self.names = _names(8, False)
+            self.names = name_table(8, False)
         elif fmt == "csv":
             fields = [b"0x", 16, b",0x", 2 * ws, b",", 8, b",", 2 + 2 * ws, b"\n"]
-            self.names = _names(8, False)
+            self.names = name_table(8, False)
         else:
             self.pw = pfn_width(n_pfns)
             fields = [b"0x", self.pw, b" 0x", 2 * ws, b" ", 8, b" ", 2 + 2 * ws, b"\n"]
-            self.names = _names(8, True)
-        self.m = _Matrix(fields, min(ROW_CHUNK, max(n_pfns, 1)))
+            self.names = name_table(8, True)
+        self.m = ByteMatrix(fields, min(ROW_CHUNK, max(n_pfns, 1)))
 
     def render(self, raw: np.ndarray, first_pfn: int) -> bytes:
         """The text of the rows of ``raw`` (at most ROW_CHUNK entries), pfns
