@@ -11,7 +11,8 @@ and the same messages.  A ``walk`` command line of the plain forms is run
 without click too, from the same option declarations and by the same code
 as the click command (:mod:`p2mdump.cli.fastpath`).  For a command that works
 with numpy, numpy is imported first, with the cyclic garbage collector paused
-(:func:`import_numpy`).
+(:func:`import_numpy`), and the allocator is told to keep freed memory
+(:func:`p2mdump.workers.keep_freed_memory`).
 """
 from __future__ import annotations
 
@@ -148,6 +149,9 @@ def main():
             sys.exit(rc)
     if argv[:1] and argv[0] in NUMPY_COMMANDS and not {"-h", "--help"} & set(argv):
         import_numpy()
+        from .workers import keep_freed_memory
+
+        keep_freed_memory()      # the process is this command's: see workers
     try:
         if argv[:1] == ["walk"]:
             from .cli import fastpath

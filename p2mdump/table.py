@@ -275,9 +275,6 @@ class ScanAhead:
         import queue
         import threading
 
-        from .workers import keep_freed_memory
-
-        keep_freed_memory()
         self.words = words[:n]
         self.layout = layout
         self.n = n

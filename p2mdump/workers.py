@@ -31,11 +31,13 @@ def keep_freed_memory() -> None:
     """Have glibc's allocator keep freed memory for reuse (allocations up
     to :data:`HEAP_ALLOCATIONS` from the heap, no trimming) instead of
     mapping each large numpy temporary afresh and unmapping it when freed.
-    With several threads running, every unmap interrupts the other CPUs to
-    flush their TLBs, and every fresh page costs a fault: on a virtual
-    machine the .xen_p2m pass of a 2^26-pfn guest took 0.17-0.185 s without
-    this and 0.14-0.15 s with it (six runs each, fresh processes).  Done
-    once, before the first threads start; elsewhere than glibc, nothing."""
+    With several threads running (:func:`map_chunks`, the table's scan
+    ahead), every unmap interrupts the other CPUs to flush their TLBs, and
+    every fresh page costs a fault: on a virtual machine the .xen_p2m pass
+    of a 2^26-pfn guest took 0.17-0.185 s without this and 0.14-0.15 s with
+    it (six runs each, fresh processes).  A setting of the whole process:
+    the command line makes it (:mod:`p2mdump.launcher`); a program using
+    the library decides for itself.  Elsewhere than glibc, nothing."""
     global _heap_kept
     if _heap_kept:
         return
@@ -73,7 +75,6 @@ def map_chunks(work: Callable[[int, S], T], count: int, scratch: Callable[[], S]
     if workers == 1:
         state = scratch()
         return [work(i, state) for i in range(count)]
-    keep_freed_memory()
     results: list = [None] * count
     failed: dict[int, BaseException] = {}
     lock = threading.Lock()
