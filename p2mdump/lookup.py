@@ -415,16 +415,84 @@ class MfnScan:
         return self.found
 
 
+#: pfns at or past this are in no table (and do not fit a numpy int64)
+PFN_LIMIT = 1 << 63
+
+
+class PfnPick:
+    """The raw entries of given pfns, picked out of a table fed in pieces
+    (:meth:`feed`, consecutive and in pfn order, like :class:`MfnScan`) as
+    it goes by, so that a streamed walk answers pfn queries without the
+    table being held.
+
+    The distinct pfns are sorted once; each piece takes the slice of them
+    that falls in its pfn range (two binary searches) and copies those
+    entries: no work per entry of the piece nor per pfn outside it.  Memory:
+    one word per distinct pfn asked."""
+
+    def __init__(self, pfns):
+        import numpy as np
+
+        # pfns past any table are never fed: keeping them out keeps the array int64
+        self.pfns = np.unique(np.array([p for p in pfns if 0 <= p < PFN_LIMIT],
+                                       dtype=np.int64))
+        self.raw = np.zeros(len(self.pfns), dtype=np.uint64)
+        #: the pfn after the last one fed
+        self.end = 0
+
+    def feed(self, words, first_pfn: int) -> None:
+        import numpy as np
+
+        if first_pfn != self.end:
+            raise ValueError(f"pieces must follow each other: got pfn {first_pfn:#x}, "
+                             f"expected {self.end:#x}")
+        self.end = first_pfn + len(words)
+        lo, hi = np.searchsorted(self.pfns, (first_pfn, self.end))
+        if hi > lo:
+            self.raw[lo:hi] = words[self.pfns[lo:hi] - first_pfn]
+
+    def entry(self, pfn: int) -> int:
+        """The raw entry of ``pfn`` (one that was asked and fed; else KeyError)."""
+        import numpy as np
+
+        i = int(np.searchsorted(self.pfns, pfn)) if 0 <= pfn < self.end else len(self.pfns)
+        if i == len(self.pfns) or int(self.pfns[i]) != pfn:
+            raise KeyError(pfn)
+        return int(self.raw[i])
+
+
+class QueryScan:
+    """A batch of queries (``[(kind, number), ...]`` as
+    :func:`parse_query_file` gives them) answered in one pass over a table
+    fed in pieces: the entries of the pfn and paddr queries are picked out
+    (:class:`PfnPick`), the pfns of the mfn and maddr queries found
+    (:class:`MfnScan`).  A ``stream`` for :func:`p2mdump.walker.walk`; hand
+    it to :class:`TableLookup` as ``scanned`` to answer the batch."""
+
+    def __init__(self, queries):
+        self.pick = PfnPick(n >> PAGE_SHIFT if k == "paddr" else n
+                            for k, n in queries if k in ("pfn", "paddr"))
+        self.mfns = MfnScan(n >> PAGE_SHIFT if k == "maddr" else n
+                            for k, n in queries if k in ("mfn", "maddr"))
+
+    def __call__(self, words, first_pfn: int, *_segments) -> None:
+        self.feed(words, first_pfn)
+
+    def feed(self, words, first_pfn: int) -> None:
+        self.pick.feed(words, first_pfn)
+        self.mfns.feed(words, first_pfn)
+
+
 class TableLookup:
     """Lookups against a whole walked table (numpy; imported on first use).
 
     pfn queries index the table; mfn queries of a batch are answered in one
-    pass over the table (:class:`MfnScan`).  ``scanned``: an MfnScan the
-    walk was streamed through, which answers the mfn queries instead (the
-    table is then a StreamedTable, with no entries to index).
+    pass over the table (:class:`MfnScan`).  ``scanned``: a QueryScan the
+    walk was streamed through, which answers the queries it was made for
+    instead (the table is then a StreamedTable, with no entries to index).
     """
 
-    def __init__(self, result, max_pfn: int | None = None, scanned: MfnScan | None = None):
+    def __init__(self, result, max_pfn: int | None = None, scanned: QueryScan | None = None):
         self.result = result
         self.table = result.table
         self.layout = result.layout
@@ -432,10 +500,20 @@ class TableLookup:
         self.max_pfn = max_pfn
         self.scanned = scanned
 
+    def _entry(self, pfn: int) -> dict:
+        """{raw, kind, mfn} of ``pfn`` as :meth:`P2MTable.lookup` gives them
+        (missing past the table), from the table or the entries picked from
+        its stream."""
+        if self.scanned is None:
+            return self.table.lookup(pfn)
+        L = self.layout
+        raw = self.scanned.pick.entry(pfn) if pfn < len(self.table) else L.invalid
+        return {"raw": raw, "kind": L.kind_of(raw), "mfn": L.decode(raw)}
+
     def pfn(self, pfn: int) -> dict:
         L = self.layout
         check_pfn(L, pfn)
-        got = self.table.lookup(pfn)
+        got = self._entry(pfn)
         return {"pfn": pfn, "kind": got["kind"], "mfn": got["mfn"],
                 "raw": got["raw"] if pfn < len(self.table) else None,
                 "top_mfn": self.top_mfn, "word_size": L.word_size,
@@ -447,7 +525,7 @@ class TableLookup:
     def mfns(self, mfns) -> dict:
         """{mfn: {"pfns": [...valid pfns], "foreign_pfns": [...]}} in one pass."""
         if self.scanned is not None:
-            found = self.scanned.result(self.layout)
+            found = self.scanned.mfns.result(self.layout)
             return {m: found[m] for m in mfns}
         scan = MfnScan(mfns)
         for start, chunk in self.table.chunks():

@@ -123,7 +123,7 @@ def test_streamed_mfn_lookup_finds_what_the_table_holds(tmp_path, monkeypatch, r
     """``lookup --mfn`` / ``--maddr`` find their pfns as the walk reads the
     table: the same answers as the table held whole, for valid and foreign
     entries, repeated frames and frames no pfn maps."""
-    from p2mdump.lookup import MfnScan, TableLookup
+    from p2mdump.lookup import QueryScan, TableLookup
 
     monkeypatch.setattr(tablerows, "STREAM_ROWS", rows)
     path, tree = damaged_guest(tmp_path, seed, [8, 4][seed % 2])
@@ -140,7 +140,7 @@ def test_streamed_mfn_lookup_finds_what_the_table_holds(tmp_path, monkeypatch, r
         mfns = [int(m) for m in rng.choice(raw, 6)] + [int(m) & ~L.flag_mask for m in flagged[:3]]
         mfns += [0x7777777, L.invalid, 0]
         for many in (mfns[:3], mfns):        # the few-mfn and the sorted matcher
-            scan = MfnScan(many)
+            scan = QueryScan([("mfn", m) for m in many])
             streamed = walk_resolved(src, r, stream=scan)
             got = TableLookup(streamed, scanned=scan).mfns(many)
             assert got == TableLookup(whole).mfns(many)

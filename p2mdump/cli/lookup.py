@@ -4,9 +4,11 @@ guest virtual -> machine -> guest physical addresses.
 A single ``--pfn`` / ``--paddr`` lookup reads only the pages on its path (of
 the tree, or of a linear list: the page tables to the list page and that
 page) and imports neither numpy nor construct; ``--mfn`` / ``--maddr`` and
-``--from-file`` walk the whole table once.  ``--vaddr`` translates through
-the guest's page tables (only the path) and, when the address is mapped and
-a p2m is known, walks the p2m once for the pfns of the machine frame.
+``--from-file`` walk the whole table once, and answer as it goes by without
+keeping it (a tree's or a list's: :class:`~p2mdump.lookup.QueryScan`).
+``--vaddr`` translates through the guest's page tables (only the path) and,
+when the address is mapped and a p2m is known, walks the p2m once for the
+pfns of the machine frame.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import sys
 import click
 
 from . import options as opts
-from ..layout import PAGE_SHIFT
 from .common import EXIT_CODES_HELP, option
 from .running import CLIError
 from .treeopts import open_source, resolve_tree, tree_options
@@ -111,20 +112,18 @@ def lookup(image, top_mfn, word_size, max_pfn, base, container, pfn, mfn, paddr,
             results = [result]
         else:
             from ..autowalk import can_stream
-            from ..lookup import MfnScan, TableLookup
+            from ..lookup import QueryScan, TableLookup
 
             r = resolve_tree(source, image, top_mfn, word_size, max_pfn, **list_opts)
-            # a single --mfn / --maddr: the pfns are found as the walk reads
-            # the table, which is not kept
-            scan = None
-            if queries is None and can_stream(r):
-                scan = MfnScan([mfn if mfn is not None else maddr >> PAGE_SHIFT])
+            asked = queries if queries is not None else (
+                [("mfn", mfn)] if mfn is not None else [("maddr", maddr)])
+            # the answers are picked out as the walk reads the table, which
+            # is not kept (a tree's or a list's)
+            scan = QueryScan(asked) if can_stream(r) else None
             tl = TableLookup(_walk_table(source, r, scan), max_pfn=r.max_pfn, scanned=scan)
+            results = tl.many(asked)
             if queries is None:
-                results = tl.many([("mfn", mfn)] if mfn is not None else [("maddr", maddr)])
                 del results[0]["query"]
-            else:
-                results = tl.many(queries)
     from ..lookup import format_result
 
     if as_json:
