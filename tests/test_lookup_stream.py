@@ -45,8 +45,9 @@ def random_queries(table, layout, max_pfn, seed, n=300):
     rng = np.random.default_rng(seed)
     size = len(table)
     raw = table.raw
-    edges = [0, size - 1, size, size + 1, layout.per_page - 1, layout.per_page,
-             layout.capacity - 1, (size + layout.capacity) // 2]
+    rows = [1, 3, 6]        # window edges when windows are 1 or 3 rows
+    edges = [0, size - 1, size, size + 1, layout.capacity - 1, (size + layout.capacity) // 2]
+    edges += [k * layout.per_page + d for k in rows for d in (-1, 0)]
     if max_pfn is not None:
         edges += [max_pfn - 1, max_pfn, max_pfn + 1]
     pfns = [p for p in edges if 0 <= p < layout.capacity]
