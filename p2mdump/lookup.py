@@ -433,9 +433,10 @@ class PfnPick:
     def __init__(self, pfns):
         import numpy as np
 
+        from .arrays import unique
+
         # pfns past any table are never fed: keeping them out keeps the array int64
-        self.pfns = np.unique(np.array([p for p in pfns if 0 <= p < PFN_LIMIT],
-                                       dtype=np.int64))
+        self.pfns = unique(np.array([p for p in pfns if 0 <= p < PFN_LIMIT], dtype=np.int64))
         self.raw = np.zeros(len(self.pfns), dtype=np.uint64)
         #: the pfn after the last one fed
         self.end = 0
