@@ -427,6 +427,8 @@ class FileRows:
         preallocate(fd, n_rows * PAGE_SIZE)
         #: the ScanAhead told which rows are written (see hold_rows), if any
         self.ahead: ScanAhead | None = None
+        #: the file's first entries mapped for it, kept as the table (finish)
+        self._mapped: np.ndarray | None = None
 
     def scan_ahead(self, n: int) -> ScanAhead | None:
         """A :class:`~p2mdump.table.ScanAhead` of the file's first ``n``
@@ -440,7 +442,8 @@ class FileRows:
             mapping = mmap.mmap(self.fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ)
         except (OSError, ValueError):
             return None           # the table is then scanned after the walk, as always
-        self.ahead = ScanAhead(np.frombuffer(mapping, dtype=self.L.numpy_dtype), self.L, n)
+        self._mapped = np.frombuffer(mapping, dtype=self.L.numpy_dtype)
+        self.ahead = ScanAhead(self._mapped, self.L, n)
         return self.ahead
 
     def settle(self, row: int, last: bool = False) -> None:
@@ -565,6 +568,10 @@ class FileRows:
         past = np.frombuffer(tail, dtype=self.L.numpy_dtype)
         if size == 0:
             return np.zeros(0, dtype=self.L.numpy_dtype), past
+        if self._mapped is not None and len(self._mapped) == max_pfn:
+            # the scan ahead's mapping is the table: its pages are not faulted
+            # in (nor counted) twice
+            return self._mapped, past
         # no MAP_POPULATE: the summary faults the pages in as fast as it would
         # map them all at once (measured), and a quiet walk reads none of them
         mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ)

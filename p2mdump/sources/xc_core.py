@@ -261,13 +261,19 @@ class XcCoreSource(ElfFile, FrameSource):
         n = 0 if self.is_hvm else self.nr_pages
         buf = np.empty(2 * min(chunk, n), dtype="<u8")
         for first in range(0, n, chunk):
-            count = min(chunk, n - first)
-            view = buf[:2 * count].data.cast("B")
-            offset = self.p2m_sec.offset + first * X.P2M_PAIR_SIZE
-            if pread_into(self.fd, view, offset) != len(view):
-                raise self.error(f"cannot read {len(view)} bytes of .xen_p2m at offset "
-                                 f"{offset:#x} (file size {self.size:#x})")
-            yield first, buf[0:2 * count:2], buf[1:2 * count:2]
+            pairs = self._read_pairs(first, min(chunk, n - first), buf)
+            yield first, pairs[0::2], pairs[1::2]
+
+    def _read_pairs(self, first: int, count: int, buf):
+        """Pairs first..first+count-1 of .xen_p2m read into ``buf`` (uint64,
+        room for them): the interleaved view (pfn, gmfn, pfn, ...)."""
+        pairs = buf[:2 * count]
+        view = pairs.data.cast("B")
+        offset = self.p2m_sec.offset + first * X.P2M_PAIR_SIZE
+        if pread_into(self.fd, view, offset) != len(view):
+            raise self.error(f"cannot read {len(view)} bytes of .xen_p2m at offset "
+                             f"{offset:#x} (file size {self.size:#x})")
+        return pairs
 
     def used_pair_chunks(self, chunk: int = PAIR_CHUNK):
         """(pfns, gmfns) of the pairs that are neither padding nor half ~0,
@@ -291,12 +297,7 @@ class XcCoreSource(ElfFile, FrameSource):
         buf, finder = scratch
         first = k * PAIR_CHUNK
         count = min(PAIR_CHUNK, self.nr_pages - first)
-        pairs = buf[:2 * count]
-        view = pairs.data.cast("B")
-        offset = self.p2m_sec.offset + first * X.P2M_PAIR_SIZE
-        if pread_into(self.fd, view, offset) != len(view):
-            raise self.error(f"cannot read {len(view)} bytes of .xen_p2m at offset "
-                             f"{offset:#x} (file size {self.size:#x})")
+        pairs = self._read_pairs(first, count, buf)
         out = _ChunkPieces()
         inv = np.uint64(X.INVALID_PFN)
         pieces = finder.pieces(pairs, None, first)
